@@ -1,0 +1,58 @@
+"""gpustack: focus stacking that streams frames through a GPU (CuPy) or CPU (Numba) backend.
+
+>>> import gpustack
+>>> result = gpustack.stack(["f1.tif", "f2.tif", "f3.tif"], output="fused.tif")  # doctest: +SKIP
+>>> result.image.shape, result.depth.shape                                         # doctest: +SKIP
+
+Importing gpustack never imports CuPy; only the ``cuda`` backend does.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ._version import __version__
+from .errors import (AlignmentError, BackendUnavailableError, DecodeError, GpustackError, InputError,
+                     KernelCompileError, OutputError)
+from .options import METHODS, ORDERS, StackOptions
+from .pipeline import FrameInfo, ProgressEvent, StackResult
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "AlignmentError", "BackendUnavailableError", "DecodeError", "FrameInfo", "GpustackError", "InputError",
+    "KernelCompileError", "METHODS", "ORDERS", "OutputError", "ProgressEvent", "StackOptions", "StackResult",
+    "__version__", "stack",
+]
+
+
+def stack(inputs, *, progress=None, **options) -> StackResult:
+    """Focus-stack ``inputs`` into one image sharp front to back, plus its depth map.
+
+    Parameters
+    ----------
+    inputs : path, list of paths, list of arrays, (N, H, W[, C]) array, or iterable of arrays
+        Frame files, folders or glob patterns (any mix), in any order (sorted by
+        ``order``); or frames as arrays, (H, W) or (H, W, C) with C = 1 or 3, of
+        dtype uint8, uint16 (sRGB-encoded unless ``linear=True``) or float32
+        (linear light), in shot order. An iterator of arrays is consumed once,
+        one frame at a time (the ``depthmap`` method needs a list).
+    progress : callable, optional
+        Called with a ``ProgressEvent`` after each frame and stage.
+    **options
+        Any field of ``StackOptions`` (``backend``, ``method``, ``output``,
+        ``depth_map``, ``order``, ``linear``, ``overwrite``, ...), with the same
+        names as the command-line options.
+
+    Returns
+    -------
+    StackResult
+        ``image`` (as written), ``linear``, ``depth``, ``confidence``, ``frames``, ``timings``.
+
+    Raises
+    ------
+    InputError, DecodeError, OutputError, BackendUnavailableError
+    """
+    from .pipeline import run
+
+    return run(inputs, StackOptions(**options), progress=progress)

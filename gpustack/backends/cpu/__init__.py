@@ -1,0 +1,62 @@
+"""The ``cpu`` backend: NumPy arrays and Numba kernels (``parallel=True``, no fastmath)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .convert import convert
+from .depth import depth_finalize, depth_ratio, depth_weight, depthmap_accumulate, depthmap_blend
+from .encode import encode
+from .filter import filter_box_cols, filter_box_rows
+from .fuse import fuse_accumulate, fuse_divide, fuse_select, fuse_select_track, fuse_sqsum
+from .pyramid import pyramid_expand_add, pyramid_expand_sub, pyramid_reduce
+
+
+class CpuBackend:
+    """Every op of ``gpustack.backends.base.Backend`` on the host."""
+
+    name = "cpu"
+    xp = np
+
+    def __init__(self):
+        import numba
+
+        self.device_name = f"{numba.config.NUMBA_NUM_THREADS} CPU threads (Numba {numba.__version__})"
+
+    @staticmethod
+    def empty(shape, dtype):
+        return np.empty(shape, dtype=dtype)
+
+    @staticmethod
+    def full(shape, value, dtype):
+        return np.full(shape, value, dtype=dtype)
+
+    @staticmethod
+    def to_device(host_array):
+        return np.ascontiguousarray(host_array)
+
+    @staticmethod
+    def to_host(array):
+        return array
+
+    @staticmethod
+    def synchronize():
+        return None
+
+    convert = staticmethod(convert)
+    pyramid_reduce = staticmethod(pyramid_reduce)
+    pyramid_expand_sub = staticmethod(pyramid_expand_sub)
+    pyramid_expand_add = staticmethod(pyramid_expand_add)
+    fuse_sqsum = staticmethod(fuse_sqsum)
+    fuse_select = staticmethod(fuse_select)
+    fuse_select_track = staticmethod(fuse_select_track)
+    fuse_accumulate = staticmethod(fuse_accumulate)
+    fuse_divide = staticmethod(fuse_divide)
+    filter_box_rows = staticmethod(filter_box_rows)
+    filter_box_cols = staticmethod(filter_box_cols)
+    depth_finalize = staticmethod(depth_finalize)
+    depth_weight = staticmethod(depth_weight)
+    depth_ratio = staticmethod(depth_ratio)
+    depthmap_accumulate = staticmethod(depthmap_accumulate)
+    depthmap_blend = staticmethod(depthmap_blend)
+    encode = staticmethod(encode)

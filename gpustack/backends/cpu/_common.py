@@ -1,0 +1,38 @@
+"""Helpers shared by the Numba kernels: float32 constants and the border rule.
+
+Every constant that meets a float32 value is a ``np.float32`` module global, so
+Numba types the arithmetic as float32 (a Python float literal would promote it
+to float64 and break the parity with the CUDA twins).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+F0 = np.float32(0.0)
+F1 = np.float32(1.0)
+HALF = np.float32(0.5)
+
+# 5-tap binomial kernel [1, 4, 6, 4, 1] / 16 (pyramid reduce)
+W0 = np.float32(0.0625)
+W1 = np.float32(0.25)
+W2 = np.float32(0.375)
+# its expand counterpart: even output samples (1, 6, 1) / 8, odd ones (1, 1) / 2
+E0 = np.float32(0.125)
+E1 = np.float32(0.75)
+
+
+@njit(cache=True, inline="always")
+def reflect(i, n):
+    """Border rule of every kernel: mirror about the edge samples, the edge not repeated
+    (OpenCV's BORDER_REFLECT_101: -1 -> 1, n -> n - 2), periodic for any offset."""
+    if 0 <= i < n:
+        return i
+    if n == 1:
+        return 0
+    m = 2 * (n - 1)
+    i = abs(i) % m
+    if i >= n:
+        i = m - i
+    return i

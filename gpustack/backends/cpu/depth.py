@@ -1,0 +1,116 @@
+"""Depth map: sub-frame argmax, confidence, smoothing, and the depthmap-method blend.
+
+Twin of kernels/depth.cu.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ._common import F0, F1, HALF
+
+NEG_HALF = np.float32(-0.5)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _depth_finalize_kernel(best_e, best_k, prev_of_best, next_of_best, sum_e, n, depth, conf):
+    h, w = best_e.shape
+    for i in prange(h):
+        for j in range(w):
+            b = best_e[i, j]
+            d = best_k[i, j]
+            sp = prev_of_best[i, j]
+            sn = next_of_best[i, j]
+            if sp >= F0 and sn >= F0:
+                a = sp - b
+                c = sn - b
+                den = a + c
+                if den < F0:
+                    off = HALF * (a - c) / den
+                    if off > HALF:
+                        off = HALF
+                    elif off < NEG_HALF:
+                        off = NEG_HALF
+                    d = d + off
+            depth[i, j] = d
+            if b > F0:
+                mean = sum_e[i, j] / n
+                cf = (b - mean) / b
+                if cf < F0:
+                    cf = F0
+                conf[i, j] = cf
+            else:
+                conf[i, j] = F0
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _depth_weight_kernel(depth, conf, num):
+    h, w = depth.shape
+    for i in prange(h):
+        for j in range(w):
+            num[i, j] = depth[i, j] * conf[i, j]
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _depth_ratio_kernel(num, den, fallback, out):
+    h, w = num.shape
+    for i in prange(h):
+        for j in range(w):
+            d = den[i, j]
+            if d > F0:
+                out[i, j] = num[i, j] / d
+            else:
+                out[i, j] = fallback[i, j]
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _depthmap_accumulate_kernel(frame, depth, acc, k):
+    c, h, w = frame.shape
+    for i in prange(h):
+        for j in range(w):
+            wgt = F1 - abs(depth[i, j] - k)
+            if wgt > F0:
+                for ch in range(c):
+                    acc[ch, i, j] = acc[ch, i, j] + wgt * frame[ch, i, j]
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _depthmap_blend_kernel(acc, pyr, conf, lo, inv_width, out):
+    c, h, w = acc.shape
+    for i in prange(h):
+        for j in range(w):
+            m = (conf[i, j] - lo) * inv_width
+            if m < F0:
+                m = F0
+            elif m > F1:
+                m = F1
+            for ch in range(c):
+                p = pyr[ch, i, j]
+                out[ch, i, j] = p + m * (acc[ch, i, j] - p)
+
+
+def depth_finalize(best_e, best_k, prev_of_best, next_of_best, sum_e, n, depth, conf):
+    """Depth = best frame + parabola offset in [-0.5, 0.5] (through the best score and its
+    two neighbours, when both exist); confidence = (best - mean) / best, clipped to [0, 1)."""
+    _depth_finalize_kernel(best_e, best_k, prev_of_best, next_of_best, sum_e, n, depth, conf)
+
+
+def depth_weight(depth, conf, num):
+    """``num = depth * conf``."""
+    _depth_weight_kernel(depth, conf, num)
+
+
+def depth_ratio(num, den, fallback, out):
+    """``out = num / den`` where ``den > 0``, else ``fallback``."""
+    _depth_ratio_kernel(num, den, fallback, out)
+
+
+def depthmap_accumulate(frame, depth, acc, k):
+    """``acc += max(0, 1 - |depth - k|) * frame``: frame ``k``'s share of every pixel."""
+    _depthmap_accumulate_kernel(frame, depth, acc, k)
+
+
+def depthmap_blend(acc, pyr, conf, lo, inv_width, out):
+    """``out = pyr + m * (acc - pyr)``, ``m = clip((conf - lo) * inv_width, 0, 1)``."""
+    _depthmap_blend_kernel(acc, pyr, conf, lo, inv_width, out)

@@ -1,0 +1,36 @@
+"""Planar linear float32 (C, H, W) -> interleaved integer samples (H, W, C) through a table.
+
+Twin of kernels/encode.cu. index = 0 for v <= 0 or NaN, N - 1 for v >= 1,
+else trunc(v * (N - 1) + 0.5), all in float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ._common import F0, F1, HALF
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _encode_lut_kernel(src, lut, dst):
+    c, h, w = src.shape
+    n = lut.shape[0]
+    scale = np.float32(n - 1)
+    for i in prange(h):
+        for j in range(w):
+            for ch in range(c):
+                v = src[ch, i, j]
+                if v > F0:
+                    if v < F1:
+                        idx = int(v * scale + HALF)
+                    else:
+                        idx = n - 1
+                else:
+                    idx = 0
+                dst[i, j, ch] = lut[idx]
+
+
+def encode(src, lut, dst):
+    """Fill ``dst`` (H, W, C) uint8/uint16 from ``src`` (C, H, W) float32 through ``lut``."""
+    _encode_lut_kernel(src, lut, dst)

@@ -1,0 +1,67 @@
+"""Box sums along rows or columns of a float32 plane (H, W). Twin of kernels/filter.cu.
+
+out[i, j] = src[i, j-r] + ... + src[i, j+r] (rows; the same down columns), summed
+from the lowest offset up, reflect101 borders. No normalisation: callers divide
+where they need a mean.
+"""
+
+from __future__ import annotations
+
+from numba import njit, prange
+
+from ._common import F0, reflect
+
+
+@njit(cache=True)
+def box_row(row, w, r, out):
+    """out[j] = F0 + row[j-r] + ... + row[j+r] (reflect101), added in that order."""
+    lo, hi = min(r, w), max(w - r, min(r, w))
+    n = hi - lo
+    if n > 0:
+        acc = out[lo:hi]
+        for j in range(n):
+            acc[j] = F0
+        for d in range(2 * r + 1):
+            seg = row[d:d + n]  # row[j + d - r] for output j + lo
+            for j in range(n):
+                acc[j] = acc[j] + seg[j]
+    for j in range(w):
+        if j < lo or j >= hi:
+            s = F0
+            for d in range(-r, r + 1):
+                s = s + row[reflect(j + d, w)]
+            out[j] = s
+
+
+@njit(cache=True)
+def box_col(src, i, r, out):
+    """out[j] = F0 + src[i-r, j] + ... + src[i+r, j] (reflect101 rows), added in that order."""
+    h, w = src.shape
+    for j in range(w):
+        out[j] = F0
+    for d in range(-r, r + 1):
+        row = src[reflect(i + d, h)]
+        for j in range(w):
+            out[j] = out[j] + row[j]
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _filter_box_rows_kernel(src, dst, r):
+    h, w = src.shape
+    for i in prange(h):
+        box_row(src[i], w, r, dst[i])
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _filter_box_cols_kernel(src, dst, r):
+    h, w = src.shape
+    for i in prange(h):
+        box_col(src, i, r, dst[i])
+
+
+def filter_box_rows(src, dst, r):
+    _filter_box_rows_kernel(src, dst, r)
+
+
+def filter_box_cols(src, dst, r):
+    _filter_box_cols_kernel(src, dst, r)

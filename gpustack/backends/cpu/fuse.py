@@ -1,0 +1,112 @@
+"""Folding one frame's pyramid into the running fusion state.
+
+Twin of kernels/fuse.cu. Energies are local sums of squared Laplacian
+coefficients over all channels in a (2r+1) x (2r+1) window: ``fuse_sqsum`` then
+``filter.box_rows`` then the column sum inside ``fuse_select``. A coefficient
+replaces the stored one only when its energy is strictly higher (the first frame
+wins ties), so the result does not depend on anything but frame order.
+"""
+
+from __future__ import annotations
+
+from numba import njit, prange
+
+import numpy as np
+
+from ._common import F1
+from .filter import box_col
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _fuse_sqsum_kernel(lap, q):
+    c, h, w = lap.shape
+    for i in prange(h):
+        for j in range(w):
+            v = lap[0, i, j]
+            s = v * v
+            for ch in range(1, c):
+                v = lap[ch, i, j]
+                s = s + v * v
+            q[i, j] = s
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _fuse_select_kernel(lap, rowbox, best_lap, best_e, r):
+    c, h, w = lap.shape
+    for i in prange(h):
+        erow = np.empty(w, np.float32)
+        box_col(rowbox, i, r, erow)
+        for j in range(w):
+            e = erow[j]
+            if e > best_e[i, j]:
+                best_e[i, j] = e
+                for ch in range(c):
+                    best_lap[ch, i, j] = lap[ch, i, j]
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _fuse_select_track_kernel(lap, rowbox, best_lap, best_e, prev_e, best_k, prev_of_best, next_of_best, sum_e, r, kf):
+    c, h, w = lap.shape
+    for i in prange(h):
+        erow = np.empty(w, np.float32)
+        box_col(rowbox, i, r, erow)
+        for j in range(w):
+            e = erow[j]
+            sum_e[i, j] = sum_e[i, j] + e
+            if e > best_e[i, j]:
+                prev_of_best[i, j] = prev_e[i, j]
+                next_of_best[i, j] = -F1
+                best_e[i, j] = e
+                best_k[i, j] = kf
+                for ch in range(c):
+                    best_lap[ch, i, j] = lap[ch, i, j]
+            elif best_k[i, j] == kf - F1:
+                next_of_best[i, j] = e
+            prev_e[i, j] = e
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _fuse_accumulate_kernel(acc, g):
+    c, h, w = g.shape
+    for p in prange(c * h):
+        ch = p // h
+        i = p - ch * h
+        for j in range(w):
+            acc[ch, i, j] = acc[ch, i, j] + g[ch, i, j]
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _fuse_divide_kernel(acc, n, out):
+    c, h, w = acc.shape
+    for p in prange(c * h):
+        ch = p // h
+        i = p - ch * h
+        for j in range(w):
+            out[ch, i, j] = acc[ch, i, j] / n
+
+
+def fuse_sqsum(lap, q):
+    """``q`` (H, W) = sum over channels of ``lap`` (C, H, W) squared."""
+    _fuse_sqsum_kernel(lap, q)
+
+
+def fuse_select(lap, rowbox, best_lap, best_e, r):
+    """Where the window energy (column sum of ``rowbox``) beats ``best_e``, take ``lap``."""
+    _fuse_select_kernel(lap, rowbox, best_lap, best_e, r)
+
+
+def fuse_select_track(lap, rowbox, best_lap, best_e, depth_state, r, k):
+    """``fuse_select`` plus the depth bookkeeping of frame ``k`` (see ``stages.fuse.DepthState``)."""
+    ds = depth_state
+    _fuse_select_track_kernel(lap, rowbox, best_lap, best_e, ds.prev_e, ds.best_k, ds.prev_of_best,
+                              ds.next_of_best, ds.sum_e, r, k)
+
+
+def fuse_accumulate(acc, g):
+    """In place: ``acc += g``."""
+    _fuse_accumulate_kernel(acc, g)
+
+
+def fuse_divide(acc, n, out):
+    """``out = acc / n`` with ``n`` a float32 scalar."""
+    _fuse_divide_kernel(acc, n, out)

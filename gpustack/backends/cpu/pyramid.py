@@ -1,0 +1,125 @@
+"""Gaussian/Laplacian pyramid operators on planar float32 (C, H, W) arrays.
+
+Twin of kernels/pyramid.cu: the same taps, summed in the same order.
+reduce:  t_m = W0*s[r_m, 2j-2] + W1*s[r_m, 2j-1] + W2*s[r_m, 2j] + W1*s[r_m, 2j+1] + W0*s[r_m, 2j+2]
+         out[i, j] = W0*t_0 + W1*t_1 + W2*t_2 + W1*t_3 + W0*t_4,  r_m = 2i - 2 + m,
+         W = [1, 4, 6, 4, 1] / 16.
+expand:  along a row, even outputs 2k take E0*g[k-1] + E1*g[k] + E0*g[k+1] ((1, 6, 1) / 8),
+         odd outputs 2k+1 take HALF*g[k] + HALF*g[k+1]; the rows so expanded are then
+         combined down the columns with the same weights.
+Borders: reflect101 on the grid being read.
+
+The loops work row by row (the horizontal pass into a small buffer, then the
+vertical one), deinterleave even and odd samples into contiguous buffers and
+split the border columns off, so that the interior loops vectorise; the value
+of every output sample is still the expression above, in that order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ._common import E0, E1, HALF, W0, W1, W2, reflect
+
+
+@njit(cache=True)
+def _reduce_row(row, w, out, ow, ev, od):
+    # ev[k] = row[2k], od[k] = row[2k+1]
+    ne = (w + 1) // 2; no = w // 2
+    for k in range(no):
+        ev[k] = row[2 * k]; od[k] = row[2 * k + 1]
+    if ne > no:
+        ev[ne - 1] = row[w - 1]
+    jhi = min(ow - 1, (w - 3) // 2)
+    n = jhi  # j = 1..jhi
+    if n > 0:
+        a = ev[0:n]; b = od[0:n]; c = ev[1:n + 1]; d = od[1:n + 1]; e = ev[2:n + 2]
+        o = out[1:n + 1]
+        for j in range(n):
+            o[j] = W0 * a[j] + W1 * b[j] + W2 * c[j] + W1 * d[j] + W0 * e[j]
+    for j in range(ow):
+        if j == 0 or j > jhi:
+            bb = 2 * j
+            out[j] = (W0 * row[reflect(bb - 2, w)] + W1 * row[reflect(bb - 1, w)] + W2 * row[reflect(bb, w)]
+                      + W1 * row[reflect(bb + 1, w)] + W0 * row[reflect(bb + 2, w)])
+
+@njit(parallel=True, nogil=True, cache=True)
+def _pyramid_reduce_kernel(src, dst):
+    c, h, w = src.shape
+    oh, ow = dst.shape[1], dst.shape[2]
+    for p in prange(c * oh):
+        ch = p // oh
+        i = p - ch * oh
+        t = np.empty((5, ow), np.float32)
+        ev = np.empty((w + 1) // 2, np.float32); od = np.empty((w + 1) // 2, np.float32)
+        for m in range(5):
+            _reduce_row(src[ch, reflect(2 * i - 2 + m, h)], w, t[m], ow, ev, od)
+        out = dst[ch, i]
+        t0, t1, t2, t3, t4 = t[0], t[1], t[2], t[3], t[4]
+        for j in range(ow):
+            out[j] = W0 * t0[j] + W1 * t1[j] + W2 * t2[j] + W1 * t3[j] + W0 * t4[j]
+
+@njit(cache=True)
+def _expand_row(g, wc, out, w, ev, od):
+    khi = min(wc - 2, (w - 2) // 2)
+    n = khi
+    if n > 0:
+        a = g[0:n]; b = g[1:n + 1]; c = g[2:n + 2]
+        e = ev[0:n]; o = od[0:n]
+        for k in range(n):
+            e[k] = E0 * a[k] + E1 * b[k] + E0 * c[k]
+            o[k] = HALF * b[k] + HALF * c[k]
+        for k in range(n):
+            out[2 * k + 2] = e[k]; out[2 * k + 3] = o[k]
+    for j in range(w):
+        k = j // 2
+        if k == 0 or k > khi:
+            if j % 2 == 0:
+                out[j] = E0 * g[reflect(k - 1, wc)] + E1 * g[k] + E0 * g[reflect(k + 1, wc)]
+            else:
+                out[j] = HALF * g[k] + HALF * g[reflect(k + 1, wc)]
+
+@njit(parallel=True, nogil=True, cache=True)
+def _pyramid_expand_kernel(fine, coarse, sign):
+    c, h, w = fine.shape
+    hc, wc = coarse.shape[1], coarse.shape[2]
+    for p in prange(c * hc):
+        ch = p // hc
+        k = p - ch * hc
+        tmp = np.empty((3, w), np.float32)
+        ev = np.empty(wc, np.float32); od = np.empty(wc, np.float32)
+        ha, hb, hcr = tmp[0], tmp[1], tmp[2]
+        _expand_row(coarse[ch, reflect(k - 1, hc)], wc, ha, w, ev, od)
+        _expand_row(coarse[ch, k], wc, hb, w, ev, od)
+        _expand_row(coarse[ch, reflect(k + 1, hc)], wc, hcr, w, ev, od)
+        row = fine[ch, 2 * k]
+        if sign > 0:
+            for j in range(w):
+                row[j] = row[j] + (E0 * ha[j] + E1 * hb[j] + E0 * hcr[j])
+        else:
+            for j in range(w):
+                row[j] = row[j] - (E0 * ha[j] + E1 * hb[j] + E0 * hcr[j])
+        if 2 * k + 1 < h:
+            row = fine[ch, 2 * k + 1]
+            if sign > 0:
+                for j in range(w):
+                    row[j] = row[j] + (HALF * hb[j] + HALF * hcr[j])
+            else:
+                for j in range(w):
+                    row[j] = row[j] - (HALF * hb[j] + HALF * hcr[j])
+
+
+def pyramid_reduce(src, dst):
+    """``dst`` (C, (H+1)//2, (W+1)//2) = blur-and-decimate of ``src`` (C, H, W)."""
+    _pyramid_reduce_kernel(src, dst)
+
+
+def pyramid_expand_sub(fine, coarse):
+    """In place: ``fine -= expand(coarse)`` (a Gaussian level becomes a Laplacian level)."""
+    _pyramid_expand_kernel(fine, coarse, -1)
+
+
+def pyramid_expand_add(fine, coarse):
+    """In place: ``fine += expand(coarse)`` (collapse one level)."""
+    _pyramid_expand_kernel(fine, coarse, 1)

@@ -1,0 +1,177 @@
+"""The ``gpustack`` command: argument parsing, logging set-up and progress display only.
+
+Every option maps one to one onto a ``StackOptions`` field; the choices come
+from the registries in ``gpustack.options``. The command holds no algorithm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from ._version import __version__
+from .errors import GpustackError, InputError
+from .options import BACKENDS, BITS, METHODS, ORDERS, StackOptions
+
+logger = logging.getLogger("gpustack")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpustack", description="Focus stacking on the GPU (CuPy) or CPU (Numba).")
+    parser.add_argument("--version", action="version", version=f"gpustack {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    d = StackOptions()
+    p = sub.add_parser("stack", help="fuse a focus stack into one sharp image and a depth map",
+                       description="Fuse FRAMES (files, folders or globs, in shot order) into one image sharp "
+                                   "front to back.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("frames", nargs="+", metavar="FRAMES", help="frame files, folders of frames, or glob patterns")
+    out = p.add_argument_group("output")
+    out.add_argument("-o", "--output", required=True, metavar="OUT",
+                     help="fused image: .tif/.tiff (16-bit), .png (16-bit) or .jpg (8-bit)")
+    out.add_argument("--depth-map", metavar="FILE", default=None,
+                     help="also write the depth map, float32 TIFF (frame index, or microns with --z-step)")
+    out.add_argument("--bits", type=int, choices=BITS, default=None, help="sample depth of the fused image "
+                     "(default: 16 for TIFF and PNG, 8 for JPEG)")
+    out.add_argument("--linear", action="store_true", help="frames are linear light and the output stays linear "
+                     "(no sRGB curve removed on reading or applied on writing)")
+    out.add_argument("--z-step", type=float, default=None, metavar="MICRONS",
+                     help="distance between frames; the depth map is then in microns")
+    out.add_argument("--no-sidecar", dest="sidecar", action="store_false",
+                     help="do not write OUT.json (options, versions, per-frame information, timings)")
+    out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    merge = p.add_argument_group("merge")
+    merge.add_argument("--method", choices=list(METHODS), default=d.method,
+                       help="; ".join(f"{k}: {v}" for k, v in METHODS.items()))
+    merge.add_argument("--order", choices=list(ORDERS), default=d.order,
+                       help="; ".join(f"{k}: {v}" for k, v in ORDERS.items()))
+    merge.add_argument("--levels", type=int, default=None, help="pyramid levels (default: automatic)")
+    merge.add_argument("--energy-radius", type=int, default=d.energy_radius,
+                       help="radius of the local-energy window of the focus measure")
+    depth = p.add_argument_group("depth map")
+    depth.add_argument("--depth-smooth", type=int, default=d.depth_smooth,
+                       help="radius of the confidence-weighted depth smoothing (0: none)")
+    depth.add_argument("--contrast-threshold", type=float, default=d.contrast_threshold,
+                       help="depthmap method: below this confidence (0-1) the pyramid result is used")
+    perf = p.add_argument_group("performance")
+    perf.add_argument("--backend", choices=BACKENDS, default=d.backend,
+                      help="auto picks cuda when CuPy finds a device, else cpu")
+    perf.add_argument("--workers", type=int, default=d.workers, help="frame-reading threads")
+    perf.add_argument("--queue-size", type=int, default=d.queue_size, help="decoded frames waiting at most")
+    info = p.add_argument_group("information")
+    info.add_argument("-v", "--verbose", action="count", default=0, help="more messages (-vv: per frame)")
+    info.add_argument("-q", "--quiet", action="count", default=0, help="fewer messages, no progress bar")
+    return parser
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = max(10, 30 - 10 * verbosity)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("gpustack: %(levelname)s: %(message)s" if level > 10
+                                           else "gpustack: %(levelname)s: %(name)s: %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+    logging.captureWarnings(True)
+    pylog = logging.getLogger("py.warnings")
+    pylog.handlers[:] = [handler]
+    pylog.propagate = False
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class ProgressBar:
+    """``[#####.....]  12/40 fuse  3.1 fr/s  ETA 0:09  name`` on one terminal line (``\\r``)."""
+
+    def __init__(self, stream, width: int = 24):
+        self.stream = stream
+        self.width = width
+        self.active = False
+        self.stage_start = {}
+
+    def __call__(self, ev) -> None:
+        start = self.stage_start.setdefault(ev.stage, (time.perf_counter(), ev.index - 1))
+        if ev.stage in ("fuse", "blend"):
+            done = ev.index - start[1]
+            dt = time.perf_counter() - start[0]
+            rate = done / dt if dt > 0 else 0.0
+            if ev.total:
+                filled = int(self.width * ev.index / ev.total)
+                bar = "#" * filled + "." * (self.width - filled)
+                eta = f"ETA {_fmt_time((ev.total - ev.index) / rate)}" if rate > 0 else "ETA  -:--"
+                line = f"[{bar}] {ev.index:4d}/{ev.total:<4d} {ev.stage:5s} {rate:5.1f} fr/s  {eta}  {ev.name}"
+            else:
+                line = f"{ev.index:4d} frames {ev.stage:5s} {rate:5.1f} fr/s  {ev.name}"
+        else:
+            line = f"{ev.stage} ({_fmt_time(ev.elapsed)} elapsed)"
+        self.stream.write("\r" + line[:110].ljust(110))
+        self.stream.flush()
+        self.active = True
+
+    def close(self) -> None:
+        if self.active:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.active = False
+
+
+class ProgressLog:
+    """Progress as log lines (a pipe with -v): ``[ 3/12] fuse  IMG_0103.CR2``."""
+
+    def __call__(self, ev) -> None:
+        if ev.stage in ("fuse", "blend"):
+            total = ev.total or "?"
+            logger.info("[%3d/%3s] %-5s %s", ev.index, total, ev.stage, ev.name)
+        else:
+            logger.info("%s (%.1f s elapsed)", ev.stage, ev.elapsed)
+
+    def close(self) -> None:
+        pass
+
+
+def main(argv=None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    verbosity = args.verbose - args.quiet
+    _configure_logging(verbosity)
+    progress = None
+    if args.quiet == 0 and sys.stderr.isatty():
+        progress = ProgressBar(sys.stderr)
+    elif args.verbose > 0:
+        progress = ProgressLog()
+    opts = {k: getattr(args, k) for k in ("backend", "method", "order", "linear", "output", "depth_map", "overwrite",
+                                          "bits", "levels", "energy_radius", "depth_smooth", "contrast_threshold",
+                                          "z_step", "sidecar", "workers", "queue_size")}
+    try:
+        from .pipeline import run
+
+        result = run(args.frames, StackOptions(**opts), progress=progress)
+    except GpustackError as exc:
+        if progress is not None:
+            progress.close()
+        print(f"gpustack: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, InputError) else 1
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.close()
+        print("gpustack: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except MemoryError:
+        if progress is not None:
+            progress.close()
+        print("gpustack: error: out of memory; lower --workers/--queue-size or use smaller frames", file=sys.stderr)
+        return 1
+    if progress is not None:
+        progress.close()
+    t = result.timings
+    logger.info("wrote %s (%d frames, %s, %.2f s, %.1f MP-frames/s)", result.outputs.get("image"),
+                len(result.frames), result.backend, t["total_s"], t["mp_frames_per_s"])
+    return 0

@@ -1,0 +1,552 @@
+"""Listing frames in shot order and decoding them.
+
+:func:`list_frames` turns files, folders and glob patterns into
+:class:`FrameSource` items in shot order (cheap: no pixel is decoded);
+:func:`sources_from_arrays` does the same for in-memory arrays;
+:func:`read_frame` decodes one source into a :class:`Frame`, and is safe to
+call from several threads at once.
+
+Formats: JPEG and 8-bit PNG through Pillow, 16-bit PNG through imagecodecs
+(Pillow reduces 16-bit RGB PNGs to 8 bits), TIFF through tifffile (a multi-page
+TIFF is a z-stack: one frame per page), camera RAW through rawpy
+(:mod:`gpustack.io.raw`). The format is told by the file's first bytes, not by
+its extension (camera RAWs, many of them TIFF-based, by their extension).
+
+EXIF orientation is never applied: the frames of one stack are shot on one
+tripod with one orientation, the fused image keeps the frames' pixel layout
+and carries their Orientation tag, so viewers turn it as they turn the frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import io
+import logging
+import os
+import re
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import tifffile
+from PIL import Image, ImageFile
+
+from ..errors import DecodeError, GpustackError, InputError
+from ..options import ORDERS
+from ._meta import capture_time, exif_bytes, exif_from_file, parse_exif_bytes
+from .raw import CORRUPT_HINT, read_raw
+
+logger = logging.getLogger(__name__)
+
+#: Camera RAW file extensions (lower case), all read through rawpy/LibRaw.
+RAW_EXTENSIONS = frozenset(
+    ".dng .cr2 .cr3 .nef .nrw .arw .srf .sr2 .orf .rw2 .raf .pef .srw .kdc .dcr .mrw .3fr .erf .mef .mos .raw"
+    " .rwl .iiq .x3f".split()
+)
+#: Extensions of the files taken from a folder or a glob pattern.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"}) | RAW_EXTENSIONS
+
+_IMAGE_KINDS = "(.jpg, .png, .tif, or camera RAW)"
+_TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_DIGITS = re.compile(r"(\d+)", re.ASCII)
+
+
+@dataclass
+class FrameSource:
+    """One frame to read later.
+
+    Attributes
+    ----------
+    path : Path or None
+        The file; None for an in-memory array.
+    page : int
+        Page of a multi-page TIFF (z-stack); 0 otherwise.
+    name : str
+        Display name: the file name, ``"name.tif[3]"`` for page 3 of a
+        multi-page TIFF, ``"array[5]"`` for arrays.
+    array : ndarray or None
+        The frame itself, for in-memory frames.
+    """
+
+    path: Path | None
+    page: int = 0
+    name: str = ""
+    array: np.ndarray | None = None
+
+
+@dataclass
+class Frame:
+    """One decoded frame.
+
+    Attributes
+    ----------
+    index : int
+        Position in the stack (0-based, after ordering).
+    name : str
+        Display name (see :class:`FrameSource`).
+    path : Path or None
+        The file, None for arrays.
+    data : ndarray
+        Always 3-D ``(H, W, C)`` with C in {1, 3}, dtype uint8, uint16 or
+        float32, C-contiguous. Alpha channels are dropped; integer samples of
+        fewer bits than their type (12-bit TIFF) are scaled to its full range.
+    transfer : {"srgb", "linear"}
+        ``"srgb"`` for integer images (display-referred), ``"linear"`` for RAW and float data.
+    kind : {"jpeg", "png", "tiff", "raw", "array"}
+        What it was decoded from.
+    exif : bytes or None
+        Sanitised EXIF block (``Exif\\0\\0`` + TIFF structure) to carry to the output.
+    icc : bytes or None
+        ICC profile.
+    info : dict
+        ``bits`` (sample depth of the source), ``read_s`` (decode seconds),
+        ``capture_time`` (ISO 8601) when known, and RAW details for RAW files.
+    """
+
+    index: int
+    name: str
+    path: Path | None
+    data: np.ndarray
+    transfer: str
+    kind: str
+    exif: bytes | None = None
+    icc: bytes | None = None
+    info: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def list_frames(inputs: Iterable[str | os.PathLike] | str | os.PathLike, order: str = "name") -> list[FrameSource]:
+    """List the frames of a stack in shot order.
+
+    Parameters
+    ----------
+    inputs : sequence of str or Path
+        Image files, folders (their image files, not recursive; other files
+        and hidden files are skipped) and glob patterns (``"shots/*.NEF"``).
+        A multi-page TIFF gives one frame per page.
+    order : {"name", "exif", "reverse"}
+        ``name``: natural sort of the file names (frame2 before frame10,
+        case-insensitive, ties by the full path, then the page). ``reverse``:
+        the same, reversed. ``exif``: EXIF capture time (DateTimeOriginal +
+        SubSecTimeOriginal), names break ties; frames without one follow in
+        name order, with one warning.
+
+    Returns
+    -------
+    list of FrameSource
+
+    Raises
+    ------
+    InputError
+        No inputs, a path that does not exist, a folder without image files, a
+        pattern matching none, the same file given twice, a multi-page TIFF
+        with pages of different sizes.
+    DecodeError
+        A file that is not an image (by its first bytes) or a TIFF whose
+        structure cannot be read.
+    """
+    if order not in ORDERS:
+        raise InputError(f"order must be one of {', '.join(ORDERS)}; got {order!r}")
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    paths = [path for item in inputs for path in _expand(item)]
+    if not paths:
+        raise InputError("no frames given; pass image files, a folder that holds them, or a glob pattern")
+    _reject_repeats(paths)
+
+    kinds = {path: _sniff(path) for path in paths}
+    sources = []
+    for path in paths:
+        sources.extend(_tiff_sources(path) if kinds[path] == "tiff" else [FrameSource(path, 0, path.name)])
+    sources.sort(key=_name_key)
+    if order == "reverse":
+        sources.reverse()
+    elif order == "exif":
+        times = {path: capture_time(exif_from_file(path, kind)) for path, kind in kinds.items()}
+        dated = [s for s in sources if times[s.path]]
+        undated = [s for s in sources if not times[s.path]]
+        dated.sort(key=lambda s: _time_key(times[s.path]))  # stable: name order breaks ties
+        if undated:
+            where = "they stay in name order" if not dated else "they follow the others, in name order"
+            warnings.warn(
+                f"{len(undated)} of {len(sources)} frames have no EXIF capture time (DateTimeOriginal); {where}",
+                stacklevel=2,
+            )
+        sources = dated + undated
+    logger.debug("listed %d frames from %d files, order %s", len(sources), len(paths), order)
+    return sources
+
+
+def _expand(item) -> list[Path]:
+    """The frame files one input names."""
+    text = os.fspath(item)
+    path = Path(text)
+    if path.is_dir():
+        files = [p for p in path.iterdir() if _is_image_name(p) and p.is_file()]
+        if not files:
+            raise InputError(
+                f"folder {path} holds no image files {_IMAGE_KINDS}; pass the frame files or the folder that holds them"
+            )
+        return files
+    if path.is_file():
+        return [path]
+    if path.exists():
+        raise InputError(f"{path} is neither a file nor a folder; pass image files or the folder that holds them")
+    if any(c in text for c in "*?["):
+        matches = [Path(m) for m in glob.glob(text, recursive=True)]
+        if not matches:
+            raise InputError(f"pattern {text} matches nothing; check the pattern")
+        files = [p for p in matches if _is_image_name(p) and p.is_file()]
+        if not files:
+            raise InputError(f"pattern {text} matches no image files {_IMAGE_KINDS}; check the pattern")
+        return sorted(files, key=lambda p: _natural_key(str(p)))
+    raise InputError(f"no such file or folder: {text}; check the path")
+
+
+def _is_image_name(path: Path) -> bool:
+    # Hidden files are skipped: macOS "._IMG_0001.JPG" resource forks carry image extensions.
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _reject_repeats(paths: list[Path]) -> None:
+    seen: dict[object, Path] = {}
+    for path in paths:
+        try:
+            st = path.stat()
+            key = (st.st_dev, st.st_ino) if st.st_ino else os.path.normcase(path.resolve())
+        except OSError:
+            key = os.path.normcase(path.absolute())
+        if key in seen:
+            first = seen[key]
+            also = "" if first == path else f" (as {first} and as {path})"
+            raise InputError(f"frame file {path} is given twice{also}; list each frame once")
+        seen[key] = path
+
+
+def _natural_key(text: str) -> tuple:
+    parts = _DIGITS.split(text.casefold())
+    return tuple(int(part) if i % 2 else part for i, part in enumerate(parts))
+
+
+def _time_key(stamp: str) -> tuple[str, float]:
+    """Sort key of an ISO capture time: sub-seconds compare as numbers (".5" == ".50")."""
+    whole, _, fraction = stamp.partition(".")
+    return whole, float("0." + fraction) if fraction else 0.0
+
+
+def _name_key(source: FrameSource) -> tuple:
+    return (_natural_key(source.path.name), _natural_key(str(source.path)), str(source.path), source.page)
+
+
+def _sniff(path: Path) -> str:
+    """``"jpeg"``, ``"png"``, ``"tiff"`` or ``"raw"``; DecodeError for anything else."""
+    if path.suffix.lower() in RAW_EXTENSIONS:
+        return "raw"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}; check that the file is readable") from exc
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(_PNG_MAGIC):
+        return "png"
+    if head[:4] in _TIFF_MAGIC:
+        return "tiff"
+    raise DecodeError(path, f"not an image file (found {_describe(head)}); remove it from the frames")
+
+
+def _describe(head: bytes) -> str:
+    """What the first bytes of a non-image file look like, for the error message."""
+    if not head:
+        return "an empty file"
+    known = {b"GIF8": "a GIF image", b"BM": "a BMP image", b"%PDF": "a PDF document", b"PK\x03\x04": "a ZIP archive"}
+    for magic, what in known.items():
+        if head.startswith(magic):
+            return what
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "a WebP image"
+    if head[4:8] == b"ftyp":
+        return "an ISO media file (HEIC, AVIF or video)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c in "\t\r\n" for c in text):
+        return f"text {' '.join(text.split())[:12]!r}"
+    return "binary data " + head[:8].hex(" ")
+
+
+def _tiff_sources(path: Path) -> list[FrameSource]:
+    """One source per full-size page (reduced-resolution pages, i.e. thumbnails, are skipped)."""
+    with _decoding(path):
+        with tifffile.TiffFile(path) as tf:
+            _require_pages(path, tf)
+            if len(tf.pages) == 1:
+                return [FrameSource(path, 0, path.name)]
+            full = [(i, page.shape) for i, page in enumerate(tf.pages) if not page.is_reduced]
+    shapes = sorted({shape for _, shape in full})
+    if len(shapes) > 1:
+        raise InputError(
+            f"{path} holds {len(full)} pages of {len(shapes)} different shapes ({', '.join(map(str, shapes[:3]))}); "
+            "a multi-page TIFF is read as a z-stack, so all its pages must have the same size"
+        )
+    if len(full) == 1:
+        return [FrameSource(path, full[0][0], path.name)]
+    return [FrameSource(path, i, f"{path.name}[{i}]") for i, _ in full]
+
+
+# --------------------------------------------------------------------------- arrays
+
+_ARRAY_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def sources_from_arrays(arrays: Sequence[np.ndarray] | np.ndarray) -> list[FrameSource]:
+    """Wrap in-memory frames as sources, in the order given.
+
+    Parameters
+    ----------
+    arrays : sequence of ndarray, or one ndarray of shape (N, H, W) or (N, H, W, C)
+        Each frame 2-D ``(H, W)`` or 3-D ``(H, W, C)`` with C in {1, 3, 4}
+        (the 4th channel, alpha, is dropped with one warning); dtype uint8,
+        uint16, float32 or float64 (read as float32). Arrays are not copied
+        unless they must be converted.
+
+    Returns
+    -------
+    list of FrameSource
+
+    Raises
+    ------
+    InputError
+        No arrays, or an array of another shape or dtype.
+    """
+    if isinstance(arrays, np.ndarray):
+        if arrays.ndim == 4 or (arrays.ndim == 3 and arrays.shape[-1] not in (3, 4)):
+            arrays = list(arrays)
+        else:
+            raise InputError(
+                f"got one array of shape {arrays.shape}; pass a sequence of frames: a list of (H, W) or (H, W, C) "
+                "arrays, or one (N, H, W) or (N, H, W, C) array"
+            )
+    arrays = list(arrays)
+    if not arrays:
+        raise InputError("no arrays given; pass a sequence of (H, W) or (H, W, C) arrays")
+    sources, with_alpha = [], 0
+    for i, array in enumerate(arrays):
+        if not isinstance(array, np.ndarray):
+            array = np.asarray(array)
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+            raise InputError(
+                f"array[{i}] has shape {array.shape}; frames must be (H, W) or (H, W, C) with C = 1, 3 or 4"
+            )
+        if array.shape[0] == 0 or array.shape[1] == 0:
+            raise InputError(f"array[{i}] has shape {array.shape}; a frame must hold at least one pixel")
+        if array.dtype.newbyteorder("=") not in _ARRAY_DTYPES:
+            raise InputError(
+                f"array[{i}] has dtype {array.dtype}; frames must be uint8, uint16, float32 or float64 "
+                "(float64 is read as float32)"
+            )
+        with_alpha += array.ndim == 3 and array.shape[2] == 4
+        sources.append(FrameSource(path=None, page=0, name=f"array[{i}]", array=array))
+    if with_alpha:
+        warnings.warn(
+            f"{with_alpha} of {len(arrays)} arrays have 4 channels; the 4th (alpha) is dropped", stacklevel=2
+        )
+    return sources
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def read_frame(source: FrameSource, index: int) -> Frame:
+    """Decode one frame.
+
+    Parameters
+    ----------
+    source : FrameSource
+        From :func:`list_frames` or :func:`sources_from_arrays`.
+    index : int
+        Its position in the stack.
+
+    Returns
+    -------
+    Frame
+
+    Raises
+    ------
+    DecodeError
+        The file cannot be decoded (truncated, corrupt, unsupported sample
+        type or colour model); the message names the file and what to do.
+    InputError
+        The file cannot be opened (permissions).
+    """
+    start = time.perf_counter()
+    exif = icc = None
+    if source.array is not None:
+        data = _to_hwc(source.array)
+        kind, info = "array", {"bits": data.dtype.itemsize * 8}
+    else:
+        path = Path(source.path)
+        kind = _sniff(path)
+        if kind == "raw":
+            data, exif, info = read_raw(path)
+        else:
+            reader = _read_tiff if kind == "tiff" else _read_pillow
+            data, icc, parsed, info = reader(path, kind, source.page)
+            exif = exif_bytes(parsed)
+            when = capture_time(parsed)
+            if when:
+                info["capture_time"] = when
+    info["read_s"] = time.perf_counter() - start
+    transfer = "linear" if kind == "raw" or data.dtype == np.float32 else "srgb"
+    name = source.name or (Path(source.path).name if source.path is not None else f"array[{index}]")
+    logger.debug("read frame %d (%s): %s %s in %.3f s", index, name, data.shape, data.dtype, info["read_s"])
+    return Frame(index, name, source.path, data, transfer, kind, exif=exif, icc=icc, info=info)
+
+
+@contextlib.contextmanager
+def _decoding(path: Path):
+    """Turn any decoder failure into one DecodeError (our own errors and MemoryError pass through)."""
+    try:
+        yield
+    except (GpustackError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow, tifffile and imagecodecs raise many types
+        lines = str(exc).strip().splitlines()
+        reason = type(exc).__name__ + (f": {lines[0][:120]}" if lines else "")
+        raise DecodeError(path, f"cannot decode: {reason}; {CORRUPT_HINT}") from exc
+
+
+def _to_hwc(array: np.ndarray) -> np.ndarray:
+    """(H, W, C) with C in {1, 3}, native uint8/uint16/float32, C-contiguous; copies only when needed."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    channels = array.shape[2]
+    if channels == 2:  # grey + alpha
+        array = array[:, :, :1]
+    elif channels == 4:  # RGBA
+        array = array[:, :, :3]
+    dtype = array.dtype.newbyteorder("=")
+    if dtype.kind == "f" and dtype != np.float32:
+        dtype = np.dtype(np.float32)
+    if array.dtype != dtype:
+        array = array.astype(dtype)
+    return np.ascontiguousarray(array)
+
+
+def _read_pillow(path: Path, kind: str, page: int):
+    """JPEG and PNG: (data, icc, exif, info)."""
+    with _decoding(path):
+        with open(path, "rb") as f:
+            raw_bytes = f.read()
+        png_bits = raw_bytes[24] if kind == "png" and len(raw_bytes) > 25 else 8
+        with Image.open(io.BytesIO(raw_bytes)) as im:
+            icc = im.info.get("icc_profile") or None
+            if png_bits == 16:
+                # Pillow reduces 16-bit RGB(A) PNGs to 8 bits: decode the samples with imagecodecs.
+                array = imagecodecs.png_decode(raw_bytes)
+            else:
+                im.load()  # raises OSError on truncated data (unless LOAD_TRUNCATED_IMAGES is set)
+                _reject_truncated(path, kind, raw_bytes)
+                array = _pillow_array(im, path)
+            exif = parse_exif_bytes(im.info.get("exif"))  # getexif() would decode a 16-bit PNG again
+    return _to_hwc(array), icc, exif, {"bits": int(png_bits)}
+
+
+def _reject_truncated(path: Path, kind: str, raw_bytes: bytes) -> None:
+    """Pillow pads truncated images silently when someone set ``ImageFile.LOAD_TRUNCATED_IMAGES``;
+    in that case check that the file ends as a complete JPEG/PNG does."""
+    if not ImageFile.LOAD_TRUNCATED_IMAGES:
+        return
+    tail = raw_bytes[-4096:]
+    complete = b"IEND" in tail if kind == "png" else tail.rstrip(b"\0\r\n ").endswith(b"\xff\xd9")
+    if not complete:
+        raise DecodeError(path, f"cannot decode: image file is truncated; {CORRUPT_HINT}")
+
+
+def _pillow_array(im: Image.Image, path: Path) -> np.ndarray:
+    mode = im.mode
+    if mode in ("L", "RGB", "I;16", "I;16B", "I;16L"):
+        return np.asarray(im)
+    if mode in ("1", "LA", "La"):
+        return np.asarray(im.convert("L"))
+    if mode in ("RGBA", "RGBa", "RGBX", "YCbCr"):
+        return np.asarray(im.convert("RGB"))
+    if mode in ("P", "PA"):
+        # via RGBA: Pillow warns when a palette with transparency goes straight to RGB
+        return np.asarray(im.convert("RGBA"))[:, :, :3]
+    raise DecodeError(
+        path, f"pixel mode {mode} is not supported; gpustack reads grayscale and RGB frames — convert the frames to RGB"
+    )
+
+
+_TIFF_PHOTOMETRIC = (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB)
+
+
+def _read_tiff(path: Path, kind: str, page_index: int):
+    """TIFF page: (data, icc, exif, info)."""
+    with _decoding(path):
+        with tifffile.TiffFile(path) as tf:
+            _require_pages(path, tf)
+            if page_index >= len(tf.pages):
+                raise DecodeError(
+                    path, f"has {len(tf.pages)} pages, page {page_index} was asked for; the file changed since it "
+                    "was listed — list the frames again"
+                )
+            page = tf.pages[page_index]
+            _check_tiff_page(path, page)
+            array = page.asarray()
+            bits = int(page.bitspersample)
+            tag = page.tags.get(34675)  # InterColorProfile
+            icc = bytes(tag.value) if tag is not None else None
+            if page.axes.startswith("S") and array.ndim == 3:  # planar (C, H, W)
+                array = np.moveaxis(array, 0, -1)
+    if array.ndim == 3 and array.shape[2] > 4:
+        raise DecodeError(
+            path, f"has {array.shape[2]} samples per pixel; gpustack reads grayscale and RGB frames — convert to RGB"
+        )
+    array = _to_hwc(array)
+    if array.dtype.kind == "u" and bits < array.dtype.itemsize * 8:
+        array = _full_range(array, bits)
+    return array, icc or None, exif_from_file(path, "tiff"), {"bits": bits}
+
+
+def _require_pages(path: Path, tf: tifffile.TiffFile) -> None:
+    if not len(tf.pages):  # tifffile logs a broken first-IFD offset and lists no page
+        raise DecodeError(path, f"cannot decode: no readable image in the TIFF structure; {CORRUPT_HINT}")
+
+
+def _check_tiff_page(path: Path, page) -> None:
+    dtype = page.dtype
+    if dtype is None or not (dtype.kind == "f" or dtype in (np.dtype(np.uint8), np.dtype(np.uint16))):
+        raise DecodeError(
+            path,
+            f"holds {dtype} samples ({page.bitspersample} bits); gpustack reads uint8, uint16 and float TIFFs — "
+            "convert the frames to 8 or 16 bits",
+        )
+    photometric = page.photometric
+    jpeg_ycbcr = photometric == tifffile.PHOTOMETRIC.YCBCR and page.compression == tifffile.COMPRESSION.JPEG
+    if photometric not in _TIFF_PHOTOMETRIC and not jpeg_ycbcr:
+        name = getattr(photometric, "name", photometric)
+        raise DecodeError(
+            path, f"uses photometric {name}; gpustack reads grayscale and RGB TIFFs — convert the frames to RGB"
+        )
+    if len(page.axes) - page.axes.count("S") != 2:
+        raise DecodeError(path, f"has page layout {page.axes} {page.shape}; gpustack reads 2-D grayscale or RGB pages")
+
+
+def _full_range(array: np.ndarray, bits: int) -> np.ndarray:
+    """Scale samples of ``bits`` bits (a 12-bit TIFF in uint16) to the full range of their dtype."""
+    top = (1 << bits) - 1
+    full = np.iinfo(array.dtype).max
+    wide = np.minimum(array, top).astype(np.uint32)
+    return ((wide * full + top // 2) // top).astype(array.dtype)

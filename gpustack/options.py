@@ -1,0 +1,164 @@
+"""Every option of a stack run: names, defaults, choices and range checks.
+
+One name per option in Python and on the command line
+(``energy_radius`` is ``--energy-radius``). The CLI builds its choices from the
+registries below, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InputError
+
+#: ``--backend``: where the pixel work runs. ``auto`` picks ``cuda`` when CuPy sees a device.
+BACKENDS = ("auto", "cpu", "cuda")
+
+#: ``--method``: how frames are fused.
+METHODS = {
+    "pyramid": "Laplacian pyramid, per level the coefficient of highest local energy (default; best on hair and bristles)",
+    "depthmap": "pixels taken from the frame(s) the smoothed depth map names (cleanest on smooth surfaces)",
+}
+
+#: ``--order``: the shot order of the frames.
+ORDERS = {
+    "name": "natural sort of the file names (frame2 before frame10)",
+    "exif": "EXIF capture time (DateTimeOriginal + sub-seconds), names break ties",
+    "reverse": "natural sort of the names, reversed",
+}
+
+#: ``--bits``: sample depth of the fused image; ``None`` means by format (TIFF/PNG 16, JPEG 8).
+BITS = (8, 16)
+
+#: Output formats by file extension.
+OUTPUT_FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """Options of one stack run; every field is also a ``gpustack stack`` option.
+
+    Parameters
+    ----------
+    backend : {"auto", "cpu", "cuda"}
+        Where the pixel work runs.
+    method : {"pyramid", "depthmap"}
+        Fusion method.
+    order : {"name", "exif", "reverse"}
+        Shot order of file inputs (arrays are taken in the order given).
+    linear : bool
+        Frames are linear light and the output stays linear: no sRGB curve is
+        removed from integer inputs nor applied to the output. RAW and float
+        inputs are always linear on reading.
+    output : path or None
+        Where to write the fused image (.tif/.tiff, .png, .jpg/.jpeg).
+    depth_map : path or None
+        Where to write the depth map (float32 TIFF: frame index, or microns with ``z_step``).
+    overwrite : bool
+        Replace existing outputs.
+    bits : {8, 16} or None
+        Sample depth of the written image; by format when None.
+    levels : int or None
+        Pyramid levels, 2 or more (the finest and the coarsest count); None picks as many as keep the
+        coarsest level at least 16 pixels on its short side, at most 10.
+    energy_radius : int
+        Local energy window radius: the focus measure of a pyramid coefficient
+        is the sum of squared coefficients (all channels) in a
+        (2r+1) x (2r+1) window.
+    depth_smooth : int
+        Radius in pixels of the confidence-weighted smoothing of the depth map.
+    contrast_threshold : float
+        ``depthmap`` method: where the depth confidence (0..1) is below this,
+        the pyramid result is used instead.
+    z_step : float or None
+        Distance between frames in microns; the depth map is then written in microns.
+    sidecar : bool
+        Write ``<output>.json`` with options, versions, per-frame information and timings.
+    workers : int
+        Reader threads decoding frames ahead of the fusion.
+    queue_size : int
+        Decoded frames waiting for the fusion at most (memory bound).
+    """
+
+    backend: str = "auto"
+    method: str = "pyramid"
+    order: str = "name"
+    linear: bool = False
+    output: Path | None = None
+    depth_map: Path | None = None
+    overwrite: bool = False
+    bits: int | None = None
+    levels: int | None = None
+    energy_radius: int = 2
+    depth_smooth: int = 8
+    contrast_threshold: float = 0.3
+    z_step: float | None = None
+    sidecar: bool = True
+    workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
+    queue_size: int = 2
+
+    def __post_init__(self):
+        _choice("backend", self.backend, BACKENDS)
+        _choice("method", self.method, METHODS)
+        _choice("order", self.order, ORDERS)
+        for name in ("output", "depth_map"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+        if self.output is not None and self.output.suffix.lower() not in OUTPUT_FORMATS:
+            raise InputError(
+                f"output {self.output}: unknown extension {self.output.suffix!r}; "
+                f"use one of {', '.join(sorted(OUTPUT_FORMATS))}"
+            )
+        if self.depth_map is not None and self.depth_map.suffix.lower() not in (".tif", ".tiff"):
+            raise InputError(f"depth map {self.depth_map}: must be a .tif or .tiff file (float32 TIFF)")
+        if self.bits is not None:
+            _choice("bits", self.bits, BITS)
+            if self.output is not None and self.output_format == "jpeg" and self.bits != 8:
+                raise InputError(f"output {self.output}: JPEG holds 8 bits per sample; use --bits 8 or a .tif/.png output")
+        if self.levels is not None:
+            _int_range("levels", self.levels, 2, 16)
+        _int_range("energy_radius", self.energy_radius, 0, 8)
+        _int_range("depth_smooth", self.depth_smooth, 0, 64)
+        _int_range("workers", self.workers, 1, 256)
+        _int_range("queue_size", self.queue_size, 1, 64)
+        if not 0.0 <= float(self.contrast_threshold) <= 1.0:
+            raise InputError(f"contrast_threshold must be between 0 and 1; got {self.contrast_threshold}")
+        if self.z_step is not None and not float(self.z_step) > 0:
+            raise InputError(f"z_step must be a positive number of microns; got {self.z_step}")
+
+    @property
+    def output_format(self) -> str | None:
+        """``"tiff"``, ``"png"`` or ``"jpeg"`` from the output's extension (None without output)."""
+        return None if self.output is None else OUTPUT_FORMATS[self.output.suffix.lower()]
+
+    @property
+    def output_bits(self) -> int:
+        """Sample depth of the fused image as written (and as returned in ``StackResult.image``)."""
+        if self.bits is not None:
+            return self.bits
+        return 8 if self.output_format == "jpeg" else 16
+
+    def replace(self, **changes) -> "StackOptions":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict of every option (paths as strings)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def _choice(name, value, choices):
+    if value not in choices:
+        raise InputError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+def _int_range(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise InputError(f"{name} must be a whole number from {lo} to {hi}; got {value!r}")

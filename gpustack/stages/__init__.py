@@ -1,0 +1,1 @@
+"""Backend-neutral step logic: what to compute, in what order. Stages call only Backend ops."""

@@ -1,0 +1,159 @@
+"""Streaming Laplacian-pyramid fusion (Burt & Adelson 1983; selection by local energy).
+
+Per frame: build the Gaussian pyramid in place, turn it into the Laplacian
+pyramid in place, and fold it into the running state: per level the coefficient
+of highest local energy so far (energy = sum of squared coefficients of all
+channels in a (2r+1)^2 window), the coarsest level as a running sum (its mean is
+taken at the end). The finest level's energy also drives the depth map: per
+pixel the best frame, the scores of its two neighbours (for a parabola) and the
+sum of all scores (for the confidence). Memory is fixed by the frame size: the
+state never grows with the number of frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+
+MIN_COARSEST = 16  # auto levels: the coarsest level keeps at least this many pixels on its short side
+MAX_LEVELS = 10
+MIN_FRAME = 8  # smallest frame side accepted
+
+
+def level_shapes(height: int, width: int, levels: int) -> list[tuple[int, int]]:
+    """(H, W) of each pyramid level, finest first: each level is ((H+1)//2, (W+1)//2) of the one above."""
+    shapes = [(height, width)]
+    for _ in range(levels - 1):
+        h, w = shapes[-1]
+        shapes.append(((h + 1) // 2, (w + 1) // 2))
+    return shapes
+
+
+def auto_levels(height: int, width: int) -> int:
+    """As many levels as keep the coarsest one at least ``MIN_COARSEST`` px on its short side (2 at least)."""
+    levels = 1
+    h, w = height, width
+    while levels < MAX_LEVELS and min((h + 1) // 2, (w + 1) // 2) >= MIN_COARSEST:
+        h, w = (h + 1) // 2, (w + 1) // 2
+        levels += 1
+    return max(levels, 2)
+
+
+def check_levels(height: int, width: int, levels: int | None) -> int:
+    """The number of levels to use; an explicit one must keep the coarsest level >= 4 px."""
+    if min(height, width) < MIN_FRAME:
+        raise InputError(f"frames of {width}x{height} are too small to stack; they must be at least "
+                         f"{MIN_FRAME}x{MIN_FRAME} pixels")
+    if levels is None:
+        return auto_levels(height, width)
+    h, w = level_shapes(height, width, levels)[-1]
+    if min(h, w) < 4:
+        most = 1
+        while min(level_shapes(height, width, most + 1)[-1]) >= 4:
+            most += 1
+        raise InputError(f"levels={levels} is too many for {width}x{height} frames (the coarsest level "
+                         f"would be {w}x{h}); use at most {most}, or leave levels unset")
+    return levels
+
+
+@dataclass
+class DepthState:
+    """Per-pixel depth bookkeeping at full resolution (all float32 (H, W))."""
+
+    prev_e: object        # score of the previous frame
+    best_k: object        # index of the best frame so far
+    prev_of_best: object  # score of the frame before the best one (-1: none)
+    next_of_best: object  # score of the frame after the best one (-1: none yet)
+    sum_e: object         # sum of all scores (for the confidence)
+
+
+class PyramidFusion:
+    """Running state of the pyramid fusion of frames of shape (C, H, W) on backend ``be``.
+
+    Use: write a frame into ``input`` (planar float32), call ``fold()``; repeat;
+    then ``collapse()`` and ``depth()``.
+    """
+
+    def __init__(self, be, channels: int, height: int, width: int, *, levels: int, energy_radius: int):
+        self.be = be
+        self.channels = channels
+        self.shapes = level_shapes(height, width, levels)
+        self.levels = levels
+        self.radius = energy_radius
+        self.count = 0
+        f32 = np.float32
+        c = channels
+        self.g = [be.empty((c, h, w), f32) for h, w in self.shapes]
+        self.best_lap = [be.full((c, h, w), 0.0, f32) for h, w in self.shapes[:-1]]
+        self.best_e = [be.full((h, w), -1.0, f32) for h, w in self.shapes[:-1]]
+        self.acc = be.full((c,) + self.shapes[-1], 0.0, f32)
+        self._q = be.empty((height * width,), f32)
+        self._rowbox = be.empty((height * width,), f32)
+        plane = (height, width)
+        self.depth_state = DepthState(
+            prev_e=be.full(plane, -1.0, f32),
+            best_k=be.full(plane, 0.0, f32),
+            prev_of_best=be.full(plane, -1.0, f32),
+            next_of_best=be.full(plane, -1.0, f32),
+            sum_e=be.full(plane, 0.0, f32),
+        )
+
+    @property
+    def input(self):
+        """The (C, H, W) float32 buffer the next frame is converted into (consumed by ``fold``)."""
+        return self.g[0]
+
+    def _scratch(self, level):
+        h, w = self.shapes[level]
+        return self._q[: h * w].reshape(h, w), self._rowbox[: h * w].reshape(h, w)
+
+    def fold(self) -> None:
+        """Fold the frame in ``input`` into the state (``input`` is overwritten)."""
+        be, g, last = self.be, self.g, self.levels - 1
+        for lv in range(last):
+            be.pyramid_reduce(g[lv], g[lv + 1])
+        for lv in range(last):
+            be.pyramid_expand_sub(g[lv], g[lv + 1])  # g[lv + 1] is still Gaussian here
+        for lv in range(last):
+            q, rowbox = self._scratch(lv)
+            be.fuse_sqsum(g[lv], q)
+            be.filter_box_rows(q, rowbox, self.radius)
+            if lv == 0:
+                be.fuse_select_track(g[0], rowbox, self.best_lap[0], self.best_e[0], self.depth_state,
+                                     self.radius, self.count)
+            else:
+                be.fuse_select(g[lv], rowbox, self.best_lap[lv], self.best_e[lv], self.radius)
+        be.fuse_accumulate(self.acc, g[last])
+        self.count += 1
+
+    def collapse(self):
+        """The fused image, planar float32 (C, H, W), linear light (not clipped).
+
+        Reuses the state's buffers and releases the rest of the state: call once,
+        after the last ``fold`` and after ``depth``.
+        """
+        be, last = self.be, self.levels - 1
+        coarse = self.g[last]
+        be.fuse_divide(self.acc, np.float32(self.count), coarse)
+        self.g[:last] = [None] * last  # the frame pyramid is no longer needed
+        self.best_e = self.depth_state = self._q = self._rowbox = None
+        for lv in range(last - 1, -1, -1):
+            be.pyramid_expand_add(self.best_lap[lv], coarse)
+            coarse = self.best_lap[lv]
+            self.best_lap[lv] = None
+        self.g = self.best_lap = self.acc = None
+        return coarse
+
+    def depth(self):
+        """(depth, confidence), float32 (H, W): sub-frame index of the sharpest frame, and
+        (best - mean score) / best score in [0, 1)."""
+        be, ds = self.be, self.depth_state
+        shape = self.shapes[0]
+        depth = be.empty(shape, np.float32)
+        conf = be.empty(shape, np.float32)
+        be.depth_finalize(self.best_e[0], ds.best_k, ds.prev_of_best,
+                          ds.next_of_best, ds.sum_e, np.float32(self.count), depth, conf)
+        return depth, conf

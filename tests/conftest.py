@@ -1,0 +1,23 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def cuda_available() -> bool:
+    from gpustack.backends import cuda_status
+
+    return cuda_status()[0]
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def backend(request):
+    if request.param == "cuda" and not cuda_available():
+        pytest.skip("no CUDA device")
+    from gpustack.backends import get_backend
+
+    return get_backend(request.param)

@@ -1,0 +1,161 @@
+"""Slow, obviously-correct NumPy oracles for every backend op and for the whole fusion.
+
+Vectorised over pixels but written straight from the definitions in the kernel
+docstrings, in float32 with the same order of operations, so the backends must
+match them bit for bit. NumPy never fuses multiply-adds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+F = np.float32
+W = [F(0.0625), F(0.25), F(0.375), F(0.25), F(0.0625)]
+E0, E1, HALF = F(0.125), F(0.75), F(0.5)
+
+
+def reflect_index(i, n):
+    """reflect101 of integer array ``i`` into [0, n)."""
+    i = np.asarray(i)
+    if n == 1:
+        return np.zeros_like(i)
+    m = 2 * (n - 1)
+    i = np.abs(i) % m
+    return np.where(i >= n, m - i, i)
+
+
+def reduce(src):
+    c, h, w = src.shape
+    oh, ow = (h + 1) // 2, (w + 1) // 2
+    rows = [reflect_index(2 * np.arange(oh) + m, h) for m in range(-2, 3)]
+    cols = [reflect_index(2 * np.arange(ow) + m, w) for m in range(-2, 3)]
+    out = np.empty((c, oh, ow), F)
+    for ch in range(c):
+        t = []
+        for r in rows:
+            plane = src[ch][r]  # (oh, w)
+            acc = W[0] * plane[:, cols[0]]
+            for k in range(1, 5):
+                acc = acc + W[k] * plane[:, cols[k]]
+            t.append(acc)
+        acc = W[0] * t[0]
+        for k in range(1, 5):
+            acc = acc + W[k] * t[k]
+        out[ch] = acc
+    return out
+
+
+def _hinterp(g, n_out):
+    """Expand along the last axis to n_out samples."""
+    wc = g.shape[-1]
+    j = np.arange(n_out)
+    k_even = j // 2
+    k_odd = (j - 1) // 2
+    even = (E0 * g[..., reflect_index(k_even - 1, wc)] + E1 * g[..., np.minimum(k_even, wc - 1)]
+            + E0 * g[..., reflect_index(k_even + 1, wc)])
+    odd = HALF * g[..., np.clip(k_odd, 0, wc - 1)] + HALF * g[..., reflect_index(k_odd + 1, wc)]
+    return np.where(j % 2 == 0, even, odd).astype(F)
+
+
+def expand(coarse, h, w):
+    """(C, h, w) expansion of ``coarse``: rows interpolated first (along columns), then down rows."""
+    hz = _hinterp(coarse, w)  # (C, hc, w)
+    hc = coarse.shape[1]
+    i = np.arange(h)
+    k_even = i // 2
+    k_odd = (i - 1) // 2
+    even = (E0 * hz[:, reflect_index(k_even - 1, hc)] + E1 * hz[:, np.minimum(k_even, hc - 1)]
+            + E0 * hz[:, reflect_index(k_even + 1, hc)])
+    odd = HALF * hz[:, np.clip(k_odd, 0, hc - 1)] + HALF * hz[:, reflect_index(k_odd + 1, hc)]
+    return np.where((i % 2 == 0)[None, :, None], even, odd).astype(F)
+
+
+def box_rows(src, r):
+    h, w = src.shape
+    acc = np.zeros((h, w), F)
+    for d in range(-r, r + 1):
+        acc = acc + src[:, reflect_index(np.arange(w) + d, w)]
+    return acc
+
+
+def box_cols(src, r):
+    return box_rows(src.T, r).T.copy()
+
+
+def sqsum(lap):
+    acc = lap[0] * lap[0]
+    for ch in range(1, lap.shape[0]):
+        acc = acc + lap[ch] * lap[ch]
+    return acc
+
+
+def energy(lap, r):
+    return box_cols(box_rows(sqsum(lap), r), r)
+
+
+def convert(frame, lut):
+    """(H, W, C) -> (C, H, W) float32."""
+    x = frame.astype(F) if frame.dtype == np.float32 else lut[frame]
+    return np.ascontiguousarray(np.moveaxis(x, -1, 0)).astype(F)
+
+
+def encode(planar, lut):
+    n = lut.shape[0]
+    v = planar
+    scaled = (v * F(n - 1) + HALF).astype(F)
+    idx = np.where(v > 0, np.where(v < 1, np.trunc(np.clip(np.nan_to_num(scaled), 0, n)).astype(np.int64), n - 1), 0)
+    return np.ascontiguousarray(np.moveaxis(lut[idx], 0, -1))
+
+
+def depth_from_scores(scores):
+    """(depth, confidence) from the (N, H, W) finest-level scores, as the streaming fold defines them."""
+    n = scores.shape[0]
+    best = np.argmax(scores, axis=0)  # first maximum: the streaming fold keeps the first on ties
+    b = np.take_along_axis(scores, best[None], 0)[0]
+    sp = np.take_along_axis(scores, np.maximum(best - 1, 0)[None], 0)[0]
+    sn = np.take_along_axis(scores, np.minimum(best + 1, n - 1)[None], 0)[0]
+    has = (best > 0) & (best < n - 1)
+    a = sp - b
+    c = sn - b
+    den = a + c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        off = np.clip(HALF * (a - c) / den, F(-0.5), F(0.5)).astype(F)
+    depth = np.where(has & (den < 0), best.astype(F) + off, best.astype(F)).astype(F)
+    total = scores[0].copy()
+    for k in range(1, n):
+        total = total + scores[k]
+    mean = total / F(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        conf = np.where(b > 0, np.maximum((b - mean) / b, F(0)), F(0)).astype(F)
+    return depth, conf
+
+
+def pyramid_fusion(frames_planar, levels, r):
+    """Batch (non-streaming) Laplacian-pyramid fusion of a list of (C, H, W) float32 frames.
+
+    Returns (fused (C, H, W), depth (H, W), confidence (H, W))."""
+    pyrs = []
+    for f in frames_planar:
+        g = [f.astype(F)]
+        for _ in range(levels - 1):
+            g.append(reduce(g[-1]))
+        lap = [g[k] - expand(g[k + 1], *g[k].shape[1:]) for k in range(levels - 1)] + [g[-1]]
+        pyrs.append(lap)
+    n = len(pyrs)
+    fused = []
+    scores0 = None
+    for lv in range(levels - 1):
+        e = np.stack([energy(p[lv], r) for p in pyrs])
+        if lv == 0:
+            scores0 = e
+        idx = np.argmax(e, axis=0)
+        lv_stack = np.stack([p[lv] for p in pyrs])  # (N, C, h, w)
+        fused.append(np.take_along_axis(lv_stack, idx[None, None], 0)[0])
+    acc = pyrs[0][-1].copy()
+    for p in pyrs[1:]:
+        acc = acc + p[-1]
+    g = acc / F(n)
+    for lv in range(levels - 2, -1, -1):
+        g = fused[lv] + expand(g, *fused[lv].shape[1:])
+    depth, conf = depth_from_scores(scores0)
+    return g.astype(F), depth, conf

@@ -1,0 +1,136 @@
+"""Each Numba kernel against the plain-NumPy oracle in tests/reference.py, bit for bit."""
+
+import numpy as np
+import pytest
+
+import reference as ref
+from gpustack.backends.cpu import CpuBackend
+from gpustack.color import decode_lut, encode_lut
+
+be = CpuBackend()
+F = np.float32
+SHAPES = [(1, 2, 2), (3, 5, 7), (3, 37, 53), (1, 64, 33)]
+
+
+def rand(shape, seed=0, lo=-1.0, hi=1.0):
+    return np.random.default_rng(seed).uniform(lo, hi, shape).astype(F)
+
+
+@pytest.mark.parametrize("shape", SHAPES[1:])
+def test_pyramid_reduce_matches_reference(shape):
+    x = rand(shape)
+    c, h, w = shape
+    out = np.empty((c, (h + 1) // 2, (w + 1) // 2), F)
+    be.pyramid_reduce(x, out)
+    np.testing.assert_array_equal(out, ref.reduce(x))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_pyramid_expand_sub_add_match_reference(shape):
+    c, h, w = shape
+    fine = rand(shape, 1)
+    coarse = rand((c, (h + 1) // 2, (w + 1) // 2), 2)
+    lap = fine.copy()
+    be.pyramid_expand_sub(lap, coarse)
+    np.testing.assert_array_equal(lap, fine - ref.expand(coarse, h, w))
+    back = lap.copy()
+    be.pyramid_expand_add(back, coarse)
+    np.testing.assert_array_equal(back, lap + ref.expand(coarse, h, w))
+
+
+def test_pyramid_expand_of_constant_is_constant():
+    coarse = np.full((1, 9, 12), 0.7, F)
+    lap = np.zeros((1, 17, 24), F)
+    be.pyramid_expand_add(lap, coarse)
+    np.testing.assert_allclose(lap, 0.7, atol=1e-6)
+
+
+@pytest.mark.parametrize("r", [0, 1, 2, 5])
+@pytest.mark.parametrize("shape", [(4, 4), (17, 31), (40, 3)])
+def test_filter_box_matches_reference(shape, r):
+    x = rand(shape, 3)
+    out = np.empty_like(x)
+    be.filter_box_rows(x, out, r)
+    np.testing.assert_array_equal(out, ref.box_rows(x, r))
+    be.filter_box_cols(x, out, r)
+    np.testing.assert_array_equal(out, ref.box_cols(x, r))
+
+
+def test_fuse_select_takes_higher_energy_only():
+    lap_a, lap_b = rand((3, 23, 29), 4), rand((3, 23, 29), 5)
+    best = np.zeros_like(lap_a)
+    best_e = np.full((23, 29), -1.0, F)
+    q = np.empty((23, 29), F)
+    rowbox = np.empty_like(q)
+    for lap in (lap_a, lap_b):
+        be.fuse_sqsum(lap, q)
+        np.testing.assert_array_equal(q, ref.sqsum(lap))
+        be.filter_box_rows(q, rowbox, 2)
+        be.fuse_select(lap, rowbox, best, best_e, 2)
+    ea, eb = ref.energy(lap_a, 2), ref.energy(lap_b, 2)
+    np.testing.assert_array_equal(best_e, np.maximum(ea, eb))
+    np.testing.assert_array_equal(best, np.where((eb > ea)[None], lap_b, lap_a))
+
+
+@pytest.mark.parametrize("dtype,transfer", [(np.uint8, "srgb"), (np.uint16, "srgb"), (np.uint16, "linear")])
+def test_convert_lut_matches_reference(dtype, transfer):
+    rng = np.random.default_rng(6)
+    frame = rng.integers(0, np.iinfo(dtype).max + 1, (13, 17, 3)).astype(dtype)
+    lut = decode_lut(dtype, transfer)
+    out = np.empty((3, 13, 17), F)
+    be.convert(frame, lut, out)
+    np.testing.assert_array_equal(out, ref.convert(frame, lut))
+
+
+def test_convert_float_is_transpose():
+    frame = rand((9, 8, 1), 7)
+    out = np.empty((1, 9, 8), F)
+    be.convert(frame, None, out)
+    np.testing.assert_array_equal(out[0], frame[:, :, 0])
+
+
+@pytest.mark.parametrize("bits,transfer", [(16, "srgb"), (8, "srgb"), (16, "linear")])
+def test_encode_matches_reference(bits, transfer):
+    x = rand((3, 11, 13), 8, -0.2, 1.2)
+    x[0, 0, 0] = np.nan
+    x[0, 0, 1] = np.inf
+    x[0, 0, 2] = -np.inf
+    lut = encode_lut(bits, transfer)
+    out = np.empty((11, 13, 3), lut.dtype)
+    be.encode(x, lut, out)
+    np.testing.assert_array_equal(out, ref.encode(x, lut))
+    assert out[0, 0, 0] == 0 and out[0, 1, 0] == lut[-1] and out[0, 2, 0] == 0
+
+
+def test_encode_srgb_is_accurate():
+    """The table encoding is within half a code of the exact sRGB curve (plus the table step)."""
+    from gpustack.color import linear_to_srgb
+
+    x = np.random.default_rng(9).uniform(0, 1, (1, 64, 64)).astype(F)
+    out = np.empty((64, 64, 1), np.uint16)
+    be.encode(x, encode_lut(16, "srgb"), out)
+    exact = linear_to_srgb(x[0].astype(np.float64)) * 65535
+    assert np.abs(out[:, :, 0] - exact).max() <= 0.5 + 0.8
+
+
+def test_depth_finalize_parabola_and_confidence():
+    n = 5
+    scores = rand((n, 19, 21), 10, 0.0, 1.0)
+    # a pixel with a known parabola: scores 1, 4, 3 around frame 2 -> vertex at 2 + 0.5 * (1 - 3) / (1 - 8 + 3) = 2.25
+    scores[:, 0, 0] = [0.0, 1.0, 4.0, 3.0, 0.0]
+    from gpustack.stages.fuse import DepthState
+
+    best_e = np.full((19, 21), -1.0, F)
+    ds = DepthState(*(np.full((19, 21), v, F) for v in (-1.0, 0.0, -1.0, -1.0, 0.0)))
+    lap = np.zeros((1, 19, 21), F)
+    best = np.zeros_like(lap)
+    for k in range(n):
+        # feed the score through the select kernel: rowbox with r = 0 is the score itself
+        be.fuse_select_track(lap, scores[k], best, best_e, ds, 0, k)
+    depth, conf = np.empty((19, 21), F), np.empty((19, 21), F)
+    be.depth_finalize(best_e, ds.best_k, ds.prev_of_best, ds.next_of_best, ds.sum_e, F(n), depth, conf)
+    rdepth, rconf = ref.depth_from_scores(scores)
+    np.testing.assert_array_equal(depth, rdepth)
+    np.testing.assert_array_equal(conf, rconf)
+    assert depth[0, 0] == pytest.approx(2.25)
+    assert conf[0, 0] == pytest.approx((4 - 8 / 5) / 4)
