@@ -51,6 +51,8 @@ def _build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--energy-radius", type=int, default=d.energy_radius,
                        help="radius of the local-energy window of the focus measure")
     depth = p.add_argument_group("depth map")
+    depth.add_argument("--depth-radius", type=int, default=d.depth_radius,
+                       help="radius of the focus-score window of the depth map")
     depth.add_argument("--depth-smooth", type=int, default=d.depth_smooth,
                        help="radius of the confidence-weighted depth smoothing (0: none)")
     depth.add_argument("--contrast-threshold", type=float, default=d.contrast_threshold,
@@ -148,7 +150,7 @@ def main(argv=None) -> int:
     elif args.verbose > 0:
         progress = ProgressLog()
     opts = {k: getattr(args, k) for k in ("backend", "method", "order", "linear", "output", "depth_map", "overwrite",
-                                          "bits", "levels", "energy_radius", "depth_smooth", "contrast_threshold",
+                                          "bits", "levels", "energy_radius", "depth_radius", "depth_smooth", "contrast_threshold",
                                           "z_step", "sidecar", "workers", "queue_size")}
     try:
         from .pipeline import run

@@ -68,6 +68,10 @@ class StackOptions:
         Local energy window radius: the focus measure of a pyramid coefficient
         is the sum of squared coefficients (all channels) in a
         (2r+1) x (2r+1) window.
+    depth_radius : int
+        Focus-score window radius of the depth map: the finest level's squared
+        coefficients summed over (2r+1) x (2r+1) (wider than ``energy_radius``:
+        steadier depth, same pixel choice).
     depth_smooth : int
         Radius in pixels of the confidence-weighted smoothing of the depth map.
     contrast_threshold : float
@@ -93,7 +97,8 @@ class StackOptions:
     bits: int | None = None
     levels: int | None = None
     energy_radius: int = 2
-    depth_smooth: int = 8
+    depth_radius: int = 4
+    depth_smooth: int = 2
     contrast_threshold: float = 0.3
     z_step: float | None = None
     sidecar: bool = True
@@ -122,6 +127,7 @@ class StackOptions:
         if self.levels is not None:
             _int_range("levels", self.levels, 2, 16)
         _int_range("energy_radius", self.energy_radius, 0, 8)
+        _int_range("depth_radius", self.depth_radius, 0, 16)
         _int_range("depth_smooth", self.depth_smooth, 0, 64)
         _int_range("workers", self.workers, 1, 256)
         _int_range("queue_size", self.queue_size, 1, 64)

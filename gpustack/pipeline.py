@@ -251,7 +251,8 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
                 first = frame
                 h, w, c = frame.data.shape
                 levels = check_levels(h, w, options.levels)
-                fusion = PyramidFusion(be, c, h, w, levels=levels, energy_radius=options.energy_radius)
+                fusion = PyramidFusion(be, c, h, w, levels=levels, energy_radius=options.energy_radius,
+                                       depth_radius=options.depth_radius)
                 logger.info("%dx%d, %d channel(s), %s %s, %d pyramid levels", w, h, c, frame.kind,
                             frame.data.dtype, levels)
             else:

@@ -130,7 +130,7 @@ def depth_from_scores(scores):
     return depth, conf
 
 
-def pyramid_fusion(frames_planar, levels, r):
+def pyramid_fusion(frames_planar, levels, r, depth_r):
     """Batch (non-streaming) Laplacian-pyramid fusion of a list of (C, H, W) float32 frames.
 
     Returns (fused (C, H, W), depth (H, W), confidence (H, W))."""
@@ -147,7 +147,7 @@ def pyramid_fusion(frames_planar, levels, r):
     for lv in range(levels - 1):
         e = np.stack([energy(p[lv], r) for p in pyrs])
         if lv == 0:
-            scores0 = e
+            scores0 = np.stack([energy(p[lv], depth_r) for p in pyrs])
         idx = np.argmax(e, axis=0)
         lv_stack = np.stack([p[lv] for p in pyrs])  # (N, C, h, w)
         fused.append(np.take_along_axis(lv_stack, idx[None, None], 0)[0])

@@ -15,12 +15,13 @@ def _frames(n, shape, seed=0):
     return [rng.uniform(0, 1, shape).astype(F) for _ in range(n)]
 
 
-@pytest.mark.parametrize("n,shape,levels,r", [(3, (33, 47, 3), 3, 2), (5, (40, 64, 1), 4, 1), (2, (16, 17, 3), 2, 0)])
-def test_stack_equals_batch_reference_bit_for_bit(n, shape, levels, r):
+@pytest.mark.parametrize("n,shape,levels,r,dr", [(3, (33, 47, 3), 3, 2, 4), (5, (40, 64, 1), 4, 1, 1),
+                                                 (2, (16, 17, 3), 2, 0, 3)])
+def test_stack_equals_batch_reference_bit_for_bit(n, shape, levels, r, dr):
     frames = _frames(n, shape)
-    res = gpustack.stack(frames, backend="cpu", levels=levels, energy_radius=r, depth_smooth=0)
+    res = gpustack.stack(frames, backend="cpu", levels=levels, energy_radius=r, depth_radius=dr, depth_smooth=0)
     planar = [np.ascontiguousarray(np.moveaxis(f, -1, 0)) for f in frames]
-    fused, depth, conf = ref.pyramid_fusion(planar, levels, r)
+    fused, depth, conf = ref.pyramid_fusion(planar, levels, r, dr)
     linear = res.linear if res.linear.ndim == 3 else res.linear[:, :, None]
     np.testing.assert_array_equal(np.moveaxis(linear, -1, 0), fused)
     np.testing.assert_array_equal(res.depth_raw, depth)

@@ -113,6 +113,20 @@ def test_encode_srgb_is_accurate():
     assert np.abs(out[:, :, 0] - exact).max() <= 0.5 + 0.8
 
 
+def test_depth_track_column_sums_match_reference():
+    from gpustack.stages.fuse import DepthState
+
+    q = [rand((23, 17), s, 0.0, 1.0) for s in range(4)]
+    ds = DepthState(*(np.full((23, 17), v, F) for v in (-1.0, -1.0, 0.0, -1.0, -1.0, 0.0)))
+    rowbox = np.empty((23, 17), F)
+    for k, qk in enumerate(q):
+        be.filter_box_rows(qk, rowbox, 3)
+        be.depth_track(rowbox, ds, 3, k)
+    scores = np.stack([ref.box_cols(ref.box_rows(qk, 3), 3) for qk in q])
+    np.testing.assert_array_equal(ds.best_s, scores.max(0))
+    np.testing.assert_array_equal(ds.best_k, np.argmax(scores, 0).astype(F))
+
+
 def test_depth_finalize_parabola_and_confidence():
     n = 5
     scores = rand((n, 19, 21), 10, 0.0, 1.0)
@@ -120,15 +134,11 @@ def test_depth_finalize_parabola_and_confidence():
     scores[:, 0, 0] = [0.0, 1.0, 4.0, 3.0, 0.0]
     from gpustack.stages.fuse import DepthState
 
-    best_e = np.full((19, 21), -1.0, F)
-    ds = DepthState(*(np.full((19, 21), v, F) for v in (-1.0, 0.0, -1.0, -1.0, 0.0)))
-    lap = np.zeros((1, 19, 21), F)
-    best = np.zeros_like(lap)
+    ds = DepthState(*(np.full((19, 21), v, F) for v in (-1.0, -1.0, 0.0, -1.0, -1.0, 0.0)))
     for k in range(n):
-        # feed the score through the select kernel: rowbox with r = 0 is the score itself
-        be.fuse_select_track(lap, scores[k], best, best_e, ds, 0, k)
+        be.depth_track(scores[k], ds, 0, k)  # rowbox with r = 0: the score itself
     depth, conf = np.empty((19, 21), F), np.empty((19, 21), F)
-    be.depth_finalize(best_e, ds.best_k, ds.prev_of_best, ds.next_of_best, ds.sum_e, F(n), depth, conf)
+    be.depth_finalize(ds.best_s, ds.best_k, ds.prev_of_best, ds.next_of_best, ds.sum_s, F(n), depth, conf)
     rdepth, rconf = ref.depth_from_scores(scores)
     np.testing.assert_array_equal(depth, rdepth)
     np.testing.assert_array_equal(conf, rconf)

@@ -4,7 +4,8 @@ Per frame: build the Gaussian pyramid in place, turn it into the Laplacian
 pyramid in place, and fold it into the running state: per level the coefficient
 of highest local energy so far (energy = sum of squared coefficients of all
 channels in a (2r+1)^2 window), the coarsest level as a running sum (its mean is
-taken at the end). The finest level's energy also drives the depth map: per
+taken at the end). The finest level's squared coefficients, summed over a
+wider window (``depth_radius``), are the focus score of the depth map: per
 pixel the best frame, the scores of its two neighbours (for a parabola) and the
 sum of all scores (for the confidence). Memory is fixed by the frame size: the
 state never grows with the number of frames.
@@ -63,11 +64,12 @@ def check_levels(height: int, width: int, levels: int | None) -> int:
 class DepthState:
     """Per-pixel depth bookkeeping at full resolution (all float32 (H, W))."""
 
-    prev_e: object        # score of the previous frame
+    best_s: object        # best focus score so far
+    prev_s: object        # score of the previous frame
     best_k: object        # index of the best frame so far
     prev_of_best: object  # score of the frame before the best one (-1: none)
     next_of_best: object  # score of the frame after the best one (-1: none yet)
-    sum_e: object         # sum of all scores (for the confidence)
+    sum_s: object         # sum of all scores (for the confidence)
 
 
 class PyramidFusion:
@@ -77,12 +79,14 @@ class PyramidFusion:
     then ``collapse()`` and ``depth()``.
     """
 
-    def __init__(self, be, channels: int, height: int, width: int, *, levels: int, energy_radius: int):
+    def __init__(self, be, channels: int, height: int, width: int, *, levels: int, energy_radius: int,
+                 depth_radius: int):
         self.be = be
         self.channels = channels
         self.shapes = level_shapes(height, width, levels)
         self.levels = levels
         self.radius = energy_radius
+        self.depth_radius = depth_radius
         self.count = 0
         f32 = np.float32
         c = channels
@@ -93,12 +97,14 @@ class PyramidFusion:
         self._q = be.empty((height * width,), f32)
         self._rowbox = be.empty((height * width,), f32)
         plane = (height, width)
+        self._depth_rowbox = be.empty(plane, f32)
         self.depth_state = DepthState(
-            prev_e=be.full(plane, -1.0, f32),
+            best_s=be.full(plane, -1.0, f32),
+            prev_s=be.full(plane, -1.0, f32),
             best_k=be.full(plane, 0.0, f32),
             prev_of_best=be.full(plane, -1.0, f32),
             next_of_best=be.full(plane, -1.0, f32),
-            sum_e=be.full(plane, 0.0, f32),
+            sum_s=be.full(plane, 0.0, f32),
         )
 
     @property
@@ -121,11 +127,10 @@ class PyramidFusion:
             q, rowbox = self._scratch(lv)
             be.fuse_sqsum(g[lv], q)
             be.filter_box_rows(q, rowbox, self.radius)
+            be.fuse_select(g[lv], rowbox, self.best_lap[lv], self.best_e[lv], self.radius)
             if lv == 0:
-                be.fuse_select_track(g[0], rowbox, self.best_lap[0], self.best_e[0], self.depth_state,
-                                     self.radius, self.count)
-            else:
-                be.fuse_select(g[lv], rowbox, self.best_lap[lv], self.best_e[lv], self.radius)
+                be.filter_box_rows(q, self._depth_rowbox, self.depth_radius)
+                be.depth_track(self._depth_rowbox, self.depth_state, self.depth_radius, self.count)
         be.fuse_accumulate(self.acc, g[last])
         self.count += 1
 
@@ -139,7 +144,7 @@ class PyramidFusion:
         coarse = self.g[last]
         be.fuse_divide(self.acc, np.float32(self.count), coarse)
         self.g[:last] = [None] * last  # the frame pyramid is no longer needed
-        self.best_e = self.depth_state = self._q = self._rowbox = None
+        self.best_e = self.depth_state = self._q = self._rowbox = self._depth_rowbox = None
         for lv in range(last - 1, -1, -1):
             be.pyramid_expand_add(self.best_lap[lv], coarse)
             coarse = self.best_lap[lv]
@@ -154,6 +159,6 @@ class PyramidFusion:
         shape = self.shapes[0]
         depth = be.empty(shape, np.float32)
         conf = be.empty(shape, np.float32)
-        be.depth_finalize(self.best_e[0], ds.best_k, ds.prev_of_best,
-                          ds.next_of_best, ds.sum_e, np.float32(self.count), depth, conf)
+        be.depth_finalize(ds.best_s, ds.best_k, ds.prev_of_best, ds.next_of_best, ds.sum_s,
+                          np.float32(self.count), depth, conf)
         return depth, conf

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from .convert import convert
-from .depth import depth_finalize, depth_ratio, depth_weight, depthmap_accumulate, depthmap_blend
+from .depth import depth_finalize, depth_ratio, depth_track, depth_weight, depthmap_accumulate, depthmap_blend
 from .encode import encode
 from .filter import filter_box_cols, filter_box_rows
-from .fuse import fuse_accumulate, fuse_divide, fuse_select, fuse_select_track, fuse_sqsum
+from .fuse import fuse_accumulate, fuse_divide, fuse_select, fuse_sqsum
 from .pyramid import pyramid_expand_add, pyramid_expand_sub, pyramid_reduce
 
 
@@ -49,11 +49,11 @@ class CpuBackend:
     pyramid_expand_add = staticmethod(pyramid_expand_add)
     fuse_sqsum = staticmethod(fuse_sqsum)
     fuse_select = staticmethod(fuse_select)
-    fuse_select_track = staticmethod(fuse_select_track)
     fuse_accumulate = staticmethod(fuse_accumulate)
     fuse_divide = staticmethod(fuse_divide)
     filter_box_rows = staticmethod(filter_box_rows)
     filter_box_cols = staticmethod(filter_box_cols)
+    depth_track = staticmethod(depth_track)
     depth_finalize = staticmethod(depth_finalize)
     depth_weight = staticmethod(depth_weight)
     depth_ratio = staticmethod(depth_ratio)

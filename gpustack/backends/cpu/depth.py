@@ -9,16 +9,36 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import F0, F1, HALF
+from .filter import box_col
 
 NEG_HALF = np.float32(-0.5)
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _depth_finalize_kernel(best_e, best_k, prev_of_best, next_of_best, sum_e, n, depth, conf):
-    h, w = best_e.shape
+def _depth_track_kernel(rowbox, best_s, prev_s, best_k, prev_of_best, next_of_best, sum_s, r, kf):
+    h, w = rowbox.shape
+    for i in prange(h):
+        srow = np.empty(w, np.float32)
+        box_col(rowbox, i, r, srow)
+        for j in range(w):
+            s = srow[j]
+            sum_s[i, j] = sum_s[i, j] + s
+            if s > best_s[i, j]:
+                prev_of_best[i, j] = prev_s[i, j]
+                next_of_best[i, j] = -F1
+                best_s[i, j] = s
+                best_k[i, j] = kf
+            elif best_k[i, j] == kf - F1:
+                next_of_best[i, j] = s
+            prev_s[i, j] = s
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _depth_finalize_kernel(best_s, best_k, prev_of_best, next_of_best, sum_s, n, depth, conf):
+    h, w = best_s.shape
     for i in prange(h):
         for j in range(w):
-            b = best_e[i, j]
+            b = best_s[i, j]
             d = best_k[i, j]
             sp = prev_of_best[i, j]
             sn = next_of_best[i, j]
@@ -35,7 +55,7 @@ def _depth_finalize_kernel(best_e, best_k, prev_of_best, next_of_best, sum_e, n,
                     d = d + off
             depth[i, j] = d
             if b > F0:
-                mean = sum_e[i, j] / n
+                mean = sum_s[i, j] / n
                 cf = (b - mean) / b
                 if cf < F0:
                     cf = F0
@@ -90,10 +110,18 @@ def _depthmap_blend_kernel(acc, pyr, conf, lo, inv_width, out):
                 out[ch, i, j] = p + m * (acc[ch, i, j] - p)
 
 
-def depth_finalize(best_e, best_k, prev_of_best, next_of_best, sum_e, n, depth, conf):
+def depth_track(rowbox, state, r, k):
+    """Fold frame ``k``'s focus scores (column sums over 2r+1 rows of ``rowbox``) into the depth
+    state: the best score and its frame, the scores of the frames before and after it (-1: none),
+    the previous frame's score and the sum of all scores (``stages.fuse.DepthState``)."""
+    _depth_track_kernel(rowbox, state.best_s, state.prev_s, state.best_k, state.prev_of_best, state.next_of_best,
+                        state.sum_s, r, np.float32(k))  # frame index: exact in float32
+
+
+def depth_finalize(best_s, best_k, prev_of_best, next_of_best, sum_s, n, depth, conf):
     """Depth = best frame + parabola offset in [-0.5, 0.5] (through the best score and its
     two neighbours, when both exist); confidence = (best - mean) / best, clipped to [0, 1)."""
-    _depth_finalize_kernel(best_e, best_k, prev_of_best, next_of_best, sum_e, n, depth, conf)
+    _depth_finalize_kernel(best_s, best_k, prev_of_best, next_of_best, sum_s, n, depth, conf)
 
 
 def depth_weight(depth, conf, num):

@@ -13,7 +13,6 @@ from numba import njit, prange
 
 import numpy as np
 
-from ._common import F1
 from .filter import box_col
 
 
@@ -45,27 +44,6 @@ def _fuse_select_kernel(lap, rowbox, best_lap, best_e, r):
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _fuse_select_track_kernel(lap, rowbox, best_lap, best_e, prev_e, best_k, prev_of_best, next_of_best, sum_e, r, kf):
-    c, h, w = lap.shape
-    for i in prange(h):
-        erow = np.empty(w, np.float32)
-        box_col(rowbox, i, r, erow)
-        for j in range(w):
-            e = erow[j]
-            sum_e[i, j] = sum_e[i, j] + e
-            if e > best_e[i, j]:
-                prev_of_best[i, j] = prev_e[i, j]
-                next_of_best[i, j] = -F1
-                best_e[i, j] = e
-                best_k[i, j] = kf
-                for ch in range(c):
-                    best_lap[ch, i, j] = lap[ch, i, j]
-            elif best_k[i, j] == kf - F1:
-                next_of_best[i, j] = e
-            prev_e[i, j] = e
-
-
-@njit(parallel=True, nogil=True, cache=True)
 def _fuse_accumulate_kernel(acc, g):
     c, h, w = g.shape
     for p in prange(c * h):
@@ -93,13 +71,6 @@ def fuse_sqsum(lap, q):
 def fuse_select(lap, rowbox, best_lap, best_e, r):
     """Where the window energy (column sum of ``rowbox``) beats ``best_e``, take ``lap``."""
     _fuse_select_kernel(lap, rowbox, best_lap, best_e, r)
-
-
-def fuse_select_track(lap, rowbox, best_lap, best_e, depth_state, r, k):
-    """``fuse_select`` plus the depth bookkeeping of frame ``k`` (see ``stages.fuse.DepthState``)."""
-    ds = depth_state
-    _fuse_select_track_kernel(lap, rowbox, best_lap, best_e, ds.prev_e, ds.best_k, ds.prev_of_best,
-                              ds.next_of_best, ds.sum_e, r, k)
 
 
 def fuse_accumulate(acc, g):
