@@ -159,3 +159,27 @@ def pyramid_fusion(frames_planar, levels, r, depth_r):
         g = fused[lv] + expand(g, *fused[lv].shape[1:])
     depth, conf = depth_from_scores(scores0)
     return g.astype(F), depth, conf
+
+
+def smooth_depth(depth, conf, r):
+    """Confidence-weighted box^2 smoothing: (box^2(depth * conf) / box^2(conf), box^2(conf))."""
+    def box2(x):
+        x = box_cols(box_rows(x, r), r)
+        return box_cols(box_rows(x, r), r)
+
+    num = box2((depth * conf).astype(F))
+    den = box2(conf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(den > 0, num / den, depth).astype(F)
+    return out, den
+
+
+def depthmap_fusion(frames_planar, depth, pyr, conf_sum, lo, inv_width):
+    """The depthmap method's pass 2: per pixel the frames nearest its depth, blended linearly, mixed
+    with the pyramid result by the confidence mask."""
+    acc = np.zeros_like(pyr)
+    for k, f in enumerate(frames_planar):
+        wgt = (F(1) - np.abs(depth - F(k))).astype(F)
+        acc = np.where((wgt > 0)[None], acc + wgt[None] * f, acc).astype(F)
+    m = np.clip((conf_sum - lo) * inv_width, F(0), F(1)).astype(F)
+    return (pyr + m[None] * (acc - pyr)).astype(F)

@@ -1,0 +1,81 @@
+"""Per-op timings of the backends with pytest-benchmark (not part of the test suite).
+
+    python -m pytest bench/test_bench_ops.py --benchmark-enable [--benchmark-json out.json]
+    GPUSTACK_BENCH_SIZE=4000x3000 ...   (default 4000x3000, RGB)
+
+CUDA timings synchronise after each call (the benchmark measures device time
+through the host); bench/throughput.py gives the streaming rates.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from gpustack.backends import cuda_status, get_backend
+from gpustack.color import decode_lut, encode_lut
+from gpustack.stages.fuse import PyramidFusion, auto_levels
+
+W, H = (int(v) for v in os.environ.get("GPUSTACK_BENCH_SIZE", "4000x3000").split("x"))
+C = 3
+
+
+@pytest.fixture(scope="module", params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def be(request):
+    if request.param == "cuda" and not cuda_status()[0]:
+        pytest.skip("no CUDA device")
+    return get_backend(request.param)
+
+
+@pytest.fixture(scope="module")
+def data(be):
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 65536, (H, W, C), dtype=np.uint16)
+    planar = be.to_device(rng.uniform(0, 1, (C, H, W)).astype(np.float32))
+    coarse = be.to_device(rng.uniform(0, 1, (C, (H + 1) // 2, (W + 1) // 2)).astype(np.float32))
+    plane = be.to_device(rng.uniform(0, 1, (H, W)).astype(np.float32))
+    return dict(frame=be.to_device(frame), planar=planar, coarse=coarse, plane=plane,
+                out_plane=be.empty((H, W), np.float32), lut=be.to_device(decode_lut(np.uint16, "srgb")),
+                elut=be.to_device(encode_lut(16, "srgb")), enc=be.empty((H, W, C), np.uint16))
+
+
+def _run(benchmark, be, fn, *args):
+    def call():
+        fn(*args)
+        be.synchronize()
+    benchmark(call)
+
+
+def test_convert(benchmark, be, data):
+    _run(benchmark, be, be.convert, data["frame"], data["lut"], data["planar"])
+
+
+def test_pyramid_reduce(benchmark, be, data):
+    _run(benchmark, be, be.pyramid_reduce, data["planar"], data["coarse"])
+
+
+def test_pyramid_expand_sub(benchmark, be, data):
+    _run(benchmark, be, be.pyramid_expand_sub, data["planar"], data["coarse"])
+
+
+def test_fuse_sqsum(benchmark, be, data):
+    _run(benchmark, be, be.fuse_sqsum, data["planar"], data["out_plane"])
+
+
+def test_filter_box_rows(benchmark, be, data):
+    _run(benchmark, be, be.filter_box_rows, data["plane"], data["out_plane"], 2)
+
+
+def test_encode(benchmark, be, data):
+    _run(benchmark, be, be.encode, data["planar"], data["elut"], data["enc"])
+
+
+def test_fold_one_frame(benchmark, be, data):
+    """A whole frame folded into the state: convert + pyramid + energies + select + depth."""
+    fusion = PyramidFusion(be, C, H, W, levels=auto_levels(H, W), energy_radius=2, depth_radius=4)
+
+    def fold():
+        be.convert(data["frame"], data["lut"], fusion.input)
+        fusion.fold()
+        be.synchronize()
+    benchmark.pedantic(fold, rounds=5, warmup_rounds=1)
