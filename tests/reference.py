@@ -107,8 +107,9 @@ def encode(planar, lut):
     return np.ascontiguousarray(np.moveaxis(lut[idx], 0, -1))
 
 
-def depth_from_scores(scores):
-    """(depth, confidence) from the (N, H, W) finest-level scores, as the streaming fold defines them."""
+def depth_from_scores(scores, order=None):
+    """(depth, confidence) from the (N, H, W) finest-level scores, as the streaming fold defines them
+    (the scores summed for the confidence in processing ``order``, shot order by default)."""
     n = scores.shape[0]
     best = np.argmax(scores, axis=0)  # first maximum: the streaming fold keeps the first on ties
     b = np.take_along_axis(scores, best[None], 0)[0]
@@ -121,8 +122,9 @@ def depth_from_scores(scores):
     with np.errstate(divide="ignore", invalid="ignore"):
         off = np.clip(HALF * (a - c) / den, F(-0.5), F(0.5)).astype(F)
     depth = np.where(has & (den < 0), best.astype(F) + off, best.astype(F)).astype(F)
-    total = scores[0].copy()
-    for k in range(1, n):
+    order = list(range(n)) if order is None else list(order)
+    total = scores[order[0]].copy()
+    for k in order[1:]:
         total = total + scores[k]
     mean = total / F(n)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -130,8 +132,9 @@ def depth_from_scores(scores):
     return depth, conf
 
 
-def pyramid_fusion(frames_planar, levels, r, depth_r):
-    """Batch (non-streaming) Laplacian-pyramid fusion of a list of (C, H, W) float32 frames.
+def pyramid_fusion(frames_planar, levels, r, depth_r, order=None):
+    """Batch (non-streaming) Laplacian-pyramid fusion of a list of (C, H, W) float32 frames, the
+    coarsest level and the scores summed in processing ``order`` (shot order by default).
 
     Returns (fused (C, H, W), depth (H, W), confidence (H, W))."""
     pyrs = []
@@ -151,13 +154,14 @@ def pyramid_fusion(frames_planar, levels, r, depth_r):
         idx = np.argmax(e, axis=0)
         lv_stack = np.stack([p[lv] for p in pyrs])  # (N, C, h, w)
         fused.append(np.take_along_axis(lv_stack, idx[None, None], 0)[0])
-    acc = pyrs[0][-1].copy()
-    for p in pyrs[1:]:
-        acc = acc + p[-1]
+    order = list(range(n)) if order is None else list(order)
+    acc = pyrs[order[0]][-1].copy()
+    for k in order[1:]:
+        acc = acc + pyrs[k][-1]
     g = acc / F(n)
     for lv in range(levels - 2, -1, -1):
         g = fused[lv] + expand(g, *fused[lv].shape[1:])
-    depth, conf = depth_from_scores(scores0)
+    depth, conf = depth_from_scores(scores0, order)
     return g.astype(F), depth, conf
 
 
@@ -183,3 +187,43 @@ def depthmap_fusion(frames_planar, depth, pyr, conf_sum, lo, inv_width):
         acc = np.where((wgt > 0)[None], acc + wgt[None] * f, acc).astype(F)
     m = np.clip((conf_sum - lo) * inv_width, F(0), F(1)).astype(F)
     return (pyr + m[None] * (acc - pyr)).astype(F)
+
+
+def cubic_weights(t):
+    """Catmull-Rom weights (taps -1, 0, 1, 2) for float32 fractions t, in the kernels' order."""
+    a, one, h = F(-0.5), F(1), F(0.5)
+    w0 = ((a * t + one) * t + a) * t
+    w1 = (F(1.5) * t - F(2.5)) * t * t + one
+    w2 = ((F(-1.5) * t + F(2.0)) * t + h) * t
+    w3 = (h * t + a) * t * t
+    return w0, w1, w2, w3
+
+
+def warp(src, lut, affine, gains, out_shape):
+    """(C, H, W) float32: ``src`` (H, W, C) sampled bicubically at affine(col, row), times gains."""
+    h, w, c = src.shape
+    oh, ow = out_shape
+    a = np.asarray(affine, np.float64).reshape(6)
+    jj, ii = np.meshgrid(np.arange(ow, dtype=np.float64), np.arange(oh, dtype=np.float64))
+    x = a[0] * jj + a[1] * ii + a[2]
+    y = a[3] * jj + a[4] * ii + a[5]
+    fx, fy = np.floor(x), np.floor(y)
+    tx, ty = (x - fx).astype(F), (y - fy).astype(F)
+    x0, y0 = fx.astype(np.int64), fy.astype(np.int64)
+    wx, wy = cubic_weights(tx), cubic_weights(ty)
+    lin = src.astype(F) if lut is None else lut[src]
+    out = np.empty((c, oh, ow), F)
+    for ch in range(c):
+        plane = lin[:, :, ch]
+        v = None
+        for m in range(4):
+            r = np.clip(y0 - 1 + m, 0, h - 1)
+            row = None
+            for n in range(4):
+                col = np.clip(x0 - 1 + n, 0, w - 1)
+                term = (wx[n] * plane[r, col]).astype(F)
+                row = term if row is None else (row + term).astype(F)
+            term = (wy[m] * row).astype(F)
+            v = term if v is None else (v + term).astype(F)
+        out[ch] = gains[ch] * v
+    return out

@@ -121,7 +121,7 @@ def test_depth_track_column_sums_match_reference():
     rowbox = np.empty((23, 17), F)
     for k, qk in enumerate(q):
         be.filter_box_rows(qk, rowbox, 3)
-        be.depth_track(rowbox, ds, 3, k)
+        be.depth_track(rowbox, ds, 3, k, 1 if k else 0)
     scores = np.stack([ref.box_cols(ref.box_rows(qk, 3), 3) for qk in q])
     np.testing.assert_array_equal(ds.best_s, scores.max(0))
     np.testing.assert_array_equal(ds.best_k, np.argmax(scores, 0).astype(F))
@@ -136,7 +136,7 @@ def test_depth_finalize_parabola_and_confidence():
 
     ds = DepthState(*(np.full((19, 21), v, F) for v in (-1.0, -1.0, 0.0, -1.0, -1.0, 0.0)))
     for k in range(n):
-        be.depth_track(scores[k], ds, 0, k)  # rowbox with r = 0: the score itself
+        be.depth_track(scores[k], ds, 0, k, 1 if k else 0)  # rowbox with r = 0: the score itself
     depth, conf = np.empty((19, 21), F), np.empty((19, 21), F)
     be.depth_finalize(ds.best_s, ds.best_k, ds.prev_of_best, ds.next_of_best, ds.sum_s, F(n), depth, conf)
     rdepth, rconf = ref.depth_from_scores(scores)

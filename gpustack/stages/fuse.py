@@ -75,8 +75,9 @@ class DepthState:
 class PyramidFusion:
     """Running state of the pyramid fusion of frames of shape (C, H, W) on backend ``be``.
 
-    Use: write a frame into ``input`` (planar float32), call ``fold()``; repeat;
-    then ``collapse()`` and ``depth()``.
+    Use: write a frame into ``input`` (planar float32), call ``fold(k)`` with its index in the
+    stack; repeat in any order that reaches each frame from a neighbour (``align.processing_order``);
+    then ``depth()`` and ``collapse()``.
     """
 
     def __init__(self, be, channels: int, height: int, width: int, *, levels: int, energy_radius: int,
@@ -88,6 +89,8 @@ class PyramidFusion:
         self.radius = energy_radius
         self.depth_radius = depth_radius
         self.count = 0
+        self._first = self._last = None
+        self._first_s = None  # the first frame's depth scores, kept for the turn of the chain
         f32 = np.float32
         c = channels
         self.g = [be.empty((c, h, w), f32) for h, w in self.shapes]
@@ -116,8 +119,25 @@ class PyramidFusion:
         h, w = self.shapes[level]
         return self._q[: h * w].reshape(h, w), self._rowbox[: h * w].reshape(h, w)
 
-    def fold(self) -> None:
-        """Fold the frame in ``input`` into the state (``input`` is overwritten)."""
+    def _neighbour_side(self, k: int) -> int:
+        """Which neighbour's score ``depth_state.prev_s`` holds for frame ``k``: 1 (frame k-1),
+        -1 (frame k+1), 0 (none). At the turn of the chain (the frame below the first one,
+        after the frames above it) the first frame's scores are swapped in."""
+        last, first = self._last, self._first
+        if last is None:
+            return 0
+        if last == k - 1:
+            return 1
+        if last == k + 1:
+            return -1
+        if first == k + 1 and self._first_s is not None:
+            ds = self.depth_state
+            ds.prev_s, self._first_s = self._first_s, ds.prev_s
+            return -1
+        return 0
+
+    def fold(self, k: int) -> None:
+        """Fold frame ``k`` (shot index), written in ``input``, into the state (``input`` is overwritten)."""
         be, g, last = self.be, self.g, self.levels - 1
         for lv in range(last):
             be.pyramid_reduce(g[lv], g[lv + 1])
@@ -130,8 +150,14 @@ class PyramidFusion:
             be.fuse_select(g[lv], rowbox, self.best_lap[lv], self.best_e[lv], self.radius)
             if lv == 0:
                 be.filter_box_rows(q, self._depth_rowbox, self.depth_radius)
-                be.depth_track(self._depth_rowbox, self.depth_state, self.depth_radius, self.count)
+                side = self._neighbour_side(k)
+                be.depth_track(self._depth_rowbox, self.depth_state, self.depth_radius, k, side)
+                if self._last is None and k > 0:  # the chain will come back below this frame
+                    self._first_s = self.depth_state.prev_s.copy()
         be.fuse_accumulate(self.acc, g[last])
+        if self._first is None:
+            self._first = k
+        self._last = k
         self.count += 1
 
     def collapse(self):
@@ -144,7 +170,7 @@ class PyramidFusion:
         coarse = self.g[last]
         be.fuse_divide(self.acc, np.float32(self.count), coarse)
         self.g[:last] = [None] * last  # the frame pyramid is no longer needed
-        self.best_e = self.depth_state = self._q = self._rowbox = self._depth_rowbox = None
+        self.best_e = self.depth_state = self._q = self._rowbox = self._depth_rowbox = self._first_s = None
         for lv in range(last - 1, -1, -1):
             be.pyramid_expand_add(self.best_lap[lv], coarse)
             coarse = self.best_lap[lv]

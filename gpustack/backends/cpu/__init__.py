@@ -6,10 +6,12 @@ import numpy as np
 
 from .convert import convert
 from .depth import depth_finalize, depth_ratio, depth_track, depth_weight, depthmap_accumulate, depthmap_blend
+from .develop import develop
 from .encode import encode
 from .filter import filter_box_cols, filter_box_rows
 from .fuse import fuse_accumulate, fuse_divide, fuse_select, fuse_sqsum
 from .pyramid import pyramid_expand_add, pyramid_expand_sub, pyramid_reduce
+from .warp import warp, warp_planar
 
 
 class CpuBackend:
@@ -44,6 +46,9 @@ class CpuBackend:
         return None
 
     convert = staticmethod(convert)
+    develop = staticmethod(develop)
+    warp = staticmethod(warp)
+    warp_planar = staticmethod(warp_planar)
     pyramid_reduce = staticmethod(pyramid_reduce)
     pyramid_expand_sub = staticmethod(pyramid_expand_sub)
     pyramid_expand_add = staticmethod(pyramid_expand_add)

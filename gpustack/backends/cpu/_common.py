@@ -8,7 +8,8 @@ to float64 and break the parity with the CUDA twins).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 F0 = np.float32(0.0)
 F1 = np.float32(1.0)
@@ -36,3 +37,15 @@ def reflect(i, n):
     if i >= n:
         i = m - i
     return i
+
+
+def decode(v, lut):
+    """A sample in linear light: ``lut[v]`` for integer samples, ``float32(v)`` for float ones."""
+    return lut[v] if np.issubdtype(type(v), np.integer) else np.float32(v)
+
+
+@overload(decode, inline="always")
+def _decode_overload(v, lut):
+    if isinstance(v, types.Integer):
+        return lambda v, lut: lut[v]
+    return lambda v, lut: np.float32(v)

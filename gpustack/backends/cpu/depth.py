@@ -15,7 +15,7 @@ NEG_HALF = np.float32(-0.5)
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _depth_track_kernel(rowbox, best_s, prev_s, best_k, prev_of_best, next_of_best, sum_s, r, kf):
+def _depth_track_kernel(rowbox, best_s, prev_s, best_k, prev_of_best, next_of_best, sum_s, r, kf, side):
     h, w = rowbox.shape
     for i in prange(h):
         srow = np.empty(w, np.float32)
@@ -24,12 +24,21 @@ def _depth_track_kernel(rowbox, best_s, prev_s, best_k, prev_of_best, next_of_be
             s = srow[j]
             sum_s[i, j] = sum_s[i, j] + s
             if s > best_s[i, j]:
-                prev_of_best[i, j] = prev_s[i, j]
-                next_of_best[i, j] = -F1
                 best_s[i, j] = s
                 best_k[i, j] = kf
+                if side > 0:
+                    prev_of_best[i, j] = prev_s[i, j]
+                    next_of_best[i, j] = -F1
+                elif side < 0:
+                    prev_of_best[i, j] = -F1
+                    next_of_best[i, j] = prev_s[i, j]
+                else:
+                    prev_of_best[i, j] = -F1
+                    next_of_best[i, j] = -F1
             elif best_k[i, j] == kf - F1:
                 next_of_best[i, j] = s
+            elif best_k[i, j] == kf + F1:
+                prev_of_best[i, j] = s
             prev_s[i, j] = s
 
 
@@ -110,12 +119,13 @@ def _depthmap_blend_kernel(acc, pyr, conf, lo, inv_width, out):
                 out[ch, i, j] = p + m * (acc[ch, i, j] - p)
 
 
-def depth_track(rowbox, state, r, k):
+def depth_track(rowbox, state, r, k, side):
     """Fold frame ``k``'s focus scores (column sums over 2r+1 rows of ``rowbox``) into the depth
     state: the best score and its frame, the scores of the frames before and after it (-1: none),
-    the previous frame's score and the sum of all scores (``stages.fuse.DepthState``)."""
+    the sum of all scores (``stages.fuse.DepthState``). ``state.prev_s`` holds the score of frame
+    k-1 (``side`` 1), of frame k+1 (``side`` -1) or nothing (``side`` 0) on entry, and frame k's on exit."""
     _depth_track_kernel(rowbox, state.best_s, state.prev_s, state.best_k, state.prev_of_best, state.next_of_best,
-                        state.sum_s, r, np.float32(k))  # frame index: exact in float32
+                        state.sum_s, r, np.float32(k), side)  # frame index: exact in float32
 
 
 def depth_finalize(best_s, best_k, prev_of_best, next_of_best, sum_s, n, depth, conf):

@@ -44,6 +44,19 @@ def _reduce_row(row, w, out, ow, ev, od):
             out[j] = (W0 * row[reflect(bb - 2, w)] + W1 * row[reflect(bb - 1, w)] + W2 * row[reflect(bb, w)]
                       + W1 * row[reflect(bb + 1, w)] + W0 * row[reflect(bb + 2, w)])
 
+@njit(cache=True)
+def reduce_output_row(plane, i, out, t, ev, od):
+    """Row ``i`` of the reduction of the 2-D ``plane`` into ``out``; ``t`` (5, len(out)),
+    ``ev`` and ``od`` ((W + 1) // 2) are scratch buffers."""
+    h, w = plane.shape
+    ow = out.shape[0]
+    for m in range(5):
+        _reduce_row(plane[reflect(2 * i - 2 + m, h)], w, t[m], ow, ev, od)
+    t0, t1, t2, t3, t4 = t[0], t[1], t[2], t[3], t[4]
+    for j in range(ow):
+        out[j] = W0 * t0[j] + W1 * t1[j] + W2 * t2[j] + W1 * t3[j] + W0 * t4[j]
+
+
 @njit(parallel=True, nogil=True, cache=True)
 def _pyramid_reduce_kernel(src, dst):
     c, h, w = src.shape
@@ -52,13 +65,10 @@ def _pyramid_reduce_kernel(src, dst):
         ch = p // oh
         i = p - ch * oh
         t = np.empty((5, ow), np.float32)
-        ev = np.empty((w + 1) // 2, np.float32); od = np.empty((w + 1) // 2, np.float32)
-        for m in range(5):
-            _reduce_row(src[ch, reflect(2 * i - 2 + m, h)], w, t[m], ow, ev, od)
-        out = dst[ch, i]
-        t0, t1, t2, t3, t4 = t[0], t[1], t[2], t[3], t[4]
-        for j in range(ow):
-            out[j] = W0 * t0[j] + W1 * t1[j] + W2 * t2[j] + W1 * t3[j] + W0 * t4[j]
+        ev = np.empty((w + 1) // 2, np.float32)
+        od = np.empty((w + 1) // 2, np.float32)
+        reduce_output_row(src[ch], i, dst[ch, i], t, ev, od)
+
 
 @njit(cache=True)
 def _expand_row(g, wc, out, w, ev, od):

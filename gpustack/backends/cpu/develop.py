@@ -1,0 +1,198 @@
+"""RAW development of a Bayer mosaic: uint16 (H, W) -> planar linear float32 (3, H, W).
+
+Twin of kernels/develop.cu, with the same float32 arithmetic in the same order:
+
+* every mosaic sample s at (y, x), CFA position p = (y & 1, x & 1), is normalised as
+  ``v = (float32(s) - black[p]) * scale[p]``, then clipped to [0, 1] (``scale[p] =
+  wb[colour] / (white - black[p])``, from the host: black level, white level and white
+  balance in one multiply; the clip is LibRaw's, so a saturated site stays white after
+  the white balance instead of turning magenta);
+* the demosaic fills the two missing colours of each pixel from the normalised samples
+  ``v(di, dj)`` of its 5x5 neighbourhood (``c = v(0, 0)``):
+  R site: r = c, g = CROSS, b = DIAG;  B site: b = c, g = CROSS, r = DIAG;
+  G site in a red row: g = c, r = HORIZ, b = VERT;  G in a blue row: r = VERT, b = HORIZ.
+  ``bilinear``: CROSS = a1 * 0.25, DIAG = d1 * 0.25, HORIZ = h1 * 0.5, VERT = u1 * 0.5;
+  ``mhc`` (Malvar, He, Cutler, ICASSP 2004: the bilinear estimate corrected by the
+  Laplacian of the known colour): CROSS = ((4c + 2 a1) - a2) * 0.125,
+  DIAG = ((6c + 2 d1) - 1.5 a2) * 0.125, HORIZ = ((((5c + 4 h1) - d1) - h2) + 0.5 u2) * 0.125,
+  VERT = ((((5c + 4 u1) - d1) - u2) + 0.5 h2) * 0.125, with
+  a1 = ((v(-1,0) + v(0,-1)) + v(0,1)) + v(1,0),  a2 = ((v(-2,0) + v(0,-2)) + v(0,2)) + v(2,0),
+  d1 = ((v(-1,-1) + v(-1,1)) + v(1,-1)) + v(1,1),  h1 = v(0,-1) + v(0,1),  h2 = v(0,-2) + v(0,2),
+  u1 = v(-1,0) + v(1,0),  u2 = v(-2,0) + v(2,0);
+* the colour matrix: ``out[k] = (r*m[k,0] + g*m[k,1]) + b*m[k,2]``, not clipped.
+
+Borders: reflect101 on the mosaic grid (``_common.reflect``), which mirrors about the
+edge sample, an even displacement, so every sample read keeps its CFA colour (a red
+site maps to a red site) for any H, W >= 2.
+
+The CUDA kernel gathers and normalises every tap per output pixel; here a block of rows
+is normalised once into a buffer padded by two reflected samples on each side, and the
+demosaic reads the buffer. A sample's normalised value does not depend on who computes
+it, so the results are the same bits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ._common import F0, F1, HALF, reflect
+
+QUARTER = np.float32(0.25)
+EIGHTH = np.float32(0.125)
+ONE_HALF = np.float32(1.5)
+TWO = np.float32(2.0)
+FOUR = np.float32(4.0)
+FIVE = np.float32(5.0)
+SIX = np.float32(6.0)
+
+METHODS = ("bilinear", "mhc")
+_ROWS_PER_BLOCK = 32
+
+_R, _B, _G_RED_ROW, _G_BLUE_ROW = 0, 1, 2, 3
+
+
+def red_site(cfa) -> tuple[int, int]:
+    """(row parity, column parity) of the red site of a Bayer ``cfa`` ((2, 2) colour indices,
+    R=0 G=1 B=2, greens on one diagonal); ValueError for anything else. Shared by both
+    backends, so that both reject the same patterns with the same message."""
+    a = np.asarray(cfa)
+    if a.shape != (2, 2) or not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"cfa: expected a (2, 2) integer array of colour indices; got {a.dtype} {a.shape}")
+    reds = np.argwhere(a == 0)
+    blues = np.argwhere(a == 2)
+    if len(reds) != 1 or len(blues) != 1 or not (a == 1).sum() == 2 or (reds[0] + blues[0] != 1).any():
+        raise ValueError(f"cfa: expected a Bayer pattern (one R and one B on one diagonal, two G on the "
+                         f"other; R=0 G=1 B=2); got {a.tolist()}")
+    return int(reds[0][0]), int(reds[0][1])
+
+
+def check_develop(mosaic, cfa, black, scale, matrix, method, dst) -> tuple[int, int]:
+    """Validate the arguments of ``develop`` (both backends call it before dispatch);
+    return the red site's parities."""
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {', '.join(METHODS)}; got {method!r}")
+    if getattr(mosaic, "dtype", None) != np.uint16 or mosaic.ndim != 2:
+        raise TypeError(f"mosaic: expected a (H, W) uint16 array; got {getattr(mosaic, 'dtype', type(mosaic))} "
+                        f"{getattr(mosaic, 'shape', '')}")
+    h, w = mosaic.shape
+    if h < 2 or w < 2:
+        raise ValueError(f"mosaic: a Bayer mosaic needs at least 2x2 samples; got {h}x{w}")
+    if getattr(dst, "dtype", None) != np.float32 or tuple(dst.shape) != (3, h, w):
+        raise ValueError(f"dst: expected a (3, {h}, {w}) float32 array; got {getattr(dst, 'dtype', type(dst))} "
+                         f"{tuple(getattr(dst, 'shape', ()))}")
+    for name, a, shape in (("black", black, (2, 2)), ("scale", scale, (2, 2)), ("matrix", matrix, (3, 3))):
+        if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.shape != shape:
+            raise TypeError(f"{name}: expected a {shape} float32 NumPy array (host values); got "
+                            f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}")
+    return red_site(cfa)
+
+
+@njit(cache=True, inline="always")
+def _norm(s, b, k):
+    v = (np.float32(s) - b) * k
+    if v < F0:  # noqa: PLR1730 - the twin's branches, written alike
+        v = F0
+    if v > F1:  # noqa: PLR1730
+        v = F1
+    return v
+
+
+@njit(cache=True)
+def _normalise_rows(mosaic, y0, n, black, scale, buf):
+    """``buf[t, 2 + x]`` = the normalised sample at (reflect(y0 + t), x), x in [-2, w + 2)."""
+    h, w = mosaic.shape
+    for t in range(n):
+        y = reflect(y0 + t, h)
+        py = y & 1
+        src = mosaic[y]
+        out = buf[t]
+        b0, k0 = black[py, 0], scale[py, 0]
+        b1, k1 = black[py, 1], scale[py, 1]
+        for x in range(0, w, 2):
+            out[2 + x] = _norm(src[x], b0, k0)
+        for x in range(1, w, 2):
+            out[2 + x] = _norm(src[x], b1, k1)
+        for x in (-2, -1, w, w + 1):
+            xs = reflect(x, w)
+            out[2 + x] = _norm(src[xs], black[py, xs & 1], scale[py, xs & 1])
+
+
+@njit(cache=True, inline="always")
+def _taps(u2, u1, c0, d1, d2, k):
+    """The sums of the header around buffer column k: c, a1, a2, d1, h1, h2, u1, u2."""
+    c = c0[k]
+    a1 = ((u1[k] + c0[k - 1]) + c0[k + 1]) + d1[k]
+    a2 = ((u2[k] + c0[k - 2]) + c0[k + 2]) + d2[k]
+    dg = ((u1[k - 1] + u1[k + 1]) + d1[k - 1]) + d1[k + 1]
+    h1 = c0[k - 1] + c0[k + 1]
+    h2 = c0[k - 2] + c0[k + 2]
+    v1 = u1[k] + d1[k]
+    v2 = u2[k] + d2[k]
+    return c, a1, a2, dg, h1, h2, v1, v2
+
+
+@njit(cache=True, inline="always")
+def _interp(site, mhc, c, a1, a2, dg, h1, h2, v1, v2):
+    """(r, g, b) of a pixel of kind ``site`` from its sums (bilinear or MHC)."""
+    if mhc:
+        cross = ((FOUR * c + TWO * a1) - a2) * EIGHTH
+        diag = ((SIX * c + TWO * dg) - ONE_HALF * a2) * EIGHTH
+        horiz = ((((FIVE * c + FOUR * h1) - dg) - h2) + HALF * v2) * EIGHTH
+        vert = ((((FIVE * c + FOUR * v1) - dg) - v2) + HALF * h2) * EIGHTH
+    else:
+        cross = a1 * QUARTER
+        diag = dg * QUARTER
+        horiz = h1 * HALF
+        vert = v1 * HALF
+    if site == _R:
+        return c, cross, diag
+    if site == _B:
+        return diag, cross, c
+    if site == _G_RED_ROW:
+        return horiz, c, vert
+    return vert, c, horiz
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _develop_kernel(mosaic, red_row, red_col, black, scale, matrix, mhc, dst):
+    h, w = mosaic.shape
+    m00, m01, m02 = matrix[0, 0], matrix[0, 1], matrix[0, 2]
+    m10, m11, m12 = matrix[1, 0], matrix[1, 1], matrix[1, 2]
+    m20, m21, m22 = matrix[2, 0], matrix[2, 1], matrix[2, 2]
+    nblocks = (h + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
+    for blk in prange(nblocks):
+        i0 = blk * _ROWS_PER_BLOCK
+        i1 = min(h, i0 + _ROWS_PER_BLOCK)
+        buf = np.empty((i1 - i0 + 4, w + 4), np.float32)
+        _normalise_rows(mosaic, i0 - 2, i1 - i0 + 4, black, scale, buf)
+        for i in range(i0, i1):
+            t = i - i0 + 2
+            u2, u1, c0, d1, d2 = buf[t - 2], buf[t - 1], buf[t], buf[t + 1], buf[t + 2]
+            red_row_here = (i & 1) == red_row
+            o0, o1, o2 = dst[0, i], dst[1, i], dst[2, i]
+            for pj in range(2):
+                red_col_here = (pj & 1) == red_col
+                if red_row_here and red_col_here:
+                    site = _R
+                elif not red_row_here and not red_col_here:
+                    site = _B
+                elif red_row_here:
+                    site = _G_RED_ROW
+                else:
+                    site = _G_BLUE_ROW
+                for j in range(pj, w, 2):
+                    c, a1, a2, dg, h1, h2, v1, v2 = _taps(u2, u1, c0, d1, d2, j + 2)
+                    r, g, b = _interp(site, mhc, c, a1, a2, dg, h1, h2, v1, v2)
+                    o0[j] = r * m00 + g * m01 + b * m02
+                    o1[j] = r * m10 + g * m11 + b * m12
+                    o2[j] = r * m20 + g * m21 + b * m22
+
+
+def develop(mosaic, cfa, black, scale, matrix, method, dst) -> None:
+    """Develop ``mosaic`` (H, W) uint16 into ``dst`` (3, H, W) float32: normalise with ``black``
+    and ``scale`` ((2, 2) float32 per CFA position), demosaic (``method`` "bilinear" or "mhc")
+    by the Bayer pattern ``cfa`` ((2, 2) colour indices, R=0 G=1 B=2), then apply ``matrix``
+    ((3, 3) float32, camera RGB -> output RGB). See the module docstring for the arithmetic."""
+    red_row, red_col = check_develop(mosaic, cfa, black, scale, matrix, method, dst)
+    _develop_kernel(mosaic, red_row, red_col, black, scale, matrix, method == "mhc", dst)

@@ -1,0 +1,591 @@
+"""The CUDA kernels of the ``cuda`` backend: the only code that reads ``kernels/``.
+
+Each op family is one file, ``kernels/<family>.cu`` (plus the shared
+``common.cuh``), compiled by NVRTC with ``--fmad=false --ftz=false`` once per
+device and index type (``_get_module``) and loaded as a ``cupy.RawModule``.
+NVRTC is called directly (``nvrtc_job``, ``compile_job``), not through
+``cupy.RawModule(code=...)``: CuPy appends ``-ftz=true`` to every compilation
+it does, and the last option wins, so denormal inputs and results would be
+flushed to zero on the GPU but kept by the Numba twins. The compiled images
+are cached in CuPy's kernel cache folder (``CUPY_CACHE_DIR``), named by a hash
+of the source, the options and the NVRTC version.
+
+Every kernel has one typed wrapper, ``plan_<op>(...)``: it validates the
+arrays (dtype, C-contiguity, shapes), casts the scalars to the kernel's C types
+(``np.int32``, ``np.float32``, and ``np.int32``/``np.int64`` for
+``gs_index_t``) and computes the grid and block. It returns a ``Launch`` and
+needs neither CuPy nor a GPU, so ``tests/test_kernels_cuda_emulated.py`` runs
+exactly these plans through the g++ emulation of the same ``.cu`` files.
+``launch(plan, stream)`` runs a plan on the GPU.
+
+Index type: flat indices are ``int`` while every array has fewer than 2**31
+elements, else ``long long`` (a second specialisation, ``GS_INDEX_T``).
+Rows, columns and channels are ``int``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.resources
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import BackendUnavailableError, InputError, KernelCompileError
+
+#: kernels/<family>.cu -> the kernels it defines (each has a plan_/launch wrapper below)
+FAMILIES = {
+    "convert": ("gs_convert_lut_u8", "gs_convert_lut_u16", "gs_convert_f32"),
+    "warp": ("gs_warp_lut_u8", "gs_warp_lut_u16", "gs_warp_f32", "gs_warp_planar_f32"),
+    "pyramid": ("gs_pyramid_reduce", "gs_pyramid_expand_sub", "gs_pyramid_expand_add"),
+    "fuse": ("gs_fuse_sqsum", "gs_fuse_select", "gs_fuse_accumulate", "gs_fuse_divide"),
+    "filter": ("gs_filter_box_rows", "gs_filter_box_cols"),
+    "depth": ("gs_depth_track", "gs_depth_finalize", "gs_depth_weight", "gs_depth_ratio", "gs_depthmap_accumulate",
+              "gs_depthmap_blend"),
+    "encode": ("gs_encode_lut_u8", "gs_encode_lut_u16"),
+    "develop": ("gs_develop_bilinear", "gs_develop_mhc"),
+}
+KERNEL_FAMILY = {name: family for family, names in FAMILIES.items() for name in names}
+
+#: the two specialisations of gs_index_t (kernels/common.cuh)
+INDEX_TYPES = ("int", "long long")
+_INDEX_DTYPE = {"int": np.int32, "long long": np.int64}
+_INT32_LIMIT = 2**31
+
+BLOCK_2D = (32, 8, 1)  # 2-D kernels: x over columns, y over rows, grid z over channels
+BLOCK_1D = (128, 1, 1)  # 1-D kernels: one thread per pixel or element
+_GRID_YZ_LIMIT = 65535
+_GRID_X_LIMIT = 2**31 - 1
+_FRAME_INDEX_LIMIT = 2**24  # frame indices travel as float32, exact below this
+_WARP_MAX_CHANNELS = 4  # the warp's gains travel as four float scalars
+
+F32, U8, U16 = np.dtype(np.float32), np.dtype(np.uint8), np.dtype(np.uint16)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernel sources
+
+
+def kernel_dir() -> Path:
+    """The folder of the ``.cu`` sources: ``$GPUSTACK_KERNEL_DIR``, else the copy packaged in
+    the wheel (``gpustack/kernels``), else the repository checkout's ``kernels/``."""
+    env = os.environ.get("GPUSTACK_KERNEL_DIR")
+    if env:
+        path = Path(env)
+        if not (path / "common.cuh").is_file():
+            raise BackendUnavailableError(f"GPUSTACK_KERNEL_DIR={env} holds no common.cuh; point it at the "
+                                          f"kernels/ folder of gpustack, or unset it")
+        return path
+    tried = []
+    try:
+        packaged = importlib.resources.files("gpustack") / "kernels"
+    except (ModuleNotFoundError, TypeError):  # pragma: no cover - gpustack always importable here
+        packaged = None
+    if isinstance(packaged, Path):
+        tried.append(str(packaged))
+        if (packaged / "common.cuh").is_file():
+            return packaged
+    checkout = Path(__file__).resolve().parents[3] / "kernels"
+    tried.append(str(checkout))
+    if (checkout / "common.cuh").is_file():
+        return checkout
+    raise BackendUnavailableError(f"the CUDA kernel sources are missing (looked in {', '.join(tried)}); "
+                                  f"reinstall gpustack or set GPUSTACK_KERNEL_DIR to its kernels/ folder")
+
+
+def nvrtc_options(kdir: Path) -> tuple[str, ...]:
+    """NVRTC options of every module (the parity contract): no fused multiply-add, denormals
+    kept, IEEE division."""
+    return ("--std=c++17", "--fmad=false", "--ftz=false", "--prec-div=true", f"-I{kdir}")
+
+
+def module_source(family: str, index_t: str, kdir: Path | None = None) -> str:
+    """The code handed to NVRTC for ``kernels/<family>.cu`` with ``gs_index_t`` = ``index_t``.
+
+    The first line carries a hash of the headers: the disk cache is keyed by this text
+    and the options only, so an edit of ``common.cuh`` must change the text.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown kernel family {family!r}; expected one of {', '.join(FAMILIES)}")
+    if index_t not in INDEX_TYPES:
+        raise ValueError(f"unknown index type {index_t!r}; expected one of {INDEX_TYPES}")
+    kdir = kernel_dir() if kdir is None else kdir
+    digest = hashlib.sha256()
+    for header in sorted(kdir.glob("*.cuh")):
+        digest.update(header.name.encode() + b"\0" + header.read_bytes())
+    source = (kdir / f"{family}.cu").read_text()
+    return (f"// gpustack kernels/{family}.cu, index type {index_t}, headers {digest.hexdigest()[:16]}\n"
+            f"#define GS_INDEX_T {index_t}\n"
+            f'#line 1 "{family}.cu"\n' + source)
+
+
+def _memoize_per_device(fn):
+    """``cupy.memoize(for_each_device=True)``, applied at the first call so that this module
+    imports without CuPy (the static checks of the kernel sources run on machines without it)."""
+    memo = None
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        nonlocal memo
+        if memo is None:
+            import cupy
+
+            memo = cupy.memoize(for_each_device=True)(fn)
+        return memo(*args)
+
+    return wrapper
+
+
+def _nvrtc():
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+
+        nvrtc.getVersion()
+    except Exception as exc:  # CuPy missing, or libnvrtc not found
+        raise BackendUnavailableError(f"CUDA backend unavailable: NVRTC cannot be loaded ({type(exc).__name__}: "
+                                      f"{exc}); pip install 'cupy-cuda13x[ctk]' (or the CUDA toolkit), or run "
+                                      f"with --backend cpu") from exc
+    return nvrtc
+
+
+@dataclass(frozen=True)
+class NvrtcJob:
+    """One NVRTC compilation: the source, the options, what it yields, and its cache key."""
+
+    family: str
+    index_t: str
+    code: str
+    options: tuple[str, ...]
+    kind: str  # "cubin" or "ptx"
+    key: str
+
+
+def nvrtc_job(family: str, index_t: str, arch: int, *, kind: str | None = None,
+              kdir: Path | None = None) -> NvrtcJob:
+    """How to compile ``kernels/<family>.cu`` for compute capability ``arch`` (e.g. 90): a cubin
+    when this NVRTC knows the architecture, else PTX for the newest one it knows (the driver
+    compiles it); ``kind="ptx"`` forces PTX. Needs NVRTC, not a GPU."""
+    nvrtc = _nvrtc()
+    kdir = kernel_dir() if kdir is None else kdir
+    code = module_source(family, index_t, kdir)
+    supported = [a for a in nvrtc.getSupportedArchs() if a <= arch]
+    if not supported:
+        raise BackendUnavailableError(f"CUDA backend unavailable: this NVRTC cannot compile for compute "
+                                      f"capability {arch / 10:.1f}; run with --backend cpu")
+    if kind is None:
+        kind = "cubin" if arch in supported else "ptx"
+    arch_option = f"-arch=sm_{arch}" if kind == "cubin" else f"-arch=compute_{max(supported)}"
+    options = (*nvrtc_options(kdir), arch_option)
+    key = hashlib.sha256("\0".join([code, *options, str(nvrtc.getVersion())]).encode()).hexdigest()[:32]
+    return NvrtcJob(family, index_t, code, options, kind, key)
+
+
+def compile_job(job: NvrtcJob) -> bytes:
+    """The cubin or PTX of ``job``; a compile error raises ``KernelCompileError`` with NVRTC's log."""
+    nvrtc = _nvrtc()
+    prog = nvrtc.createProgram(job.code, f"{job.family}.cu", [], [])
+    try:
+        try:
+            nvrtc.compileProgram(prog, list(job.options))
+        except nvrtc.NVRTCError as exc:
+            raise KernelCompileError(f"kernels/{job.family}.cu (index type {job.index_t}) failed to compile "
+                                     f"with NVRTC ({exc}):\n{nvrtc.getProgramLog(prog)}") from exc
+        return nvrtc.getCUBIN(prog) if job.kind == "cubin" else nvrtc.getPTX(prog)
+    finally:
+        nvrtc.destroyProgram(prog)
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("CUPY_CACHE_DIR", Path.home() / ".cupy" / "kernel_cache"))
+
+
+def _build_module(family: str, index_t: str):
+    """Load ``kernels/<family>.cu`` for the current device, compiled now or found in the cache."""
+    import tempfile
+
+    import cupy
+
+    job = nvrtc_job(family, index_t, int(cupy.cuda.Device().compute_capability))
+    path = _cache_dir() / f"gpustack_{family}_{job.key}.{job.kind}"
+    with tempfile.TemporaryDirectory() as tmp:
+        if not path.exists():
+            image = compile_job(job)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                staged = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+                staged.write_bytes(image)
+                os.replace(staged, path)  # atomic: a concurrent process sees all of it or nothing
+            except OSError:  # cache folder not writable: load from a temporary file
+                path = Path(tmp) / f"{family}.{job.kind}"
+                path.write_bytes(image)
+        module = cupy.RawModule(path=str(path))
+        for name in FAMILIES[family]:
+            module.get_function(name)  # loads the module now, while the file exists
+    return module
+
+
+@_memoize_per_device
+def _get_module(family: str, index_t: str):
+    """The compiled ``kernels/<family>.cu`` for ``index_t``, once per device and process."""
+    return _build_module(family, index_t)
+
+
+@_memoize_per_device
+def _get_kernel(name: str, index_t: str):
+    return _get_module(KERNEL_FAMILY[name], index_t).get_function(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launch plans
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch: what to run, on which grid, with which typed arguments."""
+
+    kernel: str
+    index_t: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    args: tuple
+
+    @property
+    def family(self) -> str:
+        return KERNEL_FAMILY[self.kernel]
+
+
+def _check(a, name: str, dtype, shape=None, ndim=None):
+    """Raise unless ``a`` is a C-contiguous array of ``dtype`` (and ``shape`` or ``ndim``)."""
+    if not hasattr(a, "dtype") or not hasattr(a, "flags"):
+        raise TypeError(f"{name}: expected an array; got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name}: expected a {np.dtype(dtype).name} array; got {a.dtype}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimensions; got shape {tuple(a.shape)}")
+    if shape is not None and tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}; got {tuple(a.shape)}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name}: expected a C-contiguous array (use ascontiguousarray)")
+
+
+def _index_type(*arrays) -> str:
+    """``int`` while every array has fewer than 2**31 elements, else ``long long``."""
+    return "long long" if max(a.size for a in arrays) >= _INT32_LIMIT else "int"
+
+
+def _grid_2d(w: int, h: int, c: int = 1) -> tuple[int, int, int]:
+    bx, by, _ = BLOCK_2D
+    grid = (-(-w // bx), -(-h // by), c)
+    if grid[1] > _GRID_YZ_LIMIT or grid[2] > _GRID_YZ_LIMIT or grid[0] > _GRID_X_LIMIT:
+        raise InputError(f"a {c}x{h}x{w} plane is too large for the CUDA kernels' grid (at most "
+                         f"{_GRID_YZ_LIMIT * by} rows and {_GRID_YZ_LIMIT} channels); run with --backend cpu")
+    return grid
+
+
+def _grid_1d(n: int) -> tuple[int, int, int]:
+    grid = (-(-n // BLOCK_1D[0]), 1, 1)
+    if grid[0] > _GRID_X_LIMIT:
+        raise InputError(f"{n} elements are too many for one CUDA launch; run with --backend cpu")
+    return grid
+
+
+def _radius(r) -> np.int32:
+    if int(r) != r or r < 0:
+        raise ValueError(f"r: expected a radius >= 0; got {r}")
+    return np.int32(r)
+
+
+def _i32(*values):
+    return tuple(np.int32(v) for v in values)
+
+
+def plan_convert_lut_u8(src, lut, dst) -> Launch:
+    """``dst`` (C, H, W) float32 = ``lut[src]``, ``src`` (H, W, C) uint8, ``lut`` float32 of 256."""
+    return _plan_convert_lut(src, lut, dst, U8, "gs_convert_lut_u8")
+
+
+def plan_convert_lut_u16(src, lut, dst) -> Launch:
+    """``dst`` (C, H, W) float32 = ``lut[src]``, ``src`` (H, W, C) uint16, ``lut`` float32 of 65536."""
+    return _plan_convert_lut(src, lut, dst, U16, "gs_convert_lut_u16")
+
+
+def _plan_convert_lut(src, lut, dst, dtype, kernel) -> Launch:
+    _check(src, "src", dtype, ndim=3)
+    h, w, c = src.shape
+    _check(lut, "lut", F32, shape=(np.iinfo(dtype).max + 1,))
+    _check(dst, "dst", F32, shape=(c, h, w))
+    return Launch(kernel, _index_type(src, dst), _grid_1d(h * w), BLOCK_1D, (src, lut, dst, *_i32(h, w, c)))
+
+
+def plan_convert_f32(src, dst) -> Launch:
+    """``dst`` (C, H, W) float32 = ``src`` (H, W, C) float32, transposed."""
+    _check(src, "src", F32, ndim=3)
+    h, w, c = src.shape
+    _check(dst, "dst", F32, shape=(c, h, w))
+    return Launch("gs_convert_f32", _index_type(src, dst), _grid_1d(h * w), BLOCK_1D, (src, dst, *_i32(h, w, c)))
+
+
+def plan_warp_lut_u8(src, lut, affine, gains, dst) -> Launch:
+    """``dst`` (C, OH, OW) = ``lut[src]`` (H, W, C) uint8 resampled at ``affine``, times ``gains``."""
+    return _plan_warp(src, lut, affine, gains, dst, U8, "gs_warp_lut_u8")
+
+
+def plan_warp_lut_u16(src, lut, affine, gains, dst) -> Launch:
+    """``dst`` (C, OH, OW) = ``lut[src]`` (H, W, C) uint16 resampled at ``affine``, times ``gains``."""
+    return _plan_warp(src, lut, affine, gains, dst, U16, "gs_warp_lut_u16")
+
+
+def plan_warp_f32(src, affine, gains, dst) -> Launch:
+    """``dst`` (C, OH, OW) = ``src`` (H, W, C) float32 resampled at ``affine``, times ``gains``."""
+    return _plan_warp(src, None, affine, gains, dst, F32, "gs_warp_f32")
+
+
+def plan_warp_planar_f32(src, affine, gains, dst) -> Launch:
+    """``dst`` (C, OH, OW) = ``src`` (C, H, W) planar float32 resampled at ``affine``, times ``gains``."""
+    return _plan_warp(src, None, affine, gains, dst, F32, "gs_warp_planar_f32", planar=True)
+
+
+def _plan_warp(src, lut, affine, gains, dst, dtype, kernel, planar=False) -> Launch:
+    """``affine``: the (2, 3) float64 matrix (6 values) mapping output (col, row, 1) to source
+    (col, row); ``gains``: C float32 (host values: they travel as kernel arguments)."""
+    _check(src, "src", dtype, ndim=3)
+    if planar:
+        c, h, w = src.shape
+    else:
+        h, w, c = src.shape
+    if lut is not None:
+        _check(lut, "lut", F32, shape=(np.iinfo(dtype).max + 1,))
+    _check(dst, "dst", F32, ndim=3)
+    if dst.shape[0] != c:
+        raise ValueError(f"dst: expected {c} channels (the source's); got shape {tuple(dst.shape)}")
+    _, oh, ow = dst.shape
+    a = np.asarray(affine, dtype=np.float64).reshape(-1)
+    if a.size != 6:
+        raise ValueError(f"affine: expected a (2, 3) matrix; got {np.shape(affine)}")
+    g = np.asarray(gains, dtype=np.float32).reshape(-1)
+    if g.size != c or c > _WARP_MAX_CHANNELS:
+        raise ValueError(f"gains: expected one per channel ({c}, at most {_WARP_MAX_CHANNELS}); got {g.size}")
+    g4 = np.ones(_WARP_MAX_CHANNELS, np.float32)
+    g4[:c] = g
+    arrays = (src, dst) if lut is None else (src, lut, dst)
+    return Launch(kernel, _index_type(src, dst), _grid_2d(ow, oh), BLOCK_2D,
+                  (*arrays, *_i32(h, w, c, oh, ow), *a.astype(np.float64), *g4))
+
+
+def plan_pyramid_reduce(src, dst) -> Launch:
+    """``dst`` (C, (H+1)//2, (W+1)//2) = blur-and-decimate of ``src`` (C, H, W)."""
+    _check(src, "src", F32, ndim=3)
+    c, h, w = src.shape
+    oh, ow = (h + 1) // 2, (w + 1) // 2
+    _check(dst, "dst", F32, shape=(c, oh, ow))
+    return Launch("gs_pyramid_reduce", _index_type(src, dst), _grid_2d(ow, oh, c), BLOCK_2D,
+                  (src, dst, *_i32(h, w, oh, ow)))
+
+
+def plan_pyramid_expand_sub(fine, coarse) -> Launch:
+    """In place: ``fine`` (C, H, W) -= expand(``coarse`` (C, (H+1)//2, (W+1)//2))."""
+    return _plan_expand(fine, coarse, "gs_pyramid_expand_sub")
+
+
+def plan_pyramid_expand_add(fine, coarse) -> Launch:
+    """In place: ``fine`` (C, H, W) += expand(``coarse`` (C, (H+1)//2, (W+1)//2))."""
+    return _plan_expand(fine, coarse, "gs_pyramid_expand_add")
+
+
+def _plan_expand(fine, coarse, kernel) -> Launch:
+    _check(fine, "fine", F32, ndim=3)
+    c, h, w = fine.shape
+    hc, wc = (h + 1) // 2, (w + 1) // 2
+    _check(coarse, "coarse", F32, shape=(c, hc, wc))
+    return Launch(kernel, _index_type(fine, coarse), _grid_2d(w, h, c), BLOCK_2D, (fine, coarse, *_i32(h, w, hc, wc)))
+
+
+def plan_fuse_sqsum(lap, q) -> Launch:
+    """``q`` (H, W) = sum over channels of ``lap`` (C, H, W) squared."""
+    _check(lap, "lap", F32, ndim=3)
+    c, h, w = lap.shape
+    _check(q, "q", F32, shape=(h, w))
+    return Launch("gs_fuse_sqsum", _index_type(lap, q), _grid_1d(h * w), BLOCK_1D, (lap, q, *_i32(h, w, c)))
+
+
+def plan_fuse_select(lap, rowbox, best_lap, best_e, r) -> Launch:
+    """Where the column box sum of ``rowbox`` beats ``best_e``, take it and ``lap`` into ``best_lap``."""
+    _check(lap, "lap", F32, ndim=3)
+    c, h, w = lap.shape
+    _check(rowbox, "rowbox", F32, shape=(h, w))
+    _check(best_lap, "best_lap", F32, shape=(c, h, w))
+    _check(best_e, "best_e", F32, shape=(h, w))
+    return Launch("gs_fuse_select", _index_type(lap, best_lap), _grid_2d(w, h), BLOCK_2D,
+                  (lap, rowbox, best_lap, best_e, *_i32(h, w, c), _radius(r)))
+
+
+def plan_fuse_accumulate(acc, g) -> Launch:
+    """In place: ``acc += g`` (both (C, H, W))."""
+    _check(g, "g", F32, ndim=3)
+    _check(acc, "acc", F32, shape=g.shape)
+    index_t = _index_type(acc, g)
+    return Launch("gs_fuse_accumulate", index_t, _grid_1d(g.size), BLOCK_1D,
+                  (acc, g, _INDEX_DTYPE[index_t](g.size)))
+
+
+def plan_fuse_divide(acc, n, out) -> Launch:
+    """``out = acc / n`` (both (C, H, W)), ``n`` a float32 scalar."""
+    _check(acc, "acc", F32, ndim=3)
+    _check(out, "out", F32, shape=acc.shape)
+    index_t = _index_type(acc, out)
+    return Launch("gs_fuse_divide", index_t, _grid_1d(acc.size), BLOCK_1D,
+                  (acc, out, _INDEX_DTYPE[index_t](acc.size), np.float32(n)))
+
+
+def plan_filter_box_rows(src, dst, r) -> Launch:
+    """``dst`` (H, W) = box sums of ``src`` (H, W) along rows, radius ``r``."""
+    return _plan_box(src, dst, r, "gs_filter_box_rows")
+
+
+def plan_filter_box_cols(src, dst, r) -> Launch:
+    """``dst`` (H, W) = box sums of ``src`` (H, W) down columns, radius ``r``."""
+    return _plan_box(src, dst, r, "gs_filter_box_cols")
+
+
+def _plan_box(src, dst, r, kernel) -> Launch:
+    _check(src, "src", F32, ndim=2)
+    h, w = src.shape
+    _check(dst, "dst", F32, shape=(h, w))
+    return Launch(kernel, _index_type(src), _grid_2d(w, h), BLOCK_2D, (src, dst, *_i32(h, w), _radius(r)))
+
+
+def _plan_pixels(kernel, planes: dict, head: tuple, tail: tuple, images: dict | None = None) -> Launch:
+    """A 1-D launch over the pixels of the (H, W) ``planes`` and the (C, H, W) ``images`` (the
+    caller checked the first image's dimensions). Arguments: the ``head`` arrays, n = H * W
+    as gs_index_t, the ``tail`` scalars."""
+    names = list(planes)
+    first = planes[names[0]]
+    _check(first, names[0], F32, ndim=2)
+    for name in names[1:]:
+        _check(planes[name], name, F32, shape=first.shape)
+    arrays = list(planes.values())
+    if images:
+        c = next(iter(images.values())).shape[0]
+        for name, image in images.items():
+            _check(image, name, F32, shape=(c, *first.shape))
+            arrays.append(image)
+    index_t = _index_type(*arrays)
+    return Launch(kernel, index_t, _grid_1d(first.size), BLOCK_1D, (*head, _INDEX_DTYPE[index_t](first.size), *tail))
+
+
+def plan_depth_track(rowbox, best_s, prev_s, best_k, prev_of_best, next_of_best, sum_s, r, k, side) -> Launch:
+    """Fold frame ``k``'s scores (column box sums of ``rowbox``) into the six (H, W) depth-state planes;
+    ``prev_s`` holds frame k-1's scores (``side`` 1), frame k+1's (``side`` -1) or nothing (0)."""
+    _check(rowbox, "rowbox", F32, ndim=2)
+    h, w = rowbox.shape
+    planes = {"best_s": best_s, "prev_s": prev_s, "best_k": best_k, "prev_of_best": prev_of_best,
+              "next_of_best": next_of_best, "sum_s": sum_s}
+    for name, plane in planes.items():
+        _check(plane, name, F32, shape=(h, w))
+    if int(k) != k or not 0 <= k < _FRAME_INDEX_LIMIT:
+        raise ValueError(f"k: expected a frame index in [0, {_FRAME_INDEX_LIMIT}); got {k}")
+    if side not in (-1, 0, 1):
+        raise ValueError(f"side: expected -1, 0 or 1; got {side}")
+    return Launch("gs_depth_track", _index_type(rowbox), _grid_2d(w, h), BLOCK_2D,
+                  (rowbox, *planes.values(), *_i32(h, w), _radius(r), np.float32(k), np.int32(side)))
+
+
+def plan_depth_finalize(best_s, best_k, prev_of_best, next_of_best, sum_s, n, depth, conf) -> Launch:
+    """Depth = best frame + parabola offset; confidence = (best - mean) / best (all (H, W))."""
+    planes = {"best_s": best_s, "best_k": best_k, "prev_of_best": prev_of_best, "next_of_best": next_of_best,
+              "sum_s": sum_s, "depth": depth, "conf": conf}
+    return _plan_pixels("gs_depth_finalize", planes, tuple(planes.values()), (np.float32(n),))
+
+
+def plan_depth_weight(depth, conf, num) -> Launch:
+    """``num = depth * conf`` (all (H, W))."""
+    planes = {"depth": depth, "conf": conf, "num": num}
+    return _plan_pixels("gs_depth_weight", planes, tuple(planes.values()), ())
+
+
+def plan_depth_ratio(num, den, fallback, out) -> Launch:
+    """``out = num / den`` where ``den > 0``, else ``fallback`` (all (H, W))."""
+    planes = {"num": num, "den": den, "fallback": fallback, "out": out}
+    return _plan_pixels("gs_depth_ratio", planes, tuple(planes.values()), ())
+
+
+def plan_depthmap_accumulate(frame, depth, acc, k) -> Launch:
+    """``acc += max(0, 1 - |depth - k|) * frame`` (``frame``, ``acc`` (C, H, W); ``depth`` (H, W))."""
+    _check(frame, "frame", F32, ndim=3)
+    return _plan_pixels("gs_depthmap_accumulate", {"depth": depth}, (frame, depth, acc),
+                        (np.int32(frame.shape[0]), np.float32(k)), {"frame": frame, "acc": acc})
+
+
+def plan_depthmap_blend(acc, pyr, conf, lo, inv_width, out) -> Launch:
+    """``out = pyr + m * (acc - pyr)``, ``m = clip((conf - lo) * inv_width, 0, 1)``."""
+    _check(acc, "acc", F32, ndim=3)
+    return _plan_pixels("gs_depthmap_blend", {"conf": conf}, (acc, pyr, conf, out),
+                        (np.int32(acc.shape[0]), np.float32(lo), np.float32(inv_width)),
+                        {"acc": acc, "pyr": pyr, "out": out})
+
+
+def plan_encode_lut_u8(src, lut, dst) -> Launch:
+    """``dst`` (H, W, C) uint8 = ``lut[index(src)]``, ``src`` (C, H, W) float32, ``lut`` uint8."""
+    return _plan_encode(src, lut, dst, U8, "gs_encode_lut_u8")
+
+
+def plan_encode_lut_u16(src, lut, dst) -> Launch:
+    """``dst`` (H, W, C) uint16 = ``lut[index(src)]``, ``src`` (C, H, W) float32, ``lut`` uint16."""
+    return _plan_encode(src, lut, dst, U16, "gs_encode_lut_u16")
+
+
+def _plan_encode(src, lut, dst, dtype, kernel) -> Launch:
+    _check(src, "src", F32, ndim=3)
+    c, h, w = src.shape
+    _check(lut, "lut", dtype, ndim=1)
+    if not 1 <= lut.size < _FRAME_INDEX_LIMIT:
+        raise ValueError(f"lut: expected 1 to {_FRAME_INDEX_LIMIT - 1} entries; got {lut.size}")
+    _check(dst, "dst", dtype, shape=(h, w, c))
+    index_t = _index_type(src, dst)
+    return Launch(kernel, index_t, _grid_1d(h * w), BLOCK_1D,
+                  (src, lut, dst, _INDEX_DTYPE[index_t](h * w), np.int32(c), np.int32(lut.size)))
+
+
+def plan_develop_bilinear(mosaic, cfa, black, scale, matrix, dst) -> Launch:
+    """``dst`` (3, H, W) = ``matrix`` @ bilinear demosaic of ``(mosaic - black) * scale``."""
+    return plan_develop(mosaic, cfa, black, scale, matrix, "bilinear", dst)
+
+
+def plan_develop_mhc(mosaic, cfa, black, scale, matrix, dst) -> Launch:
+    """``dst`` (3, H, W) = ``matrix`` @ Malvar-He-Cutler demosaic of ``(mosaic - black) * scale``."""
+    return plan_develop(mosaic, cfa, black, scale, matrix, "mhc", dst)
+
+
+def plan_develop(mosaic, cfa, black, scale, matrix, method, dst) -> Launch:
+    """``gs_develop_<method>`` (``method`` "bilinear" or "mhc"): ``mosaic`` (H, W) uint16 (H, W >= 2);
+    ``cfa`` (2, 2) Bayer colour indices; ``black``, ``scale`` (2, 2) and ``matrix`` (3, 3) float32
+    host arrays (they travel as 17 float scalars); ``dst`` (3, H, W) float32."""
+    from ..cpu.develop import check_develop  # the same validation and messages as the cpu backend
+
+    red_row, red_col = check_develop(mosaic, cfa, black, scale, matrix, method, dst)
+    _check(mosaic, "mosaic", U16, ndim=2)
+    h, w = mosaic.shape
+    _check(dst, "dst", F32, shape=(3, h, w))
+    params = (*black.reshape(-1), *scale.reshape(-1), *matrix.reshape(-1))
+    return Launch(f"gs_develop_{method}", _index_type(mosaic, dst), _grid_2d(w, h), BLOCK_2D,
+                  (mosaic, dst, *_i32(h, w, red_row, red_col), *(np.float32(v) for v in params)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Launching on the GPU
+
+
+def launch(plan: Launch, stream) -> None:
+    """Run ``plan`` on ``stream`` (a ``cupy.cuda.Stream``); asynchronous like any launch."""
+    if 0 in plan.grid:
+        return
+    for arg in plan.args:
+        if isinstance(arg, np.ndarray):
+            raise TypeError(f"{plan.kernel}: got a NumPy array; the cuda backend needs device arrays "
+                            f"(move it with be.to_device)")
+    kernel = _get_kernel(plan.kernel, plan.index_t)
+    with stream:
+        kernel(plan.grid, plan.block, plan.args)

@@ -1,0 +1,334 @@
+"""Random inputs for every backend op, shared by the CUDA parity tests.
+
+``CASES[name](rng, shape, r)`` builds an ``OpCase``: the arguments of one backend
+op (as ``CpuBackend`` takes them, NumPy) and which of them the op writes.
+``run_op(be, case)`` runs it on any backend on fresh copies and returns the
+written arrays as NumPy, so the same case compares the Numba op with the CUDA
+kernel run through the g++ emulation (tests/test_kernels_cuda_emulated.py) and
+on a GPU (tests/test_cuda_backend.py), bit for bit. The data reach the
+branches: ties of the energies, missing depth neighbours, zero denominators,
+NaN, infinities and the ends of the encoding range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import reference as ref
+
+from gpustack.color import decode_lut, encode_lut
+from gpustack.stages.fuse import DepthState
+
+F = np.float32
+
+# (C, H, W): tiny, degenerate, odd and middling
+SHAPES = [(1, 1, 1), (1, 1, 2), (1, 2, 2), (3, 2, 2), (1, 3, 1), (3, 5, 7), (2, 16, 9), (3, 37, 53)]
+WINDOW_SHAPES = [(1, 1, 2), (3, 2, 2), (1, 3, 1), (2, 6, 11), (3, 23, 17)]
+RADII = [0, 1, 2, 3, 4, 5]
+
+
+@dataclass
+class OpCase:
+    op: str           # the backend method
+    args: tuple       # its arguments: NumPy arrays and scalars, a DepthState of arrays, None
+    written: tuple    # positions in ``args`` of what the op writes
+
+
+def run_op(be, case: OpCase) -> list[np.ndarray]:
+    """Run ``case`` on backend ``be`` with fresh copies of its arrays; the written arrays, as NumPy."""
+
+    def move(a):
+        if isinstance(a, np.ndarray):
+            return be.to_device(a.copy())
+        if isinstance(a, DepthState):
+            return DepthState(*(move(getattr(a, f.name)) for f in dataclasses.fields(a)))
+        return a
+
+    args = tuple(move(a) for a in case.args)
+    getattr(be, case.op)(*args)
+    out = []
+    for i in case.written:
+        a = args[i]
+        parts = [getattr(a, f.name) for f in dataclasses.fields(a)] if isinstance(a, DepthState) else [a]
+        out += [np.asarray(be.to_host(p)) for p in parts]
+    be.synchronize()
+    return out
+
+
+def assert_bits_equal(got, want):
+    """Equal values, and equal bits for floats (so -0.0 != 0.0 and NaN payloads count)."""
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == want.dtype
+    if got.dtype.kind == "f":
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+TINY = np.array([1e-45, 1e-42, 1e-39, 1.1e-38, 1e-20, 3e-23], F)  # denormal, or squares/products denormal
+
+
+def rand(rng, shape, lo=-1.0, hi=1.0):
+    """Uniform float32 in [lo, hi); where the range holds 0, 3 % of the values are tiny
+    (denormal, or squaring to a denormal), which a GPU that flushes denormals would zero."""
+    a = rng.uniform(lo, hi, shape).astype(F)
+    if lo <= 0.0 < hi and a.size:
+        pick = rng.uniform(size=a.shape) < 0.03
+        tiny = rng.choice(TINY, size=a.shape) * (rng.choice([-1, 1], size=a.shape) if lo < 0 else 1)
+        a[pick] = tiny[pick].astype(F)
+    return a
+
+
+def empty(shape, dtype=F):
+    """An output array filled with NaN (or all ones bits), so a sample the op skips shows."""
+    return np.full(shape, np.nan, dtype) if np.dtype(dtype).kind == "f" else np.full(shape, -1).astype(dtype)
+
+
+def _convert(dtype, transfer):
+    def build(rng, shape, r):
+        c, h, w = shape
+        if dtype == np.float32:
+            frame, lut = rand(rng, (h, w, c)), None
+        else:
+            frame = rng.integers(0, np.iinfo(dtype).max + 1, (h, w, c)).astype(dtype)
+            frame.reshape(-1)[:2] = [0, np.iinfo(dtype).max][: frame.size]
+            lut = decode_lut(dtype, transfer)
+        return OpCase("convert", (frame, lut, empty(shape)), (2,))
+
+    return build
+
+
+def _encode(bits, transfer):
+    def build(rng, shape, r):
+        c, h, w = shape
+        src = rand(rng, shape, -0.2, 1.2)
+        special = [np.nan, np.inf, -np.inf, 0.0, 1.0, -0.0, 1e-30, np.nextafter(F(1), F(0))]
+        flat = src.reshape(-1)
+        n = min(len(special), flat.size)
+        flat[:n] = special[:n]
+        lut = encode_lut(bits, transfer)
+        return OpCase("encode", (src, lut, empty((h, w, c), lut.dtype)), (2,))
+
+    return build
+
+
+def _warp(dtype, kind):
+    """A similarity warp with offsets that reach past the borders, or an exact identity; ``planar``:
+    a (C, H, W) float32 source (warp_planar)."""
+
+    def build(rng, shape, r):
+        c, h, w = shape
+        if kind == "planar":
+            frame, lut = rand(rng, (c, h, w), 0.0, 1.0), None
+        elif dtype == np.float32:
+            frame, lut = rand(rng, (h, w, c), 0.0, 1.0), None
+        else:
+            frame = rng.integers(0, np.iinfo(dtype).max + 1, (h, w, c)).astype(dtype)
+            lut = decode_lut(dtype, "srgb")
+        if kind == "identity":
+            affine = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+            gains = np.ones(c, F)
+        else:
+            angle, scale = rng.uniform(-0.05, 0.05), rng.uniform(0.97, 1.03)
+            shift = rng.uniform(-3.0, 3.0, 2)
+            cs, sn = scale * np.cos(angle), scale * np.sin(angle)
+            affine = np.round(np.array([[cs, -sn, shift[0]], [sn, cs, shift[1]]]) * 1024) / 1024
+            gains = rand(rng, (c,), 0.9, 1.1)
+        if kind == "planar":
+            return OpCase("warp_planar", (frame, affine, gains, empty(shape)), (3,))
+        return OpCase("warp", (frame, lut, affine, gains, empty(shape)), (4,))
+
+    return build
+
+
+def pyramid_reduce(rng, shape, r):
+    c, h, w = shape
+    return OpCase("pyramid_reduce", (rand(rng, shape), empty((c, (h + 1) // 2, (w + 1) // 2))), (1,))
+
+
+def _expand(op):
+    def build(rng, shape, r):
+        c, h, w = shape
+        return OpCase(op, (rand(rng, shape), rand(rng, (c, (h + 1) // 2, (w + 1) // 2))), (0,))
+
+    return build
+
+
+def fuse_sqsum(rng, shape, r):
+    return OpCase("fuse_sqsum", (rand(rng, shape), empty(shape[1:])), (1,))
+
+
+def _scores(rng, shape, r):
+    """(rowbox, best) where ``best`` ties the column box sum of ``rowbox`` at a quarter of the pixels."""
+    rowbox = rand(rng, shape[1:], 0.0, 1.0)
+    energy = ref.box_cols(rowbox, r)
+    best = rand(rng, shape[1:], 0.0, float(2 * r + 1))
+    ties = rng.uniform(size=best.shape) < 0.25
+    best[ties] = energy[ties]
+    return rowbox, best
+
+
+def fuse_select(rng, shape, r):
+    rowbox, best_e = _scores(rng, shape, r)
+    return OpCase("fuse_select", (rand(rng, shape), rowbox, rand(rng, shape), best_e, r), (2, 3))
+
+
+def _depth_track(side):
+    def build(rng, shape, r):
+        return _depth_track_case(rng, shape, r, side)
+
+    return build
+
+
+def _depth_track_case(rng, shape, r, side):
+    rowbox, best_s = _scores(rng, shape, r)
+    plane = shape[1:]
+    k = 3
+
+    def maybe_missing(p):
+        return np.where(rng.uniform(size=plane) < p, F(-1), rand(rng, plane, 0.0, 5.0)).astype(F)
+
+    state = DepthState(best_s=best_s, prev_s=rand(rng, plane, 0.0, 5.0),
+                       best_k=rng.integers(k - 2, k + 3, plane).astype(F),  # k - 1 and k + 1 often
+                       prev_of_best=maybe_missing(0.3), next_of_best=maybe_missing(0.5),
+                       sum_s=rand(rng, plane, 0.0, 20.0))
+    return OpCase("depth_track", (rowbox, state, r, k, side), (1,))
+
+
+def fuse_accumulate(rng, shape, r):
+    return OpCase("fuse_accumulate", (rand(rng, shape, -5.0, 5.0), rand(rng, shape)), (0,))
+
+
+def fuse_divide(rng, shape, r):
+    return OpCase("fuse_divide", (rand(rng, shape, -30.0, 30.0), F(7), empty(shape)), (2,))
+
+
+def _box(op):
+    def build(rng, shape, r):
+        return OpCase(op, (rand(rng, shape[1:]), empty(shape[1:]), r), (1,))
+
+    return build
+
+
+def depth_finalize(rng, shape, r):
+    plane = shape[1:]
+    n = 5
+
+    def score():
+        s = rand(rng, plane, 0.0, 1.0)
+        s[rng.uniform(size=plane) < 0.2] = -1.0  # neighbour missing
+        return s
+
+    best_s = rand(rng, plane, -0.2, 1.0)
+    best_s[rng.uniform(size=plane) < 0.1] = 0.0
+    best_k = rng.integers(0, n, plane).astype(F)
+    return OpCase("depth_finalize", (best_s, best_k, score(), score(), rand(rng, plane, 0.0, 5.0), F(n),
+                                     empty(plane), empty(plane)), (6, 7))
+
+
+def depth_weight(rng, shape, r):
+    plane = shape[1:]
+    return OpCase("depth_weight", (rand(rng, plane, 0.0, 9.0), rand(rng, plane, 0.0, 1.0), empty(plane)), (2,))
+
+
+def depth_ratio(rng, shape, r):
+    plane = shape[1:]
+    den = rand(rng, plane, -0.5, 2.0)
+    den[rng.uniform(size=plane) < 0.1] = 0.0
+    return OpCase("depth_ratio", (rand(rng, plane, 0.0, 9.0), den, rand(rng, plane, 0.0, 9.0), empty(plane)), (3,))
+
+
+def depthmap_accumulate(rng, shape, r):
+    return OpCase("depthmap_accumulate", (rand(rng, shape, 0.0, 1.0), rand(rng, shape[1:], 0.0, 4.0),
+                                          rand(rng, shape, 0.0, 2.0), F(2)), (2,))
+
+
+def depthmap_blend(rng, shape, r):
+    return OpCase("depthmap_blend", (rand(rng, shape, 0.0, 1.0), rand(rng, shape, 0.0, 1.0),
+                                     rand(rng, shape[1:], 0.0, 2.0), F(0.55), F(1.0 / 0.3), empty(shape)), (5,))
+
+
+_BAYER = {"rggb": [[0, 1], [1, 2]], "bggr": [[2, 1], [1, 0]], "grbg": [[1, 0], [2, 1]], "gbrg": [[1, 2], [0, 1]]}
+
+
+def _develop(method, pattern):
+    """A random Bayer mosaic (at least 2x2: the op's minimum) of a 12- or 14-bit camera with
+    samples past the white level and below the black level (both clips), fractional black
+    levels, a matrix with negative and tiny entries (denormal products), and now and then a
+    tiny scale (denormal normalised samples)."""
+
+    def build(rng, shape, r):
+        _, h, w = shape
+        h, w = max(h, 2), max(w, 2)
+        white = float(rng.choice([4095, 16383]))
+        black = rng.uniform(0, 600, (2, 2)).astype(F)
+        if rng.uniform() < 0.5:
+            black = np.rint(black).astype(F)
+        mosaic = rng.integers(0, int(white) + 1, (h, w))
+        wild = rng.uniform(size=(h, w)) < 0.2
+        mosaic[wild] = rng.integers(0, 65536, int(wild.sum()))
+        mosaic.reshape(-1)[:2] = [0, 65535]
+        wb = rng.uniform(1.0, 3.0, (2, 2))
+        scale = (wb / (white - black)).astype(F)
+        if rng.uniform() < 0.3:
+            scale[rng.integers(0, 2), rng.integers(0, 2)] = F(1e-39)
+        matrix = rand(rng, (3, 3), -1.0, 2.0)
+        matrix[rng.integers(0, 3), rng.integers(0, 3)] = rng.choice(TINY)
+        cfa = np.array(_BAYER[pattern], np.int8)
+        return OpCase("develop", (mosaic.astype(np.uint16), cfa, black, scale, matrix, method, empty((3, h, w))),
+                      (6,))
+
+    return build
+
+
+#: every case, by name; the windowed ones (reading a (2r+1)-row or -column window) take r
+CASES = {
+    "convert_u8_srgb": _convert(np.uint8, "srgb"),
+    "convert_u16_srgb": _convert(np.uint16, "srgb"),
+    "convert_u16_linear": _convert(np.uint16, "linear"),
+    "convert_f32": _convert(np.float32, None),
+    "warp_u8": _warp(np.uint8, "similarity"),
+    "warp_u16": _warp(np.uint16, "similarity"),
+    "warp_f32": _warp(np.float32, "similarity"),
+    "warp_u16_identity": _warp(np.uint16, "identity"),
+    "warp_planar_f32": _warp(np.float32, "planar"),
+    "pyramid_reduce": pyramid_reduce,
+    "pyramid_expand_sub": _expand("pyramid_expand_sub"),
+    "pyramid_expand_add": _expand("pyramid_expand_add"),
+    "fuse_sqsum": fuse_sqsum,
+    "fuse_select": fuse_select,
+    "fuse_accumulate": fuse_accumulate,
+    "fuse_divide": fuse_divide,
+    "filter_box_rows": _box("filter_box_rows"),
+    "filter_box_cols": _box("filter_box_cols"),
+    "depth_track_forward": _depth_track(1),
+    "depth_track_reverse": _depth_track(-1),
+    "depth_track_first": _depth_track(0),
+    "depth_finalize": depth_finalize,
+    "depth_weight": depth_weight,
+    "depth_ratio": depth_ratio,
+    "depthmap_accumulate": depthmap_accumulate,
+    "depthmap_blend": depthmap_blend,
+    "encode_8_srgb": _encode(8, "srgb"),
+    "encode_16_srgb": _encode(16, "srgb"),
+    "encode_16_linear": _encode(16, "linear"),
+    **{f"develop_{method}_{pattern}": _develop(method, pattern) for method in ("bilinear", "mhc") for pattern in _BAYER},
+}
+WINDOWED = ("fuse_select", "depth_track_forward", "depth_track_reverse", "depth_track_first", "filter_box_rows",
+            "filter_box_cols")
+PLAIN = tuple(name for name in CASES if name not in WINDOWED)
+
+
+def make_frames(n=4, shape=(40, 56, 3), dtype=np.uint16, seed=2):
+    """``n`` smooth random frames (H, W, C) with a differently sharp region each, for whole stacks."""
+    rng = np.random.default_rng(seed)
+    w = shape[1]
+    base = rng.uniform(0, 1, shape)
+    frames = []
+    for k in range(n):
+        blur = base.copy()
+        for _ in range(k + 1):
+            blur = (blur + np.roll(blur, 1, 0) + np.roll(blur, 1, 1)) / 3
+        mix = np.where((np.arange(w) * n // w == k)[None, :, None], base, blur)
+        frames.append(np.rint(mix * np.iinfo(dtype).max).astype(dtype) if dtype != np.float32 else mix.astype(F))
+    return frames
