@@ -13,7 +13,7 @@ import time
 
 from ._version import __version__
 from .errors import GpustackError, InputError
-from .options import BACKENDS, BITS, METHODS, ORDERS, StackOptions
+from .options import ALIGN_MODELS, BACKENDS, BITS, METHODS, ORDERS, StackOptions
 
 logger = logging.getLogger("gpustack")
 
@@ -42,6 +42,15 @@ def _build_parser() -> argparse.ArgumentParser:
     out.add_argument("--no-sidecar", dest="sidecar", action="store_false",
                      help="do not write OUT.json (options, versions, per-frame information, timings)")
     out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    align = p.add_argument_group("alignment")
+    align.add_argument("--align", choices=list(ALIGN_MODELS), default=d.align,
+                       help="; ".join(f"{k}: {v}" for k, v in ALIGN_MODELS.items()))
+    align.add_argument("--reference", type=int, default=None, metavar="N",
+                       help="frame (0-based, in shot order) whose geometry the output keeps (default: the middle one)")
+    align.add_argument("--no-brightness", dest="brightness", action="store_false",
+                       help="do not match the frames' brightness to the reference")
+    align.add_argument("--no-crop", dest="crop", action="store_false",
+                       help="keep the reference canvas; pixels not covered by every frame get confidence 0")
     merge = p.add_argument_group("merge")
     merge.add_argument("--method", choices=list(METHODS), default=d.method,
                        help="; ".join(f"{k}: {v}" for k, v in METHODS.items()))
@@ -151,7 +160,8 @@ def main(argv=None) -> int:
         progress = ProgressLog()
     opts = {k: getattr(args, k) for k in ("backend", "method", "order", "linear", "output", "depth_map", "overwrite",
                                           "bits", "levels", "energy_radius", "depth_radius", "depth_smooth", "contrast_threshold",
-                                          "z_step", "sidecar", "workers", "queue_size")}
+                                          "z_step", "sidecar", "workers", "queue_size", "align", "reference",
+                                          "brightness", "crop")}
     try:
         from .pipeline import run
 

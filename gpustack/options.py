@@ -30,6 +30,15 @@ ORDERS = {
     "reverse": "natural sort of the names, reversed",
 }
 
+#: ``--align``: the transform model fitted between neighbouring frames.
+ALIGN_MODELS = {
+    "none": "no alignment (microscopes and rails that do not move or breathe)",
+    "translation": "shifts only",
+    "scale": "shifts and magnification (focus breathing)",
+    "similarity": "shifts, magnification and rotation (default)",
+    "affine": "a general affine transform",
+}
+
 #: ``--bits``: sample depth of the fused image; ``None`` means by format (TIFF/PNG 16, JPEG 8).
 BITS = (8, 16)
 
@@ -77,6 +86,15 @@ class StackOptions:
     contrast_threshold : float
         ``depthmap`` method: where the depth confidence (0..1) is below this,
         the pyramid result is used instead.
+    align : {"none", "translation", "scale", "similarity", "affine"}
+        Transform model between neighbouring frames, composed along the chain to the reference.
+    reference : int or None
+        Index (in shot order) of the frame whose geometry the output has; the middle frame when None.
+    brightness : bool
+        Match each frame's per-channel brightness to the reference (linear-light gain).
+    crop : bool
+        Crop the output to the area every aligned frame covers; otherwise keep the reference
+        canvas and set the confidence of uncovered pixels to 0.
     z_step : float or None
         Distance between frames in microns; the depth map is then written in microns.
     sidecar : bool
@@ -100,6 +118,10 @@ class StackOptions:
     depth_radius: int = 4
     depth_smooth: int = 2
     contrast_threshold: float = 0.3
+    align: str = "similarity"
+    reference: int | None = None
+    brightness: bool = True
+    crop: bool = True
     z_step: float | None = None
     sidecar: bool = True
     workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
@@ -109,6 +131,9 @@ class StackOptions:
         _choice("backend", self.backend, BACKENDS)
         _choice("method", self.method, METHODS)
         _choice("order", self.order, ORDERS)
+        _choice("align", self.align, ALIGN_MODELS)
+        if self.reference is not None and (isinstance(self.reference, bool) or not isinstance(self.reference, int)):
+            raise InputError(f"reference must be a frame index (a whole number); got {self.reference!r}")
         for name in ("output", "depth_map"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):

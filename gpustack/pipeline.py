@@ -28,7 +28,9 @@ from .io import (check_outputs, list_frames, read_frame, sidecar_path, sources_f
                  write_image, write_sidecar)
 from .options import StackOptions
 from .prefetch import prefetch
+from .stages.align import Aligner, coverage_mask, covered_box, processing_order, resolve_reference
 from .stages.depthmap import blend_params, smooth_depth
+from .stages.proxy import channel_means, make_proxy
 from .stages.fuse import PyramidFusion, check_levels
 
 logger = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ class FrameInfo:
     read_s: float = 0.0
     fuse_s: float = 0.0
     info: dict = field(default_factory=dict)
+    alignment: dict | None = None  # affine (reference -> frame), gains, neighbour, scores
 
 
 @dataclass
@@ -84,6 +87,11 @@ class StackResult:
     confidence : (H, W) float32 ndarray
         How clearly one frame stood out, 0 (flat focus response) to 1.
     frames : list of FrameInfo
+        In shot order, with each frame's alignment (affine, gains, match scores).
+    reference : int
+        The frame whose geometry the output has.
+    crop : (row0, row1, col0, col1) or None
+        The part of the reference canvas kept (the area every aligned frame covers).
     options : StackOptions
     backend : str
     timings : dict of seconds
@@ -101,6 +109,14 @@ class StackResult:
     device: str
     timings: dict
     outputs: dict
+    reference: int = 0
+    crop: tuple | None = None
+
+    @property
+    def transforms(self) -> list:
+        """Per frame (shot order) the (2, 3) affine mapping output (col, row, 1) to frame (col, row),
+        before the crop (None where the run did not align)."""
+        return [None if f.alignment is None else np.array(f.alignment["affine"]) for f in self.frames]
 
     def to_dict(self) -> dict:
         """Everything but the pixels, JSON-ready (the sidecar's content)."""
@@ -124,6 +140,9 @@ class StackResult:
             "image": {"shape": list(self.image.shape), "dtype": str(self.image.dtype)},
             "depth": {"unit": "micron" if self.options.z_step else "frame",
                       "min": float(d.min()), "max": float(d.max())},
+            "reference": self.reference,
+            "crop": None if self.crop is None else {"row0": self.crop[0], "row1": self.crop[1],
+                                                    "col0": self.crop[2], "col1": self.crop[3]},
             "frames": [dataclasses.asdict(f) for f in self.frames],
             "timings": self.timings,
             "outputs": self.outputs,
@@ -240,44 +259,58 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
     luts = _Luts(be, options.linear)
     timings["setup_s"] = time.perf_counter() - t_start
 
-    ahead = options.workers + options.queue_size
-    frames_info: list[FrameInfo] = []
+    if isinstance(sources, list):
+        reference = resolve_reference(options.reference, total)
+        order = processing_order(total, reference)
+    else:
+        if options.reference not in (None, 0):
+            raise InputError("a reference other than the first frame needs the frames as files, a list or an "
+                             "(N, H, W[, C]) array, not a one-shot iterator")
+        reference, order = 0, None
+    needs_alignment = options.align != "none" or options.brightness
+    aligner = Aligner(options.align, reference, options.brightness) if needs_alignment else None
+    frames_info: dict[int, FrameInfo] = {}
     fusion = first = None
     t_fuse = time.perf_counter()
-    reader = prefetch(_timed_read, _indexed(sources), workers=options.workers, ahead=ahead)
+    stream = _read_stream(sources, order, options, aligner)
     try:
-        for frame in reader:
+        for frame, fa in stream:
             if first is None:
                 first = frame
                 h, w, c = frame.data.shape
                 levels = check_levels(h, w, options.levels)
+                if hasattr(be, "check_memory"):  # device backends: fail up front, with the sizes
+                    be.check_memory(c, h, w, levels)
                 fusion = PyramidFusion(be, c, h, w, levels=levels, energy_radius=options.energy_radius,
                                        depth_radius=options.depth_radius)
-                logger.info("%dx%d, %d channel(s), %s %s, %d pyramid levels", w, h, c, frame.kind,
-                            frame.data.dtype, levels)
+                logger.info("%dx%d, %d channel(s), %s %s, %d pyramid levels, reference frame %d (%s)", w, h, c,
+                            frame.kind, frame.data.dtype, levels, frame.index, frame.name)
             else:
                 _check_like_first(frame, first)
             t0 = time.perf_counter()
-            be.convert(be.to_device(frame.data), luts.decode(frame), fusion.input)
-            fusion.fold()
-            info = FrameInfo(frame.index, frame.name, None if frame.path is None else str(frame.path),
-                             tuple(frame.data.shape), str(frame.data.dtype), frame.kind,
-                             "linear" if options.linear else frame.transfer,
-                             read_s=frame.info.get("read_s", 0.0), fuse_s=time.perf_counter() - t0,
-                             info={k: v for k, v in frame.info.items() if k != "read_s"})
-            frames_info.append(info)
-            logger.debug("[%d/%s] fused %s in %.3f s", frame.index + 1, total or "?", frame.name, info.fuse_s)
-            emit("fuse", frame.index + 1, total, frame.name)
+            _load(be, frame, fa, luts, fusion.input)
+            fusion.fold(frame.index)
+            frames_info[frame.index] = FrameInfo(
+                frame.index, frame.name, None if frame.path is None else str(frame.path), tuple(frame.data.shape),
+                str(frame.data.dtype), frame.kind, "linear" if options.linear else frame.transfer,
+                read_s=frame.info.get("read_s", 0.0), fuse_s=time.perf_counter() - t0,
+                info={k: v for k, v in frame.info.items() if k not in ("read_s", "proxy", "means")},
+                alignment=None if fa is None else fa.to_dict())
+            logger.debug("[%d/%s] fused %s in %.3f s", fusion.count, total or "?", frame.name,
+                         frames_info[frame.index].fuse_s)
+            emit("fuse", fusion.count, total, frame.name)
             del frame
     finally:
-        reader.close()
+        stream.close()
     if fusion is None or fusion.count < 2:
         name = first.name if first is not None else "none"
         raise InputError(f"focus stacking needs at least 2 frames; got {0 if first is None else 1} ({name}); "
                          f"add the other frames of the stack")
     n = fusion.count
+    frames_list = [frames_info[k] for k in sorted(frames_info)]
     be.synchronize()
     timings["fuse_s"] = time.perf_counter() - t_fuse
+    timings["align_s"] = sum(fa.seconds for fa in aligner.results.values()) if aligner else 0.0
 
     t0 = time.perf_counter()
     depth_raw, conf = fusion.depth()
@@ -285,7 +318,19 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
     depth, conf_sum, area = smooth_depth(be, depth_raw, conf, options.depth_smooth)
     emit("finish", n, total or n, "")
     if options.method == "depthmap":
-        fused = _depthmap_pass(be, fused, depth, conf_sum, area, sources, luts, options, emit, n)
+        fused = _depthmap_pass(be, fused, depth, conf_sum, area, sources, order, aligner, luts, options, emit, n)
+    affines = [aligner.results[k].affine for k in sorted(aligner.results)] if aligner else []
+    crop = None
+    if affines and options.crop:
+        c, h, w = fused.shape
+        r0, r1, c0, c1 = covered_box(affines, h, w)
+        if (r0, r1, c0, c1) != (0, h, 0, w):
+            crop = (r0, r1, c0, c1)
+            xp = be.xp
+            fused = xp.ascontiguousarray(fused[:, r0:r1, c0:c1])
+            depth, depth_raw, conf = (xp.ascontiguousarray(a[r0:r1, c0:c1]) for a in (depth, depth_raw, conf))
+            logger.info("cropped to %dx%d at (%d, %d): the area every aligned frame covers", c1 - c0, r1 - r0,
+                        c0, r0)
     c, h, w = fused.shape
     bits = options.output_bits
     encoded = be.empty((h, w, c), np.uint8 if bits == 8 else np.uint16)
@@ -298,13 +343,16 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
         depth_h = depth_h * np.float32(options.z_step)
         depth_raw_h = depth_raw_h * np.float32(options.z_step)
     conf_h = be.to_host(conf)
+    if affines and not options.crop:
+        conf_h = np.where(coverage_mask(affines, h, w), conf_h, np.float32(0))
     if c == 1:
         image, linear = image[:, :, 0], linear[:, :, 0]
     timings["finish_s"] = time.perf_counter() - t0
 
     result = StackResult(image=image, linear=linear, depth=depth_h, depth_raw=depth_raw_h, confidence=conf_h,
-                         frames=frames_info, options=options, backend=be.name,
-                         device=getattr(be, "device_name", ""), timings=timings, outputs={})
+                         frames=frames_list, options=options, backend=be.name,
+                         device=getattr(be, "device_name", ""), timings=timings, outputs={},
+                         reference=reference, crop=crop)
     t0 = time.perf_counter()
     if options.output is not None:
         write_image(options.output, image, fmt=options.output_format, exif=first.exif, icc=first.icc,
@@ -330,32 +378,69 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
     return result
 
 
-def _indexed(sources):
-    for i, src in enumerate(sources):
-        yield i, src
+def _read_stream(sources, order, options, aligner):
+    """(frame, FrameAlignment or None) in processing order: frames decoded on the reader threads
+    (with their alignment proxy), then chained by one estimator thread (which also measures the
+    brightness gains once each transform is known), both running ahead of the fusion."""
+    items = ((i, src) for i, src in zip(order, (sources[i] for i in order))) if order else enumerate(sources)
+    ahead = options.workers + options.queue_size
+    with_proxy = aligner is not None and aligner.model != "none"
+
+    def read(item):
+        return _timed_read(item, options.linear, with_proxy)
+
+    frames = prefetch(read, items, workers=options.workers, ahead=ahead)
+    if aligner is None:
+        return ((f, None) for f in frames)
+
+    def estimate(frame):
+        data = frame.data
+        lut = None if data.dtype == np.float32 else decode_lut(data.dtype, _transfer(frame, options.linear))
+        fa = aligner.step(frame.index, frame.info.pop("proxy", None), frame.info.pop("proxy_scale", 1),
+                          data.shape[2], lambda affine: channel_means(data, lut, affine))
+        return frame, fa
+
+    return prefetch(estimate, frames, workers=1, ahead=2)
 
 
-def _timed_read(item):
+def _transfer(frame, linear: bool) -> str:
+    return "linear" if linear else frame.transfer
+
+
+def _timed_read(item, linear=False, with_proxy=False):
     index, src = item
     t0 = time.perf_counter()
     frame = read_frame(src, index)
     frame.info.setdefault("read_s", time.perf_counter() - t0)
+    if with_proxy:
+        data = frame.data
+        lut = None if data.dtype == np.float32 else decode_lut(data.dtype, _transfer(frame, linear))
+        frame.info["proxy"], frame.info["proxy_scale"] = make_proxy(data, lut)
     return frame
 
 
-def _depthmap_pass(be, pyr, depth, conf_sum, area, sources, luts, options, emit, n):
+def _load(be, frame, fa, luts, dst) -> None:
+    """Bring a decoded frame into ``dst`` (planar linear float32): warped and gained when aligned."""
+    src = be.to_device(frame.data)
+    if fa is None or fa.is_identity:
+        be.convert(src, luts.decode(frame), dst)
+    else:
+        be.warp(src, luts.decode(frame), fa.affine, fa.gains, dst)
+
+
+def _depthmap_pass(be, pyr, depth, conf_sum, area, sources, order, aligner, luts, options, emit, n):
     """Pass 2 of the depthmap method: re-read the frames, take each pixel from the frames its
     smoothed depth names, and fall back to the pyramid result where confidence is low."""
     c, h, w = pyr.shape
     acc = be.full((c, h, w), 0.0, np.float32)
     planar = be.empty((c, h, w), np.float32)
-    ahead = options.workers + options.queue_size
-    reader = prefetch(_timed_read, _indexed(sources), workers=options.workers, ahead=ahead)
+    items = ((i, sources[i]) for i in order)
+    reader = prefetch(_timed_read, items, workers=options.workers, ahead=options.workers + options.queue_size)
     try:
-        for frame in reader:
-            be.convert(be.to_device(frame.data), luts.decode(frame), planar)
+        for done, frame in enumerate(reader, 1):
+            _load(be, frame, aligner.results.get(frame.index) if aligner else None, luts, planar)
             be.depthmap_accumulate(planar, depth, acc, np.float32(frame.index))
-            emit("blend", frame.index + 1, n, frame.name)
+            emit("blend", done, n, frame.name)
     finally:
         reader.close()
     lo, inv_width = blend_params(options.contrast_threshold, area)

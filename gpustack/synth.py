@@ -28,6 +28,22 @@ Conventions
   object is blurred at a ladder of radii (0.25 px steps up to 2 px, then
   12.5 % steps) and each output pixel interpolates between the two radii that
   bracket its own radius, so smooth slopes show no steps.
+* **Camera motion and focus breathing** (off by default): each frame is
+  rendered as above on a canvas larger than the image (the *reference* frame's
+  coordinates, in which ``truth``, ``depth``, ``edges`` and ``labels`` stay),
+  then resampled (cubic spline) through its own affine transform, and only
+  then gets its sensor noise. ``SyntheticStack.transforms[k]`` is a (2, 3)
+  float64 array ``A_k`` mapping (col, row, 1) pixel coordinates of the
+  REFERENCE frame to (col, row) coordinates in frame k:
+  ``frame_k(A_k @ [x, y, 1]) ~ the scene at (x, y)``. Pixel centres are at
+  integer coordinates. The reference frame's transform is the identity.
+  ``A_k = [m_k R(theta_k) | c + t_k - m_k R(theta_k) c]`` with ``c`` the image
+  centre ``((W - 1) / 2, (H - 1) / 2)``, ``R(theta) = [[cos, -sin], [sin,
+  cos]]`` acting on (col, row) (rows point down, so a positive ``theta``
+  turns the scene clockwise on screen), ``t_k`` the translation in px and
+  ``m_k`` the magnification: ``m_k > 1`` means the scene appears larger in
+  frame k (its linear part is ``m_k R(theta_k)``; the inverse map, frame ->
+  reference, has linear part ``(1 / m_k) R(-theta_k)``).
 
 Only :func:`make_stack` and :func:`make_bench_frames` need scikit-image
 (for the photographs); it is imported inside them.
@@ -37,6 +53,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 
@@ -54,6 +71,7 @@ __all__ = [
     "make_bench_frames",
     "list_scenes",
     "list_depths",
+    "corner_error",
 ]
 
 #: Scene name -> how to load it from ``skimage.data`` (all bundled, no download).
@@ -123,6 +141,14 @@ class SyntheticStack:
         the objects and their depth ranges, generation time).
     labels : (H, W) int16 ndarray
         Which object each pixel shows; objects are numbered back (0) to front.
+    transforms : list of (2, 3) float64 ndarray
+        ``A_k`` maps (col, row, 1) pixel coordinates of the REFERENCE frame
+        (the coordinates of ``truth``, ``depth``, ``edges``, ``labels``) to
+        (col, row) coordinates in frame k: ``frame_k(A_k @ [x, y, 1]) ~ the
+        scene at (x, y)``. Pixel centres are at integer coordinates. The
+        reference frame's transform is the identity (all are without motion).
+    reference : int
+        Index of the reference frame.
     """
 
     frames: list
@@ -131,6 +157,8 @@ class SyntheticStack:
     edges: np.ndarray
     params: dict
     labels: np.ndarray = field(default=None, repr=False)
+    transforms: list = field(default=None, repr=False)
+    reference: int = 0
 
     def as_uint16(self) -> list[np.ndarray]:
         """Frames sRGB-encoded (exact curve) and rounded to uint16, for 16-bit TIFFs."""
@@ -239,12 +267,12 @@ def _rect(a, b, ca, cb, half_a, half_b, angle):
     return (np.abs(u) <= half_a) & (np.abs(v) <= half_b)
 
 
-def _objects_slope(a, b, inside, la, lb, top, rng):
+def _objects_slope(a, b, inside, la, lb, top, rng, core):
     d, info = _curved_plane(a, b, inside, rng, 0.0, top)
     return [_Object("plane", np.ones(a.shape, bool), d, info)]
 
 
-def _objects_dome(a, b, inside, la, lb, top, rng):
+def _objects_dome(a, b, inside, la, lb, top, rng, core):
     ca = la * rng.uniform(0.4, 0.6)
     cb = lb * rng.uniform(0.4, 0.6)
     rho2 = (a - ca) ** 2 + (b - cb) ** 2
@@ -252,7 +280,7 @@ def _objects_dome(a, b, inside, la, lb, top, rng):
     return [_Object("dome", np.ones(a.shape, bool), d, {"centre": [float(ca), float(cb)]})]
 
 
-def _objects_mixed(a, b, inside, la, lb, top, rng):
+def _objects_mixed(a, b, inside, la, lb, top, rng, core):
     back, info = _curved_plane(a, b, inside, rng, 0.0, 0.45 * top)
     objs = [_Object("plane", np.ones(a.shape, bool), back, info)]
     side = rng.choice([-1.0, 1.0])  # disc on the low or high end of the long axis
@@ -265,7 +293,8 @@ def _objects_mixed(a, b, inside, la, lb, top, rng):
         angle = rng.uniform(-0.45, 0.45)
         disc = _disc(a, b, *dc, radius)
         rect = _rect(a, b, *rc, *half, angle)
-        gap = ndimage.binary_dilation(disc, iterations=3) & rect
+        # Checked on the grid without the motion margin, so motion does not move the layout.
+        gap = ndimage.binary_dilation(disc[core], iterations=3) & rect[core]
         if not gap.any():
             break
     else:  # pragma: no cover - the ranges above leave room on any sane shape
@@ -276,7 +305,7 @@ def _objects_mixed(a, b, inside, la, lb, top, rng):
     return objs
 
 
-def _objects_steps(a, b, inside, la, lb, top, rng):
+def _objects_steps(a, b, inside, la, lb, top, rng, core):
     levels = np.sort(np.array([0.05, 0.35, 0.65, 0.95]) + rng.uniform(-0.04, 0.04, 4)) * top
     side = rng.choice([-1.0, 1.0])
     big = _rect(a, b, la * (0.5 + side * 0.25), lb * 0.5, la * 0.3, lb * 0.7, rng.uniform(-0.3, 0.3))
@@ -299,17 +328,23 @@ _DEPTH_MAKERS = {
 }
 
 
-def _make_objects(depth, shape, pad, n_frames, rng):
-    """Objects (back to front) on the padded grid, the padded label map and the padded depth map."""
+def _make_objects(depth, shape, pad, n_frames, rng, margin=0):
+    """Objects (back to front) on the padded grid, the padded label map and the padded depth map.
+
+    The grid extends ``pad + margin`` px beyond the image on every side; the
+    layout only depends on the image and ``pad`` (not on ``margin``).
+    """
     if depth not in _DEPTH_MAKERS:
         raise InputError(f"unknown depth map {depth!r}; choose one of {', '.join(_DEPTHS)}")
     h, w = shape
-    rows, cols = np.mgrid[-pad : h + pad, -pad : w + pad].astype(np.float64)
+    full = pad + margin
+    rows, cols = np.mgrid[-full : h + full, -full : w + full].astype(np.float64)
+    core = (slice(margin, margin + h + 2 * pad), slice(margin, margin + w + 2 * pad))
     inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
     # Lay shapes out along the long axis, whichever it is.
     a, b, la, lb = (cols, rows, w, h) if w >= h else (rows, cols, h, w)
     top = float(n_frames - 1)
-    objs = _DEPTH_MAKERS[depth](a, b, inside, la, lb, top, rng)
+    objs = _DEPTH_MAKERS[depth](a, b, inside, la, lb, top, rng, core)
     labels = np.zeros(rows.shape, np.int16)
     for i, obj in enumerate(objs):
         obj.depth = np.clip(obj.depth, 0.0, top).astype(np.float32)
@@ -470,6 +505,90 @@ def _render(truth_p, labels_p, objs, n_frames, blur_per_frame, pad):
     return frames
 
 
+# ---------------------------------------------------------------- motion
+
+#: Spline order of the motion resampling.
+_WARP_ORDER = 3
+
+
+def _as_affine3(a):
+    """(2, 3) or (3, 3) affine -> (3, 3) float64."""
+    a = np.asarray(a, dtype=np.float64)
+    if a.shape not in ((2, 3), (3, 3)):
+        raise InputError(f"an affine transform must be a (2, 3) or (3, 3) array, got shape {a.shape}")
+    return np.vstack([a[:2], [0.0, 0.0, 1.0]])
+
+
+def _is_number(x):
+    """A finite real number (not a bool)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _motion_transforms(n_frames, shape, breathing, shift, rotation, reference, rng):
+    """Per-frame (2, 3) transforms ``A_k`` (reference (col, row) -> frame k (col, row))."""
+    h, w = shape
+    centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
+    # Always drawn together, so the shifts stay put when the rotation is switched on or off (and vice versa).
+    u = rng.uniform(-1.0, 1.0, (n_frames, 3))
+    out = []
+    for k in range(n_frames):
+        a = np.eye(2, 3)
+        if k != reference:
+            m = 1.0 + breathing * (k - reference) / (n_frames - 1)
+            theta = math.radians(rotation * u[k, 2])
+            lin = m * np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+            a[:, :2] = lin
+            a[:, 2] = centre + shift * u[k, :2] - lin @ centre
+        out.append(a)
+    return out
+
+
+def _motion_margin(transforms, shape):
+    """Px the canvas must extend beyond the reference frame so that every frame sees rendered pixels only."""
+    h, w = shape
+    corners = np.array([[0.0, w - 1.0, 0.0, w - 1.0], [0.0, 0.0, h - 1.0, h - 1.0], [1.0, 1.0, 1.0, 1.0]])
+    over = 0.0
+    for a in transforms:
+        src = np.linalg.inv(_as_affine3(a))[:2] @ corners  # frame corners in reference coordinates
+        over = max(over, float((-src).max()), float(src[0].max()) - (w - 1), float(src[1].max()) - (h - 1))
+    return int(math.ceil(over)) + _WARP_ORDER + 1  # + the spline's support, so no sample reflects off the canvas
+
+
+def _warp(canvas, a, margin, shape):
+    """Frame (H, W, C) seen through ``a`` (reference -> frame) from a canvas ``margin`` px larger on every side."""
+    h, w = shape
+    if np.array_equal(a, np.eye(2, 3)):
+        return np.ascontiguousarray(canvas[margin : margin + h, margin : margin + w])
+    b = np.linalg.inv(_as_affine3(a))  # frame (col, row) -> reference (col, row)
+    # ndimage works in (row, col) order and in canvas indices.
+    matrix = np.array([[b[1, 1], b[1, 0]], [b[0, 1], b[0, 0]]])
+    offset = np.array([b[1, 2] + margin, b[0, 2] + margin])
+    out = np.empty((canvas.shape[2], h, w), np.float32)
+    for c in range(canvas.shape[2]):
+        ndimage.affine_transform(
+            canvas[..., c], matrix, offset, output_shape=(h, w), output=out[c], order=_WARP_ORDER, mode="reflect"
+        )
+    return np.ascontiguousarray(np.moveaxis(out, 0, 2))
+
+
+def corner_error(est_transforms, true_transforms, shape) -> float:
+    """RMS distance in px between where two sets of transforms put the image corners.
+
+    Each transform is a (2, 3) (or (3, 3)) affine in the convention of
+    :attr:`SyntheticStack.transforms`: reference (col, row, 1) -> frame k
+    (col, row). The four corners are the corner pixels' centres
+    ``(0, 0), (W - 1, 0), (0, H - 1), (W - 1, H - 1)`` of an image of
+    ``shape`` ``(H, W[, C])``. The RMS is over every corner of every frame.
+    """
+    est, true = list(est_transforms), list(true_transforms)
+    if len(est) != len(true) or not true:
+        raise InputError(f"need the same non-zero number of transforms, got {len(est)} and {len(true)}")
+    h, w = int(shape[0]), int(shape[1])
+    corners = np.array([[0.0, w - 1.0, 0.0, w - 1.0], [0.0, 0.0, h - 1.0, h - 1.0], [1.0, 1.0, 1.0, 1.0]])
+    sq = [np.sum(((_as_affine3(e) - _as_affine3(t))[:2] @ corners) ** 2, axis=0) for e, t in zip(est, true)]
+    return float(np.sqrt(np.mean(np.concatenate(sq))))
+
+
 # ---------------------------------------------------------------- noise
 
 
@@ -512,6 +631,10 @@ def make_stack(
     read_noise=DEFAULT_READ_NOISE,
     seed=0,
     band=10,
+    breathing=0.0,
+    shift=0.0,
+    rotation=0.0,
+    reference=None,
 ) -> SyntheticStack:
     """Render a synthetic focus stack with its ground truth.
 
@@ -540,9 +663,35 @@ def make_stack(
     read_noise : float
         Standard deviation of the Gaussian read noise, in full-scale units.
     seed : int
-        Seeds the depth map layout and the noise (separate streams).
+        Seeds the depth map layout, the noise and the motion (separate
+        streams: switching motion on leaves the layout unchanged and the
+        noise is drawn from the same stream).
     band : int
         Half-width in px of the ``edges`` mask.
+    breathing : float
+        Focus breathing: the total relative magnification change across the
+        stack (0.02 = 2 %). Frame ``k`` is magnified about the image centre by
+        ``m_k = 1 + breathing * (k - reference) / (n_frames - 1)``; in (-1, 1).
+    shift : float
+        Camera shake: the largest per-frame translation in px, each frame's
+        drawn uniformly in ``[-shift, shift]`` per axis (the reference's is 0).
+    rotation : float
+        The largest per-frame rotation in degrees, each frame's drawn
+        uniformly in ``[-rotation, rotation]`` (the reference's is 0); <= 45.
+    reference : int or None
+        Index of the reference frame, whose pixel grid the ``truth``,
+        ``depth``, ``edges`` and ``labels`` share; None is ``n_frames // 2``.
+
+    With motion, each frame is rendered on a canvas large enough for every
+    frame's field of view (no empty corners), resampled by a cubic spline
+    through its transform (see :attr:`SyntheticStack.transforms`: ``A_k``
+    maps (col, row, 1) pixel coordinates of the REFERENCE frame to (col, row)
+    coordinates in frame k, ``frame_k(A_k @ [x, y, 1]) ~ the scene at (x,
+    y)``; pixel centres are at integer coordinates; the reference frame's
+    transform is the identity), and then gets its noise. Defocus is computed
+    in reference coordinates (breathing does not rescale the blur). Without
+    motion (the default) the output is exactly that of the motion-free
+    generator.
 
     Returns
     -------
@@ -558,6 +707,17 @@ def make_stack(
         raise InputError(f"max_blur must be a finite number >= 0, got {max_blur}")
     if noise and (gain <= 0 or read_noise < 0):
         raise InputError(f"gain must be > 0 and read_noise >= 0, got gain={gain}, read_noise={read_noise}")
+    if not (_is_number(breathing) and -1.0 < breathing < 1.0):
+        raise InputError(f"breathing must be a number in (-1, 1), got {breathing!r}")
+    if not (_is_number(shift) and shift >= 0):
+        raise InputError(f"shift must be a finite number >= 0 (px), got {shift!r}")
+    if not (_is_number(rotation) and 0 <= rotation <= 45):
+        raise InputError(f"rotation must be a number in [0, 45] (degrees), got {rotation!r}")
+    if reference is None:
+        reference = n_frames // 2
+    if isinstance(reference, bool) or not isinstance(reference, numbers.Integral) or not 0 <= reference < n_frames:
+        raise InputError(f"reference must be a frame index in 0 .. {n_frames - 1} or None, got {reference!r}")
+    reference = int(reference)
     if isinstance(scene, str):
         shape = tuple(int(s) for s in shape)
         if len(shape) != 2 or min(shape) < 16:
@@ -567,14 +727,27 @@ def make_stack(
     if min(h, w) < 16:
         raise InputError(f"scene must be at least 16x16, got {h}x{w}")
 
-    geo_seed, noise_seed = np.random.SeedSequence(seed).spawn(2)
+    # spawn(3)[:2] == spawn(2): the layout and noise streams are those of the motion-free generator.
+    geo_seed, noise_seed, motion_seed = np.random.SeedSequence(seed).spawn(3)
     blur_per_frame = float(max_blur) / max(1.0, (n_frames - 1) / 2.0)
     rmax = blur_per_frame * (n_frames - 1)
     pad = int(math.ceil(rmax + 0.5)) + 1
 
-    objs, labels_p, depth_p = _make_objects(depth, (h, w), pad, n_frames, np.random.default_rng(geo_seed))
-    truth_p = np.pad(truth, ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
-    frames = _render(truth_p, labels_p, objs, n_frames, blur_per_frame, pad)
+    moving = breathing != 0 or shift != 0 or rotation != 0
+    if moving:
+        motion_rng = np.random.default_rng(motion_seed)
+        transforms = _motion_transforms(n_frames, (h, w), breathing, shift, rotation, reference, motion_rng)
+        margin = _motion_margin(transforms, (h, w))
+    else:
+        transforms = [np.eye(2, 3) for _ in range(n_frames)]
+        margin = 0
+    full = pad + margin  # the grid: the canvas (image + margin) plus the blur's reach
+
+    objs, labels_p, depth_p = _make_objects(depth, (h, w), pad, n_frames, np.random.default_rng(geo_seed), margin)
+    truth_p = np.pad(truth, ((full, full), (full, full), (0, 0)), mode="symmetric")
+    frames = _render(truth_p, labels_p, objs, n_frames, blur_per_frame, pad)  # on the canvas
+    if moving:
+        frames = [_warp(f, a, margin, (h, w)) for f, a in zip(frames, transforms)]
 
     if noise:
         rng = np.random.default_rng(noise_seed)
@@ -582,7 +755,7 @@ def make_stack(
     else:
         frames = [np.clip(f, 0.0, 1.0) for f in frames]
 
-    inner = (slice(pad, pad + h), slice(pad, pad + w))
+    inner = (slice(full, full + h), slice(full, full + w))
     labels = labels_p[inner].copy()
     depth_map = depth_p[inner].copy()
     # Half the smallest step across an object boundary (at most 0.5 frame) separates edges from slopes.
@@ -604,6 +777,12 @@ def make_stack(
         "seed": seed,
         "band": band,
         "jump": jump,
+        "breathing": float(breathing),
+        "shift": float(shift),
+        "rotation": float(rotation),
+        "reference": reference,
+        "margin": margin,
+        "motion": "transforms[k]: reference (col, row, 1) -> frame k (col, row); m > 1 = scene larger in frame k",
         "objects": [
             {
                 "kind": o.kind,
@@ -624,6 +803,8 @@ def make_stack(
         edges=edges,
         params=params,
         labels=labels,
+        transforms=transforms,
+        reference=reference,
     )
 
 

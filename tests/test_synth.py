@@ -261,3 +261,153 @@ def test_bench_frames():
     assert not np.array_equal(frames[0], frames[2])
     (gray,) = synth.make_bench_frames(1, (40, 50), channels=1, dtype=np.uint8)
     assert gray.shape == (40, 50, 1) and gray.dtype == np.uint8
+
+
+# ---------------------------------------------------------------- motion
+
+MOTION = {"breathing": 0.02, "shift": 5.0, "rotation": 0.3}
+MOVING = {"scene": "astronaut", "depth": "mixed", "seed": 3, "shape": (96, 128), "n_frames": 20, "noise": False}
+
+
+@pytest.fixture(scope="module")
+def still_and_moving():
+    return synth.make_stack(**MOVING), synth.make_stack(**MOVING, **MOTION)
+
+
+def _homogeneous(a):
+    return np.vstack([a, [0.0, 0.0, 1.0]])
+
+
+def _unwarp(frame, a):
+    """Frame k resampled onto the reference grid: out(p) = frame_k(A_k p)."""
+    h, w = frame.shape[:2]
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
+    q = a @ np.stack([cols.ravel(), rows.ravel(), np.ones(h * w)])
+    return np.stack(
+        [ndimage.map_coordinates(frame[..., c], [q[1], q[0]], order=3, mode="reflect") for c in range(frame.shape[2])],
+        axis=-1,
+    ).reshape(frame.shape)
+
+
+def test_motion_transforms_are_recorded(still_and_moving):
+    still, moving = still_and_moving
+    n, ref = MOVING["n_frames"], MOVING["n_frames"] // 2
+    h, w = MOVING["shape"]
+    assert moving.reference == ref and moving.params["reference"] == ref
+    assert moving.params["breathing"] == 0.02 and moving.params["shift"] == 5.0 and moving.params["rotation"] == 0.3
+    assert len(moving.transforms) == n
+    assert all(a.shape == (2, 3) and a.dtype == np.float64 for a in moving.transforms)
+    assert np.array_equal(moving.transforms[ref], np.eye(2, 3))
+    centre = np.array([(w - 1) / 2, (h - 1) / 2, 1.0])
+    margin = moving.params["margin"]
+    corners = np.array([[0, w - 1, 0, w - 1], [0, 0, h - 1, h - 1], [1, 1, 1, 1]], float)
+    angles, shifts = [], []
+    for k, a in enumerate(moving.transforms):
+        m = np.sqrt(np.linalg.det(a[:, :2]))
+        assert m == pytest.approx(1 + 0.02 * (k - ref) / (n - 1), abs=1e-12)
+        angles.append(np.degrees(np.arctan2(a[1, 0], a[0, 0])))
+        shifts.append(a @ centre - centre[:2])  # the image centre moves by the translation only
+        # every frame's field of view lies on the rendered canvas (no empty corners)
+        src = np.linalg.inv(_homogeneous(a))[:2] @ corners
+        assert src.min() >= -margin + 2 and src[0].max() <= w - 1 + margin - 2 and src[1].max() <= h - 1 + margin - 2
+    angles, shifts = np.array(angles), np.array(shifts)
+    assert np.abs(angles).max() <= 0.3 and np.abs(angles).max() > 0.1
+    assert np.abs(shifts).max() <= 5.0 and np.abs(shifts).max() > 3.0
+    assert np.diff([np.linalg.det(a[:, :2]) for a in moving.transforms]).min() > 0  # magnification grows with k
+    # without motion: all identity, reference the middle frame
+    assert all(np.array_equal(a, np.eye(2, 3)) for a in still.transforms) and still.reference == ref
+    assert still.params["margin"] == 0 and still.params["breathing"] == 0.0
+
+
+def test_motion_unwarps_to_the_still_rendering(still_and_moving):
+    still, moving = still_and_moving
+    # geometry and truth are in reference coordinates and do not move with motion on
+    for name in ("truth", "depth", "edges", "labels"):
+        assert np.array_equal(getattr(still, name), getattr(moving, name)), name
+    h, w = MOVING["shape"]
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
+    inner = (slice(12, -12), slice(12, -12))
+    for k, (f_still, f_moving, a) in enumerate(zip(still.frames, moving.frames, moving.transforms)):
+        assert f_moving.shape == f_still.shape and f_moving.dtype == np.float32
+        assert f_moving.min() >= 0.0 and f_moving.max() <= 1.0
+        back = _unwarp(f_moving, a)
+        assert metrics.psnr(f_still[inner], back[inner]) > 35.0, k
+        # up to the frame's own border (no empty corners): wherever A_k p lands 3 px inside frame k
+        q = np.tensordot(a, np.stack([cols, rows, np.ones((h, w))]), 1)
+        seen = (q[0] >= 3) & (q[0] <= w - 4) & (q[1] >= 3) & (q[1] <= h - 4)
+        seen &= (cols >= 3) & (cols <= w - 4) & (rows >= 3) & (rows <= h - 4)
+        assert metrics.psnr(f_still[seen], back[seen]) > 33.0, k
+        if k != moving.reference:  # the frames did move, and the inverse convention does not fit
+            good = metrics.psnr(f_still[inner], back[inner])
+            assert metrics.psnr(f_still[inner], f_moving[inner]) < good - 8.0, k
+            wrong = _unwarp(f_moving, np.linalg.inv(_homogeneous(a))[:2])
+            assert metrics.psnr(f_still[inner], wrong[inner]) < good - 8.0, k
+
+
+def test_breathing_makes_the_scene_larger_in_later_frames():
+    kw = {**MOVING, "n_frames": 9, "shape": (96, 160)}
+    still = synth.make_stack(**kw)
+    grown = synth.make_stack(breathing=0.1, reference=0, **kw)  # the last frame is 10 % larger
+    a = grown.transforms[-1]
+    assert np.allclose(a[:, :2], 1.1 * np.eye(2))
+    b, g = metrics.luminance(still.frames[-1]), metrics.luminance(grown.frames[-1])
+    rows = slice(36, 60)
+    for c0, c1 in ((8, 32), (128, 152)):  # left and right of the centre (col 79.5)
+        errs = {s: np.mean((b[rows, c0:c1] - np.roll(g, -s, axis=1)[rows, c0:c1]) ** 2) for s in range(-8, 9)}
+        found = min(errs, key=errs.get)  # grown(x + found) ~ still(x)
+        expected = 0.1 * ((c0 + c1 - 1) / 2 - (kw["shape"][1] - 1) / 2)  # the patch centre moves outward, 6 px
+        assert abs(found - expected) <= 1.0, (c0, found, expected)
+
+
+def test_motion_off_is_unchanged_and_motion_is_deterministic():
+    kw = {"scene": "chelsea", "depth": "steps", "seed": 4, "shape": (64, 80), "n_frames": 5}
+    plain = synth.make_stack(**kw)
+    off = synth.make_stack(breathing=0.0, shift=0.0, rotation=0.0, reference=1, **kw)
+    assert off.reference == 1 and all(np.array_equal(a, np.eye(2, 3)) for a in off.transforms)
+    for name in ("truth", "depth", "edges", "labels"):
+        assert getattr(plain, name).tobytes() == getattr(off, name).tobytes()
+    assert all(f.tobytes() == g.tobytes() for f, g in zip(plain.frames, off.frames))
+
+    one = synth.make_stack(**kw, **MOTION)
+    two = synth.make_stack(**kw, **MOTION)
+    other = synth.make_stack(**{**kw, "seed": 5}, **MOTION)
+    assert all(f.tobytes() == g.tobytes() for f, g in zip(one.frames, two.frames))
+    assert all(np.array_equal(a, b) for a, b in zip(one.transforms, two.transforms))
+    assert not all(np.array_equal(a, b) for a, b in zip(one.transforms, other.transforms))
+    # the noise stream does not move with motion on: the first frame gets the same normal draws (later frames
+    # drift apart, as the number of exact Poisson draws for dark pixels depends on the signal)
+    clean = synth.make_stack(**kw, noise=False, **MOTION)
+    plain_clean = synth.make_stack(**kw, noise=False)
+    n_moving, n_still = (one.frames[0] - clean.frames[0]).ravel(), (plain.frames[0] - plain_clean.frames[0]).ravel()
+    assert np.corrcoef(n_moving, n_still)[0, 1] > 0.9
+
+
+def test_motion_bad_arguments():
+    for kwargs in (
+        {"breathing": 1.0},
+        {"breathing": float("nan")},
+        {"shift": -1.0},
+        {"shift": float("inf")},
+        {"rotation": -0.1},
+        {"rotation": 90.0},
+        {"reference": 3},
+        {"reference": -1},
+        {"reference": 1.5},
+        {"shift": "2"},
+    ):
+        with pytest.raises(InputError):
+            synth.make_stack(shape=(32, 32), n_frames=3, **kwargs)
+
+
+def test_corner_error():
+    eye = [np.eye(2, 3)] * 3
+    moved = [np.array([[1.0, 0.0, 3.0], [0.0, 1.0, 4.0]])] * 3
+    assert synth.corner_error(eye, eye, (40, 60)) == 0.0
+    assert synth.corner_error(moved, eye, (40, 60, 3)) == pytest.approx(5.0)
+    assert synth.corner_error([_homogeneous(a) for a in moved], eye, (40, 60)) == pytest.approx(5.0)
+    # a 1 % scale about the top-left corner: corners move by 0, 0.59, 0.39 and hypot(0.59, 0.39) px
+    scaled = [np.array([[1.01, 0.0, 0.0], [0.0, 1.01, 0.0]])]
+    expected = np.sqrt((0.59**2 + 0.39**2 + 0.59**2 + 0.39**2) / 4)
+    assert synth.corner_error(scaled, eye[:1], (40, 60)) == pytest.approx(expected)
+    with pytest.raises(InputError):
+        synth.corner_error(eye, eye[:2], (40, 60))

@@ -1,0 +1,81 @@
+"""Alignment inputs computed on the host reader threads, ahead of the backend.
+
+The proxy is the frame's luminance in linear light, halved (pyramid reduce)
+until it holds at most ``PROXY_MAX_PIXELS``. The channel means, measured once the
+frame's transform is known, drive the brightness gains. Both run on the host for either backend, in the reader
+threads (plain single-threaded Numba, releasing the GIL), so the estimates that
+come from them are the same whatever the backend, and they never stall the device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..backends.cpu._common import decode
+from ..backends.cpu.pyramid import reduce_output_row
+
+PROXY_MAX_PIXELS = 1_500_000
+LUMA = (np.float32(0.2126), np.float32(0.7152), np.float32(0.0722))  # Rec. 709 / sRGB primaries
+LR, LG, LB = LUMA
+
+
+@njit(nogil=True, cache=True)
+def _luma_kernel(src, lut, out):
+    h, w, c = src.shape
+    for i in range(h):
+        for j in range(w):
+            if c == 3:
+                out[i, j] = (LR * decode(src[i, j, 0], lut) + LG * decode(src[i, j, 1], lut)
+                             + LB * decode(src[i, j, 2], lut))
+            else:
+                out[i, j] = decode(src[i, j, 0], lut)
+
+
+@njit(nogil=True, cache=True)
+def _reduce_plane_kernel(src, dst):
+    """Single-threaded pyramid reduce of a plane (the reader threads each run their own)."""
+    w = src.shape[1]
+    ow = dst.shape[1]
+    t = np.empty((5, ow), np.float32)
+    ev = np.empty((w + 1) // 2, np.float32)
+    od = np.empty((w + 1) // 2, np.float32)
+    for i in range(dst.shape[0]):
+        reduce_output_row(src, i, dst[i], t, ev, od)
+
+
+def make_proxy(data: np.ndarray, lut: np.ndarray | None, max_pixels: int = PROXY_MAX_PIXELS):
+    """(proxy, scale): luminance of ``data`` (H, W, C) reduced by 2 until <= ``max_pixels``;
+    ``scale`` is full-resolution pixels per proxy pixel (a power of two)."""
+    h, w, _ = data.shape
+    luma = np.empty((h, w), np.float32)
+    _luma_kernel(data, np.zeros(1, np.float32) if lut is None else lut, luma)
+    scale = 1
+    while luma.size > max_pixels and min(luma.shape) >= 16:
+        out = np.empty(((luma.shape[0] + 1) // 2, (luma.shape[1] + 1) // 2), np.float32)
+        _reduce_plane_kernel(luma, out)
+        luma = out
+        scale *= 2
+    return luma, scale
+
+
+def channel_means(data: np.ndarray, lut: np.ndarray | None, affine=None) -> np.ndarray:
+    """float64 (C,) mean linear value of each channel over the central half of the reference canvas
+    (every 4th pixel), read from ``data`` (H, W, C) through ``affine`` (reference (col, row, 1) ->
+    frame (col, row); nearest sample, clamped; None for the identity). Measured where the reference
+    is measured, a frame's gains compare the same part of the subject, however far it moved."""
+    h, w, c = data.shape
+    rows = np.arange(h // 4, h - h // 4, 4, dtype=np.float64)
+    cols = np.arange(w // 4, w - w // 4, 4, dtype=np.float64)
+    if affine is None:
+        centre = data[np.ix_(rows.astype(np.intp), cols.astype(np.intp))]
+    else:
+        a = np.asarray(affine, np.float64)
+        x = a[0, 0] * cols[None, :] + a[0, 1] * rows[:, None] + a[0, 2]
+        y = a[1, 0] * cols[None, :] + a[1, 1] * rows[:, None] + a[1, 2]
+        xi = np.clip(np.rint(x), 0, w - 1).astype(np.intp)
+        yi = np.clip(np.rint(y), 0, h - 1).astype(np.intp)
+        centre = data[yi, xi]
+    if lut is not None:
+        centre = lut[centre]
+    return centre.reshape(-1, c).astype(np.float64).mean(axis=0)
