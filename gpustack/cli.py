@@ -7,13 +7,14 @@ from the registries in ``gpustack.options``. The command holds no algorithm.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
 
 from ._version import __version__
 from .errors import GpustackError, InputError
-from .options import ALIGN_MODELS, BACKENDS, BITS, METHODS, ORDERS, StackOptions
+from .options import ALIGN_MODELS, BACKENDS, BITS, COLORS, DEMOSAIC, METHODS, ORDERS, RAW_DEVELOP, StackOptions
 
 logger = logging.getLogger("gpustack")
 
@@ -51,6 +52,13 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="do not match the frames' brightness to the reference")
     align.add_argument("--no-crop", dest="crop", action="store_false",
                        help="keep the reference canvas; pixels not covered by every frame get confidence 0")
+    raw = p.add_argument_group("camera RAW")
+    raw.add_argument("--raw-develop", choices=list(RAW_DEVELOP), default=d.raw_develop,
+                     help="; ".join(f"{k}: {v}" for k, v in RAW_DEVELOP.items()))
+    raw.add_argument("--demosaic", choices=list(DEMOSAIC), default=d.demosaic,
+                     help="; ".join(f"{k}: {v}" for k, v in DEMOSAIC.items()))
+    raw.add_argument("--color", choices=list(COLORS), default=d.color,
+                     help="; ".join(f"{k}: {v}" for k, v in COLORS.items()))
     merge = p.add_argument_group("merge")
     merge.add_argument("--method", choices=list(METHODS), default=d.method,
                        help="; ".join(f"{k}: {v}" for k, v in METHODS.items()))
@@ -158,10 +166,7 @@ def main(argv=None) -> int:
         progress = ProgressBar(sys.stderr)
     elif args.verbose > 0:
         progress = ProgressLog()
-    opts = {k: getattr(args, k) for k in ("backend", "method", "order", "linear", "output", "depth_map", "overwrite",
-                                          "bits", "levels", "energy_radius", "depth_radius", "depth_smooth", "contrast_threshold",
-                                          "z_step", "sidecar", "workers", "queue_size", "align", "reference",
-                                          "brightness", "crop")}
+    opts = {f.name: getattr(args, f.name) for f in dataclasses.fields(StackOptions)}  # every option has a flag
     try:
         from .pipeline import run
 

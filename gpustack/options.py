@@ -39,6 +39,24 @@ ALIGN_MODELS = {
     "affine": "a general affine transform",
 }
 
+#: ``--raw-develop``: who develops camera RAW frames.
+RAW_DEVELOP = {
+    "backend": "our kernels develop 2x2 Bayer mosaics on the backend (default); LibRaw develops the rest",
+    "libraw": "LibRaw develops every RAW frame on the host (linear, as-shot white balance)",
+}
+
+#: ``--demosaic``: how the backend's RAW development fills in the missing colours.
+DEMOSAIC = {
+    "mhc": "Malvar-He-Cutler gradient-corrected interpolation (default)",
+    "bilinear": "bilinear interpolation",
+}
+
+#: ``--color``: the colour space of RAW frames developed on the backend.
+COLORS = {
+    "srgb": "linear sRGB through the camera's colour matrix (default)",
+    "camera": "white-balanced camera RGB (no colour matrix)",
+}
+
 #: ``--bits``: sample depth of the fused image; ``None`` means by format (TIFF/PNG 16, JPEG 8).
 BITS = (8, 16)
 
@@ -95,6 +113,13 @@ class StackOptions:
     crop : bool
         Crop the output to the area every aligned frame covers; otherwise keep the reference
         canvas and set the confidence of uncovered pixels to 0.
+    raw_develop : {"backend", "libraw"}
+        Camera RAW frames: developed by the backend's kernels (2x2 Bayer mosaics; others by
+        LibRaw, with a log line) or all by LibRaw.
+    demosaic : {"mhc", "bilinear"}
+        Demosaic of the backend's RAW development.
+    color : {"srgb", "camera"}
+        Output colours of the backend's RAW development: linear sRGB, or white-balanced camera RGB.
     z_step : float or None
         Distance between frames in microns; the depth map is then written in microns.
     sidecar : bool
@@ -122,6 +147,9 @@ class StackOptions:
     reference: int | None = None
     brightness: bool = True
     crop: bool = True
+    raw_develop: str = "backend"
+    demosaic: str = "mhc"
+    color: str = "srgb"
     z_step: float | None = None
     sidecar: bool = True
     workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
@@ -132,6 +160,9 @@ class StackOptions:
         _choice("method", self.method, METHODS)
         _choice("order", self.order, ORDERS)
         _choice("align", self.align, ALIGN_MODELS)
+        _choice("raw_develop", self.raw_develop, RAW_DEVELOP)
+        _choice("demosaic", self.demosaic, DEMOSAIC)
+        _choice("color", self.color, COLORS)
         if self.reference is not None and (isinstance(self.reference, bool) or not isinstance(self.reference, int)):
             raise InputError(f"reference must be a frame index (a whole number); got {self.reference!r}")
         for name in ("output", "depth_map"):

@@ -24,6 +24,7 @@ from ._version import __version__
 from .backends import get_backend
 from .color import decode_lut, encode_lut
 from .errors import InputError
+from .io.raw import bin2x2, develop_params
 from .io import (check_outputs, list_frames, read_frame, sidecar_path, sources_from_arrays, write_depth,
                  write_image, write_sidecar)
 from .options import StackOptions
@@ -197,7 +198,7 @@ class _Luts:
         self._cache = {}
 
     def decode(self, frame):
-        if frame.data.dtype == np.float32:
+        if frame.data.dtype == np.float32 or frame.raw is not None:
             return None
         transfer = "linear" if self.linear else frame.transfer
         key = ("dec", frame.data.dtype.str, transfer)
@@ -213,17 +214,38 @@ class _Luts:
 
 
 def _check_like_first(frame, first) -> None:
-    if frame.data.shape[:2] != first.data.shape[:2]:
-        h, w = frame.data.shape[:2]
-        h0, w0 = first.data.shape[:2]
-        raise InputError(f"frame {frame.index} ({frame.name}) is {w}x{h} but frame 0 ({first.name}) is {w0}x{h0}; "
+    """Every frame must be like the first one read (the reference): size, channels, kind, and for
+    RAW mosaics the CFA pattern and the camera."""
+    ref = f"frame {first.index} ({first.name})"
+    if frame.shape[:2] != first.shape[:2]:
+        h, w = frame.shape[:2]
+        h0, w0 = first.shape[:2]
+        raise InputError(f"frame {frame.index} ({frame.name}) is {w}x{h} but {ref} is {w0}x{h0}; "
                          f"all frames must have the same size")
-    if frame.data.shape[2] != first.data.shape[2]:
-        raise InputError(f"frame {frame.index} ({frame.name}) has {frame.data.shape[2]} channel(s) but frame 0 "
-                         f"({first.name}) has {first.data.shape[2]}; all frames must be all colour or all grayscale")
-    if frame.data.dtype != first.data.dtype or frame.kind != first.kind:
-        raise InputError(f"frame {frame.index} ({frame.name}) is {frame.kind} {frame.data.dtype} but frame 0 "
-                         f"({first.name}) is {first.kind} {first.data.dtype}; all frames must be of one kind")
+    if frame.shape[2] != first.shape[2]:
+        raise InputError(f"frame {frame.index} ({frame.name}) has {frame.shape[2]} channel(s) but {ref} "
+                         f"has {first.shape[2]}; all frames must be all colour or all grayscale")
+    if frame.data.dtype != first.data.dtype or frame.kind != first.kind or (frame.raw is None) != (first.raw is None):
+        raise InputError(f"frame {frame.index} ({frame.name}) is {_describe_kind(frame)} but {ref} is "
+                         f"{_describe_kind(first)}; all frames of a stack must be of one kind")
+    if frame.raw is not None:
+        a, b = frame.raw, first.raw
+        if not np.array_equal(a.cfa, b.cfa):
+            raise InputError(f"frame {frame.index} ({frame.name}) has the CFA pattern {a.info['color_desc']} "
+                             f"{a.cfa.tolist()} but {ref} has {b.cfa.tolist()}; all frames must come from one camera")
+        cam_a, cam_b = (a.info.get("make"), a.info.get("model")), (b.info.get("make"), b.info.get("model"))
+        if cam_a != cam_b:
+            raise InputError(f"frame {frame.index} ({frame.name}) is from {' '.join(filter(None, cam_a)) or 'an unknown camera'} "
+                             f"but {ref} is from {' '.join(filter(None, cam_b)) or 'an unknown camera'}; "
+                             f"all frames must come from one camera")
+
+
+def _describe_kind(frame) -> str:
+    if frame.raw is not None:
+        return "a camera RAW (Bayer mosaic)"
+    if frame.kind == "raw":
+        return f"a camera RAW developed by LibRaw ({frame.info.get('develop', '')})"
+    return f"{frame.kind} {frame.data.dtype}"
 
 
 def run(inputs, options: StackOptions | None = None, *, progress: Callable[[ProgressEvent], None] | None = None,
@@ -257,6 +279,7 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
     be = get_backend(options.backend)
     logger.info("backend %s: %s", be.name, getattr(be, "device_name", ""))
     luts = _Luts(be, options.linear)
+    loader = _Loader(be, luts, options)
     timings["setup_s"] = time.perf_counter() - t_start
 
     if isinstance(sources, list):
@@ -277,24 +300,30 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
         for frame, fa in stream:
             if first is None:
                 first = frame
-                h, w, c = frame.data.shape
+                h, w, c = frame.shape
+                if frame.kind == "raw":
+                    logger.info("RAW frames developed by %s", "the backend's kernels (demosaic %s, colour %s)"
+                                % (options.demosaic, options.color) if frame.raw is not None
+                                else frame.info.get("develop", "LibRaw"))
                 levels = check_levels(h, w, options.levels)
                 if hasattr(be, "check_memory"):  # device backends: fail up front, with the sizes
                     be.check_memory(c, h, w, levels)
                 fusion = PyramidFusion(be, c, h, w, levels=levels, energy_radius=options.energy_radius,
                                        depth_radius=options.depth_radius)
                 logger.info("%dx%d, %d channel(s), %s %s, %d pyramid levels, reference frame %d (%s)", w, h, c,
-                            frame.kind, frame.data.dtype, levels, frame.index, frame.name)
+                            frame.kind, "mosaic" if frame.raw is not None else frame.data.dtype, levels,
+                            frame.index, frame.name)
             else:
                 _check_like_first(frame, first)
             t0 = time.perf_counter()
-            _load(be, frame, fa, luts, fusion.input)
+            loader.load(frame, fa, fusion.input)
             fusion.fold(frame.index)
             frames_info[frame.index] = FrameInfo(
-                frame.index, frame.name, None if frame.path is None else str(frame.path), tuple(frame.data.shape),
-                str(frame.data.dtype), frame.kind, "linear" if options.linear else frame.transfer,
-                read_s=frame.info.get("read_s", 0.0), fuse_s=time.perf_counter() - t0,
-                info={k: v for k, v in frame.info.items() if k not in ("read_s", "proxy", "means")},
+                frame.index, frame.name, None if frame.path is None else str(frame.path), tuple(frame.shape),
+                "mosaic uint16" if frame.raw is not None else str(frame.data.dtype), frame.kind,
+                _transfer(frame, options.linear), read_s=frame.info.get("read_s", 0.0),
+                fuse_s=time.perf_counter() - t0,
+                info={k: v for k, v in frame.info.items() if k != "read_s" and not k.startswith("_")},
                 alignment=None if fa is None else fa.to_dict())
             logger.debug("[%d/%s] fused %s in %.3f s", fusion.count, total or "?", frame.name,
                          frames_info[frame.index].fuse_s)
@@ -318,7 +347,7 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
     depth, conf_sum, area = smooth_depth(be, depth_raw, conf, options.depth_smooth)
     emit("finish", n, total or n, "")
     if options.method == "depthmap":
-        fused = _depthmap_pass(be, fused, depth, conf_sum, area, sources, order, aligner, luts, options, emit, n)
+        fused = _depthmap_pass(be, fused, depth, conf_sum, area, sources, order, aligner, loader, options, emit, n)
     affines = [aligner.results[k].affine for k in sorted(aligner.results)] if aligner else []
     crop = None
     if affines and options.crop:
@@ -385,60 +414,106 @@ def _read_stream(sources, order, options, aligner):
     items = ((i, src) for i, src in zip(order, (sources[i] for i in order))) if order else enumerate(sources)
     ahead = options.workers + options.queue_size
     with_proxy = aligner is not None and aligner.model != "none"
+    with_means = aligner is not None and aligner.brightness
 
     def read(item):
-        return _timed_read(item, options.linear, with_proxy)
+        return _timed_read(item, options, with_proxy, with_means)
 
     frames = prefetch(read, items, workers=options.workers, ahead=ahead)
     if aligner is None:
         return ((f, None) for f in frames)
 
     def estimate(frame):
-        data = frame.data
-        lut = None if data.dtype == np.float32 else decode_lut(data.dtype, _transfer(frame, options.linear))
-        fa = aligner.step(frame.index, frame.info.pop("proxy", None), frame.info.pop("proxy_scale", 1),
-                          data.shape[2], lambda affine: channel_means(data, lut, affine))
+        means_src = frame.info.pop("_means_source", None)
+        measure = None
+        if means_src is not None:
+            data, lut, pitch, offset = means_src
+            h, w, _ = frame.shape
+            measure = lambda affine: channel_means(data, lut, affine, full_shape=(h, w), pitch=pitch,  # noqa: E731
+                                                   offset=offset)
+        fa = aligner.step(frame.index, frame.info.pop("_proxy", None), frame.info.pop("_proxy_scale", 1),
+                          frame.shape[2], measure, offset=frame.info.pop("_proxy_offset", 0.0))
         return frame, fa
 
     return prefetch(estimate, frames, workers=1, ahead=2)
 
 
 def _transfer(frame, linear: bool) -> str:
-    return "linear" if linear else frame.transfer
+    return "linear" if linear or frame.raw is not None else frame.transfer
 
 
-def _timed_read(item, linear=False, with_proxy=False):
+def _timed_read(item, options, with_proxy=False, with_means=False):
+    """Read one frame on a reader thread; with its alignment proxy and the image its brightness is
+    measured on (``_``-prefixed ``info`` keys, not reported). A RAW mosaic also gets its develop
+    parameters, and a half-size development (2x2 binning) stands in for it on the host."""
     index, src = item
     t0 = time.perf_counter()
-    frame = read_frame(src, index)
+    frame = read_frame(src, index, raw_develop=options.raw_develop)
+    if frame.raw is not None:
+        params = develop_params(frame.raw, options.color)
+        frame.info["_develop"] = params
     frame.info.setdefault("read_s", time.perf_counter() - t0)
-    if with_proxy:
+    if not (with_proxy or with_means):
+        return frame
+    if frame.raw is not None:
+        # bin2x2 cell (i, j) is centred on full-size (2i + 0.5, 2j + 0.5)
+        data, lut, pitch, offset = bin2x2(frame.raw, *params), None, 2, 0.5
+    else:
         data = frame.data
-        lut = None if data.dtype == np.float32 else decode_lut(data.dtype, _transfer(frame, linear))
-        frame.info["proxy"], frame.info["proxy_scale"] = make_proxy(data, lut)
+        lut = None if data.dtype == np.float32 else decode_lut(data.dtype, _transfer(frame, options.linear))
+        pitch, offset = 1, 0.0
+    if with_proxy:
+        proxy, scale = make_proxy(data, lut)
+        frame.info["_proxy"], frame.info["_proxy_scale"], frame.info["_proxy_offset"] = proxy, scale * pitch, offset
+    if with_means:
+        # every 4th full-size pixel is all channel_means reads: keep no more of a binned frame
+        frame.info["_means_source"] = (data[::2, ::2], lut, 4, offset) if pitch == 2 else (data, lut, 1, 0.0)
     return frame
 
 
-def _load(be, frame, fa, luts, dst) -> None:
-    """Bring a decoded frame into ``dst`` (planar linear float32): warped and gained when aligned."""
-    src = be.to_device(frame.data)
-    if fa is None or fa.is_identity:
-        be.convert(src, luts.decode(frame), dst)
-    else:
-        be.warp(src, luts.decode(frame), fa.affine, fa.gains, dst)
+class _Loader:
+    """Brings a decoded frame into a planar linear float32 image on the backend: converted, or
+    warped and gained when aligned; a RAW mosaic developed first (into a scratch image when it
+    must then be warped)."""
+
+    def __init__(self, be, luts, options):
+        self.be = be
+        self.luts = luts
+        self.options = options
+        self._scratch = None
+
+    def load(self, frame, fa, dst) -> None:
+        be = self.be
+        src = be.to_device(frame.data)
+        moved = fa is not None and not fa.is_identity
+        if frame.raw is not None:
+            black, scale, matrix = frame.info["_develop"]
+            out = dst
+            if moved:
+                if self._scratch is None or self._scratch.shape != dst.shape:
+                    self._scratch = be.empty(dst.shape, np.float32)
+                out = self._scratch
+            be.develop(src, frame.raw.cfa, black, scale, matrix, self.options.demosaic, out)
+            if moved:
+                be.warp_planar(out, fa.affine, fa.gains, dst)
+        elif moved:
+            be.warp(src, self.luts.decode(frame), fa.affine, fa.gains, dst)
+        else:
+            be.convert(src, self.luts.decode(frame), dst)
 
 
-def _depthmap_pass(be, pyr, depth, conf_sum, area, sources, order, aligner, luts, options, emit, n):
+def _depthmap_pass(be, pyr, depth, conf_sum, area, sources, order, aligner, loader, options, emit, n):
     """Pass 2 of the depthmap method: re-read the frames, take each pixel from the frames its
     smoothed depth names, and fall back to the pyramid result where confidence is low."""
     c, h, w = pyr.shape
     acc = be.full((c, h, w), 0.0, np.float32)
     planar = be.empty((c, h, w), np.float32)
     items = ((i, sources[i]) for i in order)
-    reader = prefetch(_timed_read, items, workers=options.workers, ahead=options.workers + options.queue_size)
+    reader = prefetch(lambda item: _timed_read(item, options), items, workers=options.workers,
+                      ahead=options.workers + options.queue_size)
     try:
         for done, frame in enumerate(reader, 1):
-            _load(be, frame, aligner.results.get(frame.index) if aligner else None, luts, planar)
+            loader.load(frame, aligner.results.get(frame.index) if aligner else None, planar)
             be.depthmap_accumulate(planar, depth, acc, np.float32(frame.index))
             emit("blend", done, n, frame.name)
     finally:

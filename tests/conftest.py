@@ -21,3 +21,15 @@ def backend(request):
     from gpustack.backends import get_backend
 
     return get_backend(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _restore_gpustack_logger():
+    """``gpustack.cli.main`` configures the ``gpustack`` logger for a terminal (its own handler, no
+    propagation); undo that after each test so that ``caplog`` sees the library's records."""
+    import logging
+
+    log = logging.getLogger("gpustack")
+    saved = (list(log.handlers), log.level, log.propagate)
+    yield
+    log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]

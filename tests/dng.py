@@ -149,3 +149,19 @@ def write_dng(path, mosaic, *, cfa="RGGB", black=256, white=4095, as_shot_neutra
     tifffile.imwrite(path, mosaic, photometric=34892 if linear else 32803, compression=None, subfiletype=0,
                      software="gpustack tests", extratags=tags, metadata=None)
     return path
+
+
+def write_dng_stack(frames, folder, *, cfa="RGGB", black=512, white=16383, wb=(2.0, 1.0, 1.5), seed=0,
+                    make="gpustack", model="synthetic") -> list[Path]:
+    """Each linear-sRGB frame (H, W, 3) as ``folder/frame{k:03d}.dng`` of one 14-bit camera (the
+    mosaic :func:`mosaic_from_linear` gives, quantisation dithered)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    neutral = tuple(1.0 / np.asarray(wb, np.float64))
+    paths = []
+    for k, frame in enumerate(frames):
+        mosaic = mosaic_from_linear(frame, cfa, black=black, white=white, wb=wb, rng=rng)
+        paths.append(write_dng(folder / f"frame{k:03d}.dng", mosaic, cfa=cfa, black=black, white=white,
+                               as_shot_neutral=neutral, make=make, model=model))
+    return paths

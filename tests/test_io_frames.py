@@ -314,7 +314,7 @@ def test_corrupt_raw(tmp_path, name):
     path = tmp_path / name
     path.write_bytes(RNG.integers(0, 256, 4096, dtype=np.uint8).tobytes())
     [source] = list_frames([path])
-    with pytest.raises(DecodeError, match=r"cannot decode RAW: LibRaw\w+Error .*re-copy it or remove it") as info:
+    with pytest.raises(DecodeError, match=r"cannot (decode|unpack) RAW: LibRaw\w+Error .*re-copy it or remove it") as info:
         read_frame(source, 0)
     assert "\n" not in str(info.value)
 
@@ -322,8 +322,11 @@ def test_corrupt_raw(tmp_path, name):
 @pytest.mark.skipif(not RAW_FILE.exists(), reason="shared RAW sample not present")
 def test_real_raw():
     [source] = list_frames([RAW_FILE])
-    frame = read_frame(source, 0)
-    assert frame.kind == "raw" and frame.transfer == "linear"
+    mosaic = read_frame(source, 0)  # default: unpacked only, for the backend to develop
+    assert mosaic.raw is not None and mosaic.info["develop"] == "backend" and mosaic.shape == (512, 768, 3)
+    assert mosaic.data.dtype == np.uint16 and mosaic.data.shape == (512, 768)
+    frame = read_frame(source, 0, raw_develop="libraw")
+    assert frame.raw is None and frame.kind == "raw" and frame.transfer == "linear"
     assert frame.data.dtype == np.uint16 and frame.data.ndim == 3 and frame.data.shape[2] == 3
     assert frame.data.shape[:2] == (512, 768) and frame.data.flags.c_contiguous
     assert 0 < frame.data.mean() < 65535

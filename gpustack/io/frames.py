@@ -39,7 +39,7 @@ from PIL import Image, ImageFile
 from ..errors import DecodeError, GpustackError, InputError
 from ..options import ORDERS
 from ._meta import capture_time, exif_bytes, exif_from_file, parse_exif_bytes
-from .raw import CORRUPT_HINT, read_raw
+from .raw import CORRUPT_HINT, RawMosaic, read_raw, unpack_raw
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +93,11 @@ class Frame:
     path : Path or None
         The file, None for arrays.
     data : ndarray
-        Always 3-D ``(H, W, C)`` with C in {1, 3}, dtype uint8, uint16 or
-        float32, C-contiguous. Alpha channels are dropped; integer samples of
-        fewer bits than their type (12-bit TIFF) are scaled to its full range.
+        ``(H, W, C)`` with C in {1, 3}, dtype uint8, uint16 or float32,
+        C-contiguous. Alpha channels are dropped; integer samples of fewer bits
+        than their type (12-bit TIFF) are scaled to its full range. For a RAW
+        frame left for the backend to develop (``raw`` set): the (H, W) uint16
+        sensor mosaic.
     transfer : {"srgb", "linear"}
         ``"srgb"`` for integer images (display-referred), ``"linear"`` for RAW and float data.
     kind : {"jpeg", "png", "tiff", "raw", "array"}
@@ -106,7 +108,10 @@ class Frame:
         ICC profile.
     info : dict
         ``bits`` (sample depth of the source), ``read_s`` (decode seconds),
-        ``capture_time`` (ISO 8601) when known, and RAW details for RAW files.
+        ``capture_time`` (ISO 8601) when known, and RAW details for RAW files
+        (``develop``: ``"backend"`` or why LibRaw developed it).
+    raw : RawMosaic or None
+        The undeveloped Bayer mosaic and its parameters (``data`` is its mosaic).
     """
 
     index: int
@@ -118,6 +123,12 @@ class Frame:
     exif: bytes | None = None
     icc: bytes | None = None
     info: dict = field(default_factory=dict)
+    raw: RawMosaic | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of the frame as it enters the fusion (C = 3 for a mosaic to develop)."""
+        return (*self.data.shape, 3) if self.raw is not None else tuple(self.data.shape)
 
 
 # --------------------------------------------------------------------------- listing
@@ -367,7 +378,7 @@ def sources_from_arrays(arrays: Sequence[np.ndarray] | np.ndarray) -> list[Frame
 # --------------------------------------------------------------------------- decoding
 
 
-def read_frame(source: FrameSource, index: int) -> Frame:
+def read_frame(source: FrameSource, index: int, raw_develop: str = "backend") -> Frame:
     """Decode one frame.
 
     Parameters
@@ -376,6 +387,10 @@ def read_frame(source: FrameSource, index: int) -> Frame:
         From :func:`list_frames` or :func:`sources_from_arrays`.
     index : int
         Its position in the stack.
+    raw_develop : {"backend", "libraw"}
+        Camera RAW files: ``"backend"`` only unpacks a 2x2 Bayer mosaic (``Frame.raw``; the
+        backend's ``develop`` kernels develop it) and has LibRaw develop anything else
+        (X-Trans, Foveon, monochrome, linear DNG); ``"libraw"`` has LibRaw develop every file.
 
     Returns
     -------
@@ -390,15 +405,27 @@ def read_frame(source: FrameSource, index: int) -> Frame:
         The file cannot be opened (permissions).
     """
     start = time.perf_counter()
-    exif = icc = None
+    exif = icc = mosaic = None
     if source.array is not None:
         data = _to_hwc(source.array)
         kind, info = "array", {"bits": data.dtype.itemsize * 8}
     else:
         path = Path(source.path)
         kind = _sniff(path)
-        if kind == "raw":
+        if kind == "raw" and raw_develop == "backend":
+            mosaic = unpack_raw(path)
+            if mosaic.is_bayer:
+                data, exif, info = mosaic.mosaic, mosaic.exif, mosaic.info
+                info["develop"] = "backend"
+                info["bits"] = 16
+            else:
+                data, exif, info = read_raw(path)
+                info["develop"] = (f"LibRaw (not a 2x2 Bayer mosaic: {mosaic.info['raw_type']} sensor, "
+                                   f"{mosaic.info['num_colors']} colours, CFA {mosaic.info['color_desc']})")
+                mosaic = None
+        elif kind == "raw":
             data, exif, info = read_raw(path)
+            info["develop"] = "LibRaw (raw_develop='libraw')"
         else:
             reader = _read_tiff if kind == "tiff" else _read_pillow
             data, icc, parsed, info = reader(path, kind, source.page)
@@ -410,7 +437,7 @@ def read_frame(source: FrameSource, index: int) -> Frame:
     transfer = "linear" if kind == "raw" or data.dtype == np.float32 else "srgb"
     name = source.name or (Path(source.path).name if source.path is not None else f"array[{index}]")
     logger.debug("read frame %d (%s): %s %s in %.3f s", index, name, data.shape, data.dtype, info["read_s"])
-    return Frame(index, name, source.path, data, transfer, kind, exif=exif, icc=icc, info=info)
+    return Frame(index, name, source.path, data, transfer, kind, exif=exif, icc=icc, info=info, raw=mosaic)
 
 
 @contextlib.contextmanager

@@ -116,9 +116,11 @@ class Aligner:
         if self.model not in MODELS:
             raise InputError(f"align must be one of {', '.join(MODELS)}; got {self.model!r}")
 
-    def step(self, index: int, proxy, scale: int, channels: int, measure=None) -> FrameAlignment:
+    def step(self, index: int, proxy, scale: int, channels: int, measure=None, offset: float = 0.0) -> FrameAlignment:
         """Align frame ``index`` (its ``proxy``, ``scale`` full-resolution px per proxy px) to the chain.
 
+        Proxy pixel ``p`` is centred on the frame's ``scale * p + offset`` (``offset`` 0.5 for the
+        proxies of 2x2-binned RAW frames, 0 for pyramid reductions).
         ``measure(affine)`` returns the frame's (C,) channel means over the reference's central
         region seen through ``affine`` (``proxy.channel_means``); it is called once the transform
         is known, so the gains compare the same part of the subject. None: gains of 1.
@@ -126,7 +128,7 @@ class Aligner:
         import time
 
         t0 = time.perf_counter()
-        affine, fa = self._geometry(index, proxy, scale, channels)
+        affine, fa = self._geometry(index, proxy, scale, channels, offset)
         gains = np.ones(channels, np.float32)
         if self.brightness and measure is not None:
             means = np.asarray(measure(fa.estimated if fa.estimated is not None else affine), np.float64)
@@ -141,7 +143,7 @@ class Aligner:
         self.results[index] = fa
         return fa
 
-    def _geometry(self, index, proxy, scale, channels):
+    def _geometry(self, index, proxy, scale, channels, offset):
         """(applied affine, FrameAlignment with its geometry) for the next frame of the chain."""
         gains = np.ones(channels, np.float32)
         if self._prev is None:
@@ -154,7 +156,8 @@ class Aligner:
                 fa = FrameAlignment(index, IDENTITY.copy(), gains, neighbour=nb_index)
             else:
                 est = estimate_pair(nb_proxy, proxy, self.model, scale=float(scale))
-                chained = round_affine((_h(est.affine) @ _h(nb_affine))[:2])
+                pair = _shift_origin(est.affine, offset)
+                chained = round_affine((_h(pair) @ _h(nb_affine))[:2])
                 snapped = _corner_motion(chained, proxy.shape, scale) <= SNAP_PROXY_PX * scale
                 fa = FrameAlignment(index, IDENTITY.copy() if snapped else chained, gains, neighbour=nb_index,
                                     score=float(est.score), identity_score=float(est.identity_score),
@@ -164,6 +167,15 @@ class Aligner:
                                   f"warp; kept unwarped relative to it", stacklevel=2)
         self._prev = (index, proxy, scale, fa.affine if fa.estimated is None else fa.estimated)
         return fa.affine, fa
+
+
+def _shift_origin(affine, offset: float) -> np.ndarray:
+    """``affine`` estimated in coordinates ``X = scale * p`` re-expressed in the frame's own, where
+    proxy pixel ``p`` sits at ``scale * p + offset``: ``t' = t + (I - L) (offset, offset)``."""
+    a = np.array(affine, dtype=np.float64)
+    if offset:
+        a[:, 2] += (np.eye(2) - a[:, :2]) @ np.array([offset, offset])
+    return a
 
 
 def _corner_motion(affine, proxy_shape, scale) -> float:

@@ -59,23 +59,30 @@ def make_proxy(data: np.ndarray, lut: np.ndarray | None, max_pixels: int = PROXY
     return luma, scale
 
 
-def channel_means(data: np.ndarray, lut: np.ndarray | None, affine=None) -> np.ndarray:
+def channel_means(data: np.ndarray, lut: np.ndarray | None, affine=None, *, full_shape=None, pitch: int = 1,
+                  offset: float = 0.0) -> np.ndarray:
     """float64 (C,) mean linear value of each channel over the central half of the reference canvas
-    (every 4th pixel), read from ``data`` (H, W, C) through ``affine`` (reference (col, row, 1) ->
-    frame (col, row); nearest sample, clamped; None for the identity). Measured where the reference
-    is measured, a frame's gains compare the same part of the subject, however far it moved."""
-    h, w, c = data.shape
+    (every 4th pixel), read from ``data`` through ``affine`` (reference (col, row, 1) -> frame
+    (col, row); nearest sample, clamped; None for the identity). Measured where the reference is
+    measured, a frame's gains compare the same part of the subject, however far it moved.
+
+    ``data`` (h, w, C) may be a reduced image of the (H, W) = ``full_shape`` frame: its pixel
+    (i, j) is centred on the frame's (``pitch * i + offset``, ``pitch * j + offset``) (a 2x2-binned
+    RAW frame: pitch 2, offset 0.5).
+    """
+    h, w = data.shape[:2] if full_shape is None else full_shape
+    c = data.shape[2]
     rows = np.arange(h // 4, h - h // 4, 4, dtype=np.float64)
     cols = np.arange(w // 4, w - w // 4, 4, dtype=np.float64)
     if affine is None:
-        centre = data[np.ix_(rows.astype(np.intp), cols.astype(np.intp))]
+        x, y = cols[None, :] + 0 * rows[:, None], rows[:, None] + 0 * cols[None, :]
     else:
         a = np.asarray(affine, np.float64)
         x = a[0, 0] * cols[None, :] + a[0, 1] * rows[:, None] + a[0, 2]
         y = a[1, 0] * cols[None, :] + a[1, 1] * rows[:, None] + a[1, 2]
-        xi = np.clip(np.rint(x), 0, w - 1).astype(np.intp)
-        yi = np.clip(np.rint(y), 0, h - 1).astype(np.intp)
-        centre = data[yi, xi]
+    xi = np.clip(np.rint((x - offset) / pitch), 0, data.shape[1] - 1).astype(np.intp)
+    yi = np.clip(np.rint((y - offset) / pitch), 0, data.shape[0] - 1).astype(np.intp)
+    centre = data[yi, xi]
     if lut is not None:
         centre = lut[centre]
     return centre.reshape(-1, c).astype(np.float64).mean(axis=0)
