@@ -38,17 +38,17 @@ def make_dngs(folder: Path, n: int, size, distinct: int = 4) -> list[Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     w, h = size
+    paths = [folder / f"f{w}x{h}_{k:04d}.dng" for k in range(n)]
+    if all(p.exists() for p in paths):
+        return paths  # cached: no generation (it would count in the peak RSS)
     rng = np.random.default_rng(0)
     small = rng.uniform(0.02, 0.9, (h // 16 + 1, w // 16 + 1, 3))
     base = np.repeat(np.repeat(small, 16, 0), 16, 1)[:h, :w]
     mosaics = [mosaic_from_linear(np.clip(base * (0.9 + 0.05 * k), 0, 1), "RGGB", black=512, white=16383)
                for k in range(distinct)]
-    paths = []
-    for k in range(n):
-        p = folder / f"f{w}x{h}_{k:04d}.dng"
+    for k, p in enumerate(paths):
         if not p.exists():
             write_dng(p, mosaics[k % distinct], cfa="RGGB", black=512, white=16383, as_shot_neutral=(0.5, 1, 1 / 1.5))
-        paths.append(p)
     return paths
 
 
@@ -59,7 +59,10 @@ def _unpack(path):
 
 
 def unpack_rate(paths, workers, processes=False) -> float:
-    pool = ProcessPoolExecutor(workers) if processes else ThreadPoolExecutor(workers)
+    import multiprocessing
+
+    pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if processes
+            else ThreadPoolExecutor(workers))
     with pool:
         list(pool.map(_unpack, paths[:workers]))  # warm-up (imports, page cache)
         t0 = time.perf_counter()

@@ -74,8 +74,34 @@ def test_fold_one_frame(benchmark, be, data):
     """A whole frame folded into the state: convert + pyramid + energies + select + depth."""
     fusion = PyramidFusion(be, C, H, W, levels=auto_levels(H, W), energy_radius=2, depth_radius=4)
 
+    count = iter(range(10**6))
+
     def fold():
         be.convert(data["frame"], data["lut"], fusion.input)
-        fusion.fold()
+        fusion.fold(next(count))
         be.synchronize()
     benchmark.pedantic(fold, rounds=5, warmup_rounds=1)
+
+
+SIMILARITY = np.array([[1.001, -0.0005, 2.25], [0.0005, 1.001, -1.75]])
+
+
+def test_warp(benchmark, be, data):
+    """Bicubic warp of a uint16 RGB frame (similarity transform): the per-frame cost of alignment."""
+    _run(benchmark, be, be.warp, data["frame"], data["lut"], SIMILARITY, np.ones(C, np.float32), data["planar"])
+
+
+def test_develop_mhc(benchmark, be, data):
+    """RAW development of a uint16 Bayer mosaic (MHC demosaic, colour matrix) to planar RGB."""
+    rng = np.random.default_rng(1)
+    mosaic = be.to_device(rng.integers(512, 16383, (H, W), dtype=np.uint16))
+    cfa = np.array([[0, 1], [1, 2]], np.int8)
+    black = np.full((2, 2), 512, np.float32)
+    scale = np.full((2, 2), 1 / 15871, np.float32)
+    _run(benchmark, be, be.develop, mosaic, cfa, black, scale, np.eye(3, dtype=np.float32), "mhc", data["planar"])
+
+
+def test_warp_planar(benchmark, be, data):
+    """Warp of a developed (planar float32) RAW frame."""
+    src = be.to_device(np.ascontiguousarray(be.to_host(data["planar"])).copy())
+    _run(benchmark, be, be.warp_planar, src, SIMILARITY, np.ones(C, np.float32), data["planar"])

@@ -76,7 +76,7 @@ def frame_pool(size, channels, dtype, count=4, seed=0):
 def run_once(args) -> dict:
     import gpustack
 
-    opts = dict(backend=args.backend, method=args.method, workers=args.workers)
+    opts = dict(backend=args.backend, method=args.method, workers=args.workers, align=args.align)
     t0 = time.perf_counter()
     if args.folder:
         res = gpustack.stack([args.folder], **opts)
@@ -94,6 +94,8 @@ def run_once(args) -> dict:
     total = time.perf_counter() - t0
     mp = h * w / 1e6
     fuse = res.timings["fuse_s"]
+    align = res.timings.get("align_s", 0.0)
+    warped = sum(1 for f in res.frames if f.alignment and f.alignment["affine"] != [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     return {
         "source": args.folder or f"synthetic {args.dtype} {args.channels}ch",
         "backend": res.backend, "device": res.device, "method": args.method,
@@ -101,6 +103,7 @@ def run_once(args) -> dict:
         "total_s": round(total, 3), "fuse_s": round(fuse, 3),
         "frames_per_s": round(n / total, 3), "mp_frames_per_s": round(mp * n / total, 2),
         "fuse_s_per_frame": round(fuse / n, 4), "fuse_mp_frames_per_s": round(mp * n / fuse, 2),
+        "align": args.align, "estimate_s_per_frame": round(align / n, 4), "warped_frames": warped,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "machine": machine(res.backend),
     }
@@ -115,6 +118,7 @@ def main(argv=None):
     p.add_argument("--folder", default=None, help="stack this folder of files instead (decoding included)")
     p.add_argument("--backend", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--method", default="pyramid", choices=("pyramid", "depthmap"))
+    p.add_argument("--align", default="similarity", help="alignment model (none: the fusion alone)")
     p.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)))
     args = p.parse_args(argv)
     args.size = tuple(int(v) for v in args.size.lower().split("x"))
@@ -134,6 +138,8 @@ def main(argv=None):
     print(f"  end to end  {r['total_s']:8.2f} s   {r['frames_per_s']:7.2f} frames/s   {r['mp_frames_per_s']:8.1f} MP-frames/s")
     print(f"  fusion      {r['fuse_s']:8.2f} s   {r['fuse_s_per_frame'] * 1000:7.1f} ms/frame   "
           f"{r['fuse_mp_frames_per_s']:8.1f} MP-frames/s")
+    print(f"  estimation  {r['estimate_s_per_frame'] * 1000:8.1f} ms/frame on the estimator thread "
+          f"(align {r['align']}; {r['warped_frames']} frames warped)")
     print(f"  peak RSS    {r['peak_rss_mb']:8.0f} MB")
     print("JSON " + json.dumps(r))
 

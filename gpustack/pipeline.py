@@ -485,9 +485,11 @@ class _Loader:
     def load(self, frame, fa, dst) -> None:
         be = self.be
         src = be.to_device(frame.data)
-        moved = fa is not None and not fa.is_identity
+        moved = fa is not None and not fa.is_still  # a gain alone is applied by convert / develop's copy
         if frame.raw is not None:
             black, scale, matrix = frame.info["_develop"]
+            if fa is not None and np.any(fa.gains != 1):  # the gains ride on the colour matrix's rows
+                matrix = (fa.gains.astype(np.float64)[:, None] * matrix.astype(np.float64)).astype(np.float32)
             out = dst
             if moved:
                 if self._scratch is None or self._scratch.shape != dst.shape:
@@ -495,11 +497,11 @@ class _Loader:
                 out = self._scratch
             be.develop(src, frame.raw.cfa, black, scale, matrix, self.options.demosaic, out)
             if moved:
-                be.warp_planar(out, fa.affine, fa.gains, dst)
+                be.warp_planar(out, fa.affine, np.ones(3, np.float32), dst)
         elif moved:
             be.warp(src, self.luts.decode(frame), fa.affine, fa.gains, dst)
         else:
-            be.convert(src, self.luts.decode(frame), dst)
+            be.convert(src, self.luts.decode(frame), dst, None if fa is None else fa.gains)
 
 
 def _depthmap_pass(be, pyr, depth, conf_sum, area, sources, order, aligner, loader, options, emit, n):

@@ -93,7 +93,8 @@ def _convert(dtype, transfer):
             frame = rng.integers(0, np.iinfo(dtype).max + 1, (h, w, c)).astype(dtype)
             frame.reshape(-1)[:2] = [0, np.iinfo(dtype).max][: frame.size]
             lut = decode_lut(dtype, transfer)
-        return OpCase("convert", (frame, lut, empty(shape)), (2,))
+        gains = rand(rng, (c,), 0.9, 1.1)
+        return OpCase("convert", (frame, lut, empty(shape), gains), (2,))
 
     return build
 

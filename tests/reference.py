@@ -93,10 +93,13 @@ def energy(lap, r):
     return box_cols(box_rows(sqsum(lap), r), r)
 
 
-def convert(frame, lut):
-    """(H, W, C) -> (C, H, W) float32."""
+def convert(frame, lut, gains=None):
+    """(H, W, C) -> (C, H, W) float32, times the per-channel gains."""
     x = frame.astype(F) if frame.dtype == np.float32 else lut[frame]
-    return np.ascontiguousarray(np.moveaxis(x, -1, 0)).astype(F)
+    out = np.ascontiguousarray(np.moveaxis(x, -1, 0)).astype(F)
+    if gains is not None:
+        out = (np.asarray(gains, F)[:, None, None] * out).astype(F)
+    return out
 
 
 def encode(planar, lut):

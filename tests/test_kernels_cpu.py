@@ -80,6 +80,23 @@ def test_convert_lut_matches_reference(dtype, transfer):
     out = np.empty((3, 13, 17), F)
     be.convert(frame, lut, out)
     np.testing.assert_array_equal(out, ref.convert(frame, lut))
+    gains = np.array([0.97, 1.0, 1.031], F)
+    be.convert(frame, lut, out, gains)
+    np.testing.assert_array_equal(out, ref.convert(frame, lut, gains))
+
+
+def test_gained_convert_equals_an_identity_warp():
+    """A frame that gets a brightness gain but does not move is converted, not warped: the same values."""
+    rng = np.random.default_rng(8)
+    frame = rng.integers(0, 65536, (11, 14, 3)).astype(np.uint16)
+    lut = decode_lut(np.uint16, "srgb")
+    gains = np.array([1.013, 0.987, 1.0], F)
+    a, b = np.empty((3, 11, 14), F), np.empty((3, 11, 14), F)
+    be.convert(frame, lut, a, gains)
+    be.warp(frame, lut, np.eye(2, 3), gains, b)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="one per channel"):
+        be.convert(frame, lut, a, gains[:2])
 
 
 def test_convert_float_is_transpose():

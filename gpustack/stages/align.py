@@ -89,6 +89,11 @@ class FrameAlignment:
     snapped: bool = False                  # the estimate was below the estimator's resolution
 
     @property
+    def is_still(self) -> bool:
+        """No geometric change (gains may still apply)."""
+        return bool(np.array_equal(self.affine, IDENTITY))
+
+    @property
     def is_identity(self) -> bool:
         return bool(np.array_equal(self.affine, IDENTITY) and np.all(self.gains == 1))
 

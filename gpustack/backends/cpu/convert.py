@@ -1,6 +1,8 @@
 """Input frames (H, W, C) uint8/uint16/float32 -> planar linear float32 (C, H, W).
 
-Twin of kernels/convert.cu.
+Twin of kernels/convert.cu: ``dst[ch, i, j] = gains[ch] * lut[src[i, j, ch]]`` (or times the
+float32 sample), one multiply, so a gained frame that does not move costs no warp, and gains
+of 1 leave every value as it is.
 """
 
 from __future__ import annotations
@@ -10,27 +12,38 @@ from numba import njit, prange
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _convert_lut_kernel(src, lut, dst):
+def _convert_lut_kernel(src, lut, gains, dst):
     h, w, c = src.shape
     for i in prange(h):
         for j in range(w):
             for ch in range(c):
-                dst[ch, i, j] = lut[src[i, j, ch]]
+                dst[ch, i, j] = gains[ch] * lut[src[i, j, ch]]
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _convert_f32_kernel(src, dst):
+def _convert_f32_kernel(src, gains, dst):
     h, w, c = src.shape
     for i in prange(h):
         for j in range(w):
             for ch in range(c):
-                dst[ch, i, j] = src[i, j, ch]
+                dst[ch, i, j] = gains[ch] * src[i, j, ch]
 
 
-def convert(src: np.ndarray, lut: np.ndarray | None, dst: np.ndarray) -> None:
+def convert(src: np.ndarray, lut: np.ndarray | None, dst: np.ndarray, gains=None) -> None:
     """Fill ``dst`` (C, H, W) float32 from ``src`` (H, W, C): through ``lut`` for integer
-    samples, copied for float32 samples (already linear)."""
+    samples, copied for float32 samples (already linear); times ``gains`` (C float32; None: 1)."""
+    g = gains_or_ones(gains, src.shape[2])
     if src.dtype == np.float32:
-        _convert_f32_kernel(src, dst)
+        _convert_f32_kernel(src, g, dst)
     else:
-        _convert_lut_kernel(src, lut, dst)
+        _convert_lut_kernel(src, lut, g, dst)
+
+
+def gains_or_ones(gains, c: int) -> np.ndarray:
+    """(C,) float32 host gains, checked: one per channel, at most 4 (both backends)."""
+    if gains is None:
+        return np.ones(c, np.float32)
+    g = np.ascontiguousarray(gains, dtype=np.float32).reshape(-1)
+    if g.size != c or c > 4:
+        raise ValueError(f"gains: expected one per channel ({c}, at most 4); got {g.size}")
+    return g

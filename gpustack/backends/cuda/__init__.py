@@ -12,6 +12,8 @@ of the kernel sources run anywhere.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import inspect
 
 import numpy as np
@@ -27,6 +29,7 @@ except Exception as _exc:  # noqa: BLE001 - missing, or a broken CUDA install (r
     _CUPY_ERROR = f"{type(_exc).__name__}: {_exc}"
 
 GIB = 2**30
+logger = logging.getLogger(__name__)
 _ENCODE_LUT_BYTES = (1 << 20) * 2 + 65536 * 4  # the largest encode and decode tables
 
 
@@ -120,6 +123,9 @@ class CudaBackend:
             raise BackendUnavailableError(f"CUDA backend unavailable: {exc}; run with --backend cpu") from exc
         self._next_slot = 0
         self._geometry = None  # (channels, height, width, levels) for the out-of-memory message
+        self._managed = None   # a cupy MemoryPool on managed memory, once frames outgrow the device
+        if os.environ.get("GPUSTACK_CUDA_MANAGED") == "1":  # force it (tests, or to leave room for others)
+            self._use_managed("GPUSTACK_CUDA_MANAGED=1")
 
     # -- memory ---------------------------------------------------------------------------------
 
@@ -138,9 +144,32 @@ class CudaBackend:
         self._geometry = (channels, height, width, levels)
         need = estimate_device_bytes(channels, height, width, levels)
         free = self.free_device_bytes()
-        if need > free:
-            raise BackendUnavailableError(self._oom_message(need, free))
+        if need > free and self._managed is None:
+            host = _host_available_bytes()
+            if not self._managed_supported() or need > free + host:
+                raise BackendUnavailableError(self._oom_message(need, free))
+            self._use_managed(f"{width}x{height} frames need about {need / GIB:.1f} GiB of GPU memory and "
+                              f"{free / GIB:.1f} GiB are free")
         return need
+
+    def _managed_supported(self) -> bool:
+        try:
+            return bool(self.device.attributes.get("ConcurrentManagedAccess", 0))
+        except Exception:  # noqa: BLE001 - an old driver without the attribute
+            return False
+
+    def _use_managed(self, why: str) -> None:
+        """Allocate from now on in CUDA managed memory: the driver pages it between host and device
+        as the kernels touch it, so a stack larger than the device still runs, with the same
+        kernels and the same output bytes, only slower (instead of tiles, whose pyramid halos would
+        change the result). The state of a stack is allocated after ``check_memory``."""
+        self._managed = cupy.cuda.MemoryPool(cupy.cuda.malloc_managed)
+        logger.warning("%s: using CUDA managed memory (pages move between host and GPU as needed; "
+                       "slower than fitting on the GPU, same result)", why)
+
+    def _allocator(self):
+        return (cupy.cuda.using_allocator(self._managed.malloc) if self._managed is not None
+                else contextlib.nullcontext())
 
     def _oom_message(self, need: int, free: int | None = None) -> str:
         if free is None:
@@ -170,13 +199,13 @@ class CudaBackend:
     def empty(self, shape, dtype):
         shape = tuple(shape) if np.ndim(shape) else (int(shape),)
         self._note_shape(shape, dtype)
-        with self._allocating(int(np.prod(shape)) * np.dtype(dtype).itemsize), self.stream:
+        with self._allocating(int(np.prod(shape)) * np.dtype(dtype).itemsize), self.stream, self._allocator():
             return cupy.empty(shape, dtype=dtype)
 
     def full(self, shape, value, dtype):
         shape = tuple(shape) if np.ndim(shape) else (int(shape),)
         self._note_shape(shape, dtype)
-        with self._allocating(int(np.prod(shape)) * np.dtype(dtype).itemsize), self.stream:
+        with self._allocating(int(np.prod(shape)) * np.dtype(dtype).itemsize), self.stream, self._allocator():
             return cupy.full(shape, value, dtype=dtype)
 
     # -- transfers ------------------------------------------------------------------------------
@@ -202,7 +231,7 @@ class CudaBackend:
         if a.dtype.hasobject:
             raise TypeError(f"to_device: cannot move a {a.dtype} array to the GPU")
         with self._allocating(a.nbytes):
-            with self.stream:
+            with self.stream, self._allocator():
                 out = cupy.empty(a.shape, dtype=a.dtype)
             if a.nbytes == 0:
                 return out
@@ -240,15 +269,17 @@ class CudaBackend:
         """Launch ``plan`` on the compute stream (the one place ops reach the GPU)."""
         _k.launch(plan, self.stream)
 
-    def convert(self, src, lut, dst) -> None:
+    def convert(self, src, lut, dst, gains=None) -> None:
         """Fill ``dst`` (C, H, W) float32 from ``src`` (H, W, C): through ``lut`` for uint8 or
-        uint16 samples, copied for float32 samples (already linear)."""
+        uint16 samples, copied for float32 samples (already linear); times ``gains`` (C float32,
+        host values; None: 1)."""
+        gains = None if gains is None else _host(gains)
         if src.dtype == np.float32:
-            self._run(_k.plan_convert_f32(src, dst))
+            self._run(_k.plan_convert_f32(src, dst, gains))
         elif src.dtype == np.uint8:
-            self._run(_k.plan_convert_lut_u8(src, lut, dst))
+            self._run(_k.plan_convert_lut_u8(src, lut, dst, gains))
         elif src.dtype == np.uint16:
-            self._run(_k.plan_convert_lut_u16(src, lut, dst))
+            self._run(_k.plan_convert_lut_u16(src, lut, dst, gains))
         else:
             raise TypeError(f"convert: expected uint8, uint16 or float32 samples; got {src.dtype}")
 
@@ -313,6 +344,18 @@ class CudaBackend:
             self._run(_k.plan_encode_lut_u16(src, lut, dst))
         else:
             raise TypeError(f"encode: expected a uint8 or uint16 output; got {dst.dtype}")
+
+
+def _host_available_bytes() -> int:
+    """Host memory available now (``MemAvailable``; 0 where unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _host(a):

@@ -302,30 +302,42 @@ def _i32(*values):
     return tuple(np.int32(v) for v in values)
 
 
-def plan_convert_lut_u8(src, lut, dst) -> Launch:
-    """``dst`` (C, H, W) float32 = ``lut[src]``, ``src`` (H, W, C) uint8, ``lut`` float32 of 256."""
-    return _plan_convert_lut(src, lut, dst, U8, "gs_convert_lut_u8")
+def plan_convert_lut_u8(src, lut, dst, gains=None) -> Launch:
+    """``dst`` (C, H, W) float32 = ``gains * lut[src]``, ``src`` (H, W, C) uint8, ``lut`` float32 of 256."""
+    return _plan_convert_lut(src, lut, dst, gains, U8, "gs_convert_lut_u8")
 
 
-def plan_convert_lut_u16(src, lut, dst) -> Launch:
-    """``dst`` (C, H, W) float32 = ``lut[src]``, ``src`` (H, W, C) uint16, ``lut`` float32 of 65536."""
-    return _plan_convert_lut(src, lut, dst, U16, "gs_convert_lut_u16")
+def plan_convert_lut_u16(src, lut, dst, gains=None) -> Launch:
+    """``dst`` (C, H, W) float32 = ``gains * lut[src]``, ``src`` (H, W, C) uint16, ``lut`` float32 of 65536."""
+    return _plan_convert_lut(src, lut, dst, gains, U16, "gs_convert_lut_u16")
 
 
-def _plan_convert_lut(src, lut, dst, dtype, kernel) -> Launch:
+def _gains4(gains, c):
+    """The C host gains (None: ones) as the four float scalars the kernels take."""
+    g = np.ones(c, np.float32) if gains is None else np.asarray(gains, dtype=np.float32).reshape(-1)
+    if g.size != c or c > _WARP_MAX_CHANNELS:
+        raise ValueError(f"gains: expected one per channel ({c}, at most {_WARP_MAX_CHANNELS}); got {g.size}")
+    g4 = np.ones(_WARP_MAX_CHANNELS, np.float32)
+    g4[:c] = g
+    return tuple(g4)
+
+
+def _plan_convert_lut(src, lut, dst, gains, dtype, kernel) -> Launch:
     _check(src, "src", dtype, ndim=3)
     h, w, c = src.shape
     _check(lut, "lut", F32, shape=(np.iinfo(dtype).max + 1,))
     _check(dst, "dst", F32, shape=(c, h, w))
-    return Launch(kernel, _index_type(src, dst), _grid_1d(h * w), BLOCK_1D, (src, lut, dst, *_i32(h, w, c)))
+    return Launch(kernel, _index_type(src, dst), _grid_1d(h * w), BLOCK_1D,
+                  (src, lut, dst, *_i32(h, w, c), *_gains4(gains, c)))
 
 
-def plan_convert_f32(src, dst) -> Launch:
-    """``dst`` (C, H, W) float32 = ``src`` (H, W, C) float32, transposed."""
+def plan_convert_f32(src, dst, gains=None) -> Launch:
+    """``dst`` (C, H, W) float32 = ``gains * src`` (H, W, C) float32, transposed."""
     _check(src, "src", F32, ndim=3)
     h, w, c = src.shape
     _check(dst, "dst", F32, shape=(c, h, w))
-    return Launch("gs_convert_f32", _index_type(src, dst), _grid_1d(h * w), BLOCK_1D, (src, dst, *_i32(h, w, c)))
+    return Launch("gs_convert_f32", _index_type(src, dst), _grid_1d(h * w), BLOCK_1D,
+                  (src, dst, *_i32(h, w, c), *_gains4(gains, c)))
 
 
 def plan_warp_lut_u8(src, lut, affine, gains, dst) -> Launch:
@@ -365,14 +377,9 @@ def _plan_warp(src, lut, affine, gains, dst, dtype, kernel, planar=False) -> Lau
     a = np.asarray(affine, dtype=np.float64).reshape(-1)
     if a.size != 6:
         raise ValueError(f"affine: expected a (2, 3) matrix; got {np.shape(affine)}")
-    g = np.asarray(gains, dtype=np.float32).reshape(-1)
-    if g.size != c or c > _WARP_MAX_CHANNELS:
-        raise ValueError(f"gains: expected one per channel ({c}, at most {_WARP_MAX_CHANNELS}); got {g.size}")
-    g4 = np.ones(_WARP_MAX_CHANNELS, np.float32)
-    g4[:c] = g
     arrays = (src, dst) if lut is None else (src, lut, dst)
     return Launch(kernel, _index_type(src, dst), _grid_2d(ow, oh), BLOCK_2D,
-                  (*arrays, *_i32(h, w, c, oh, ow), *a.astype(np.float64), *g4))
+                  (*arrays, *_i32(h, w, c, oh, ow), *a.astype(np.float64), *_gains4(gains, c)))
 
 
 def plan_pyramid_reduce(src, dst) -> Launch:
