@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import logging
 import sys
 import time
@@ -153,12 +154,101 @@ class ProgressLog:
         pass
 
 
+#: Set in the child process that does the work under the supervisor (its value: the fd of the decode log).
+CHILD_ENV = "GPUSTACK_DECODE_LOG_FD"
+#: ``0`` runs ``stack`` in this process, without a supervising parent (tests, debuggers, profilers).
+SUPERVISE_ENV = "GPUSTACK_SUPERVISE"
+
+
 def main(argv=None) -> int:
     parser = _build_parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if CHILD_ENV in os.environ:
+        from .io.frames import set_decode_log
+
+        set_decode_log(int(os.environ[CHILD_ENV]))
+    elif os.environ.get(SUPERVISE_ENV, "1") != "0":
+        return _supervise(argv, args)
+    return _stack(args)
+
+
+def _supervise(argv, args) -> int:
+    """Run ``gpustack stack`` in a child process and wait for it. A decoder (LibRaw, a codec) that
+    crashes takes only the child down; the child logs which files it is decoding to a pipe, so the
+    parent can name them, remove any temporary output, and exit 1 with one line."""
+    import json
+    import signal
+    import subprocess
+    import threading
+
+    read_fd, write_fd = os.pipe()
+    env = dict(os.environ, **{CHILD_ENV: str(write_fd)})
+    in_flight: dict[str, int] = {}
+
+    def follow():
+        with os.fdopen(read_fd, "rb") as pipe:
+            for line in pipe:
+                try:
+                    event, path = json.loads(line)
+                except ValueError:
+                    continue
+                in_flight[path] = in_flight.get(path, 0) + (1 if event == "start" else -1)
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the child, which stops cleanly
+    try:
+        child = subprocess.Popen([sys.executable, "-m", "gpustack", *argv], env=env, pass_fds=(write_fd,))
+        os.close(write_fd)
+        code = child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    reader.join(timeout=5)
+    if code >= 0:
+        return code
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    _remove_temporaries([args.output, args.depth_map] + ([f"{args.output}.json"] if args.sidecar else []))
+    busy = sorted(p for p, n in in_flight.items() if n > 0)
+    if busy:
+        what = f"while decoding {busy[0]}" if len(busy) == 1 else f"while decoding one of {', '.join(busy)}"
+        hint = ("that file may be corrupt or unsupported (a RAW LibRaw cannot read safely): re-copy it, or "
+                "remove it from the frames, and run again")
+    else:
+        what, hint = "outside decoding", "run again with -v and report it"
+    print(f"gpustack: error: the stacking process crashed ({name}) {what}; {hint}; nothing was written",
+          file=sys.stderr)
+    return 1
+
+
+def _remove_temporaries(outputs) -> None:
+    """Delete the temporary files a crashed run left next to its outputs (``.<name>.<hex>.tmp``)."""
+    from pathlib import Path
+
+    for out in outputs:
+        if out is None:
+            continue
+        out = Path(out)
+        for tmp in out.parent.glob(f".{glob_escape(out.name)}.*.tmp"):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
+def glob_escape(text: str) -> str:
+    import glob
+
+    return glob.escape(text)
+
+
+def _stack(args) -> int:
     verbosity = args.verbose - args.quiet
     _configure_logging(verbosity)
     progress = None

@@ -33,3 +33,10 @@ def _restore_gpustack_logger():
     saved = (list(log.handlers), log.level, log.propagate)
     yield
     log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+
+
+@pytest.fixture(autouse=True)
+def _cli_in_process(monkeypatch):
+    """``gpustack.cli.main`` runs ``stack`` in a supervised child process; the tests that call it
+    in-process want it here (``tests/test_cli.py`` tests the supervisor itself)."""
+    monkeypatch.setenv("GPUSTACK_SUPERVISE", "0")

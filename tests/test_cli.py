@@ -203,7 +203,7 @@ def test_version_and_help(capsys):
 
 def test_python_dash_m_and_progress_in_pipe(tmp_path):
     _write_stack(tmp_path / "in")
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=str(REPO), GPUSTACK_SUPERVISE="1")  # as a user runs it: supervised
     cmd = [sys.executable, "-m", "gpustack", "stack", str(tmp_path / "in"), "-o", str(tmp_path / "f.tif"),
            "--align", "none"]
     quiet = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
@@ -212,6 +212,50 @@ def test_python_dash_m_and_progress_in_pipe(tmp_path):
     loud = subprocess.run(cmd + ["--overwrite", "-v"], capture_output=True, text=True, env=env, timeout=300)
     assert loud.returncode == 0
     assert "[  3/  3] fuse" in loud.stderr and "backend" in loud.stderr
+
+
+SEGFAULT_ON = """
+import ctypes, os, rawpy
+_imread = rawpy.imread
+def imread(path, *args, **kwargs):
+    if os.path.basename(str(path)) == os.environ["CRASH_ON"]:
+        ctypes.string_at(0)  # a decoder that crashes the process (SIGSEGV)
+    return _imread(path, *args, **kwargs)
+rawpy.imread = imread
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_decoder_crash_names_the_file_and_leaves_nothing(tmp_path):
+    """LibRaw dying inside a reader thread (simulated: a segfault when frame002.dng is opened) takes
+    down only the supervised child: one line naming the file, exit 1, no output, no temporary file."""
+    from dng import write_dng_stack
+
+    from gpustack import synth
+
+    st = synth.make_stack(n_frames=4, shape=(48, 64), seed=2)
+    paths = write_dng_stack(st.frames, tmp_path / "in")
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SEGFAULT_ON)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hook), str(REPO)]), CRASH_ON="frame002.dng",
+               GPUSTACK_SUPERVISE="1")
+    out = tmp_path / "out" / "f.tif"
+    out.parent.mkdir()
+    cmd = [sys.executable, "-m", "gpustack", "stack", *map(str, paths), "-o", str(out), "--depth-map",
+           str(out.with_name("d.tif")), "--align", "none", "--workers", "1"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "crashed (SIGSEGV) while decoding" in lines[0] and "frame002.dng" in lines[0], lines[0]
+    assert "frame001.dng" not in lines[0]  # only the file being decoded is named
+    assert list(out.parent.iterdir()) == []
+    assert all(p.read_bytes()[:4] in (b"II*\0", b"MM\0*") for p in paths)  # inputs untouched
+    env.pop("CRASH_ON")
+    env["CRASH_ON"] = "none"
+    ok = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert ok.returncode == 0 and out.is_file(), ok.stderr
 
 
 def test_progress_bar_format():

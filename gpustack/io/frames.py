@@ -378,6 +378,27 @@ def sources_from_arrays(arrays: Sequence[np.ndarray] | np.ndarray) -> list[Frame
 # --------------------------------------------------------------------------- decoding
 
 
+_DECODE_LOG_FD: int | None = None
+
+
+def set_decode_log(fd: int | None) -> None:
+    """Report every file decode to ``fd`` (a pipe to ``gpustack stack``'s supervising process): a
+    JSON line ``["start", path]`` before, ``["end", path]`` after, so that a decoder that crashes the
+    process can be named. None stops."""
+    global _DECODE_LOG_FD
+    _DECODE_LOG_FD = fd
+
+
+def _log_decode(event: str, path) -> None:
+    if _DECODE_LOG_FD is not None:
+        import json
+
+        try:
+            os.write(_DECODE_LOG_FD, (json.dumps([event, str(path)]) + "\n").encode())
+        except OSError:
+            pass
+
+
 def read_frame(source: FrameSource, index: int, raw_develop: str = "backend") -> Frame:
     """Decode one frame.
 
@@ -411,33 +432,44 @@ def read_frame(source: FrameSource, index: int, raw_develop: str = "backend") ->
         kind, info = "array", {"bits": data.dtype.itemsize * 8}
     else:
         path = Path(source.path)
-        kind = _sniff(path)
-        if kind == "raw" and raw_develop == "backend":
-            mosaic = unpack_raw(path)
-            if mosaic.is_bayer:
-                data, exif, info = mosaic.mosaic, mosaic.exif, mosaic.info
-                info["develop"] = "backend"
-                info["bits"] = 16
-            else:
-                data, exif, info = read_raw(path)
-                info["develop"] = (f"LibRaw (not a 2x2 Bayer mosaic: {mosaic.info['raw_type']} sensor, "
-                                   f"{mosaic.info['num_colors']} colours, CFA {mosaic.info['color_desc']})")
-                mosaic = None
-        elif kind == "raw":
-            data, exif, info = read_raw(path)
-            info["develop"] = "LibRaw (raw_develop='libraw')"
-        else:
-            reader = _read_tiff if kind == "tiff" else _read_pillow
-            data, icc, parsed, info = reader(path, kind, source.page)
-            exif = exif_bytes(parsed)
-            when = capture_time(parsed)
-            if when:
-                info["capture_time"] = when
+        _log_decode("start", path)
+        try:
+            data, exif, icc, info, kind, mosaic = _decode_file(path, source.page, raw_develop)
+        finally:
+            _log_decode("end", path)
     info["read_s"] = time.perf_counter() - start
     transfer = "linear" if kind == "raw" or data.dtype == np.float32 else "srgb"
     name = source.name or (Path(source.path).name if source.path is not None else f"array[{index}]")
     logger.debug("read frame %d (%s): %s %s in %.3f s", index, name, data.shape, data.dtype, info["read_s"])
     return Frame(index, name, source.path, data, transfer, kind, exif=exif, icc=icc, info=info, raw=mosaic)
+
+
+def _decode_file(path: Path, page: int, raw_develop: str):
+    """(data, exif, icc, info, kind, mosaic) of one file (see ``read_frame``)."""
+    exif = icc = mosaic = None
+    kind = _sniff(path)
+    if kind == "raw" and raw_develop == "backend":
+        mosaic = unpack_raw(path)
+        if mosaic.is_bayer:
+            data, exif, info = mosaic.mosaic, mosaic.exif, mosaic.info
+            info["develop"] = "backend"
+            info["bits"] = 16
+        else:
+            data, exif, info = read_raw(path)
+            info["develop"] = (f"LibRaw (not a 2x2 Bayer mosaic: {mosaic.info['raw_type']} sensor, "
+                               f"{mosaic.info['num_colors']} colours, CFA {mosaic.info['color_desc']})")
+            mosaic = None
+    elif kind == "raw":
+        data, exif, info = read_raw(path)
+        info["develop"] = "LibRaw (raw_develop='libraw')"
+    else:
+        reader = _read_tiff if kind == "tiff" else _read_pillow
+        data, icc, parsed, info = reader(path, kind, page)
+        exif = exif_bytes(parsed)
+        when = capture_time(parsed)
+        if when:
+            info["capture_time"] = when
+    return data, exif, icc, info, kind, mosaic
 
 
 @contextlib.contextmanager
