@@ -168,8 +168,14 @@ class Aligner:
                                     score=float(est.score), identity_score=float(est.identity_score),
                                     accepted=bool(est.accepted), estimated=chained, snapped=bool(snapped))
                 if not est.accepted:
-                    warnings.warn(f"frame {index}: alignment against frame {nb_index} matched worse than no "
-                                  f"warp; kept unwarped relative to it", stacklevel=2)
+                    turned_down = _corner_motion(est.rejected, proxy.shape, scale) / scale
+                    if turned_down > SNAP_PROXY_PX:  # a real motion estimate, not the estimator's residual
+                        warnings.warn(f"frame {index}: alignment against frame {nb_index} matched worse than no "
+                                      f"warp (the estimate moved a corner {turned_down * scale:.1f} px); kept "
+                                      f"unwarped relative to it", stacklevel=2)
+                    else:
+                        logger.debug("frame %d: a sub-resolution estimate against frame %d matched worse than no "
+                                     "warp; kept unwarped relative to it", index, nb_index)
         self._prev = (index, proxy, scale, fa.affine if fa.estimated is None else fa.estimated)
         return fa.affine, fa
 
