@@ -153,8 +153,10 @@ class CudaBackend:
         return need
 
     def _managed_supported(self) -> bool:
+        rt = cupy.cuda.runtime
+        attr = getattr(rt, "cudaDevAttrConcurrentManagedAccess", 89)  # 89 in every CUDA since 8.0
         try:
-            return bool(self.device.attributes.get("ConcurrentManagedAccess", 0))
+            return bool(rt.deviceGetAttribute(attr, self.device.id))
         except Exception:  # noqa: BLE001 - an old driver without the attribute
             return False
 
