@@ -12,6 +12,7 @@ import collections.abc
 import dataclasses
 import datetime
 import logging
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -408,9 +409,12 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
 
 
 def _read_stream(sources, order, options, aligner):
-    """(frame, FrameAlignment or None) in processing order: frames decoded on the reader threads
-    (with their alignment proxy), then chained by one estimator thread (which also measures the
-    brightness gains once each transform is known), both running ahead of the fusion."""
+    """(frame, FrameAlignment or None) in processing order, running ahead of the fusion: frames
+    decoded on the reader threads (with their alignment proxy); pair motions estimated several at
+    once (``estimator_threads``; threads, not processes: a process pool would re-import the
+    caller's main module, which breaks every script without a ``__main__`` guard); then composed along the
+    chain in order on one thread, which also measures the brightness gains once each transform is
+    known."""
     items = ((i, src) for i, src in zip(order, (sources[i] for i in order))) if order else enumerate(sources)
     ahead = options.workers + options.queue_size
     with_proxy = aligner is not None and aligner.model != "none"
@@ -423,19 +427,43 @@ def _read_stream(sources, order, options, aligner):
     if aligner is None:
         return ((f, None) for f in frames)
 
-    def estimate(frame):
-        means_src = frame.info.pop("_means_source", None)
+    def planned():  # in processing order, on the thread that pulls the stream
+        for frame in frames:
+            proxy = frame.info.pop("_proxy", None)
+            neighbour, nb_proxy = aligner.plan(frame.index, proxy)
+            yield frame, neighbour, nb_proxy, proxy
+
+    n = estimator_threads()
+
+    def estimate(item):  # several pairs at once
+        frame, neighbour, nb_proxy, proxy = item
+        t0 = time.perf_counter()
+        est = aligner.estimate(nb_proxy, proxy, frame.info.get("_proxy_scale", 1),
+                               frame.info.get("_proxy_offset", 0.0))
+        return frame, neighbour, proxy, est, time.perf_counter() - t0
+
+    def compose(item):  # in processing order, one thread
+        frame, neighbour, proxy, est, seconds = item
         measure = None
+        means_src = frame.info.pop("_means_source", None)
         if means_src is not None:
             data, lut, pitch, offset = means_src
             h, w, _ = frame.shape
             measure = lambda affine: channel_means(data, lut, affine, full_shape=(h, w), pitch=pitch,  # noqa: E731
                                                    offset=offset)
-        fa = aligner.step(frame.index, frame.info.pop("_proxy", None), frame.info.pop("_proxy_scale", 1),
-                          frame.shape[2], measure, offset=frame.info.pop("_proxy_offset", 0.0))
+        fa = aligner.compose(frame.index, neighbour, est, None if proxy is None else proxy.shape,
+                             frame.info.pop("_proxy_scale", 1), frame.shape[2], measure)
+        frame.info.pop("_proxy_offset", None)
+        fa.seconds += seconds
         return frame, fa
 
-    return prefetch(estimate, frames, workers=1, ahead=2)
+    return prefetch(compose, prefetch(estimate, planned(), workers=n, ahead=n + 1), workers=1, ahead=2)
+
+
+def estimator_threads() -> int:
+    """Pair estimates running at once: half the cores, 1 to 4 (on 2 cores one, so the estimates do
+    not take both cores from the fusion; with a GPU doing the fusion, more keep ahead of it)."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 def _transfer(frame, linear: bool) -> str:

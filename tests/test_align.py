@@ -227,3 +227,20 @@ def test_whole_pixel_motion_costs_the_pipeline_little(moving_stacks):
 
     p_still = p(gpustack.stack(still.frames, backend="cpu").linear[r0:r1, c0:c1])
     assert p(res.linear) >= p_still - 0.5, (p(res.linear), p_still)
+
+
+def test_pair_estimates_on_several_threads_give_the_same_result(moving_stacks, monkeypatch):
+    """Pairs are estimated concurrently and composed in order: the same transforms and bytes as one
+    estimator thread."""
+    import gpustack.pipeline as pipeline
+
+    _, moving = moving_stacks
+    frames = moving.frames[:8]
+    monkeypatch.setattr(pipeline, "estimator_threads", lambda: 1)
+    one = gpustack.stack(frames, backend="cpu")
+    monkeypatch.setattr(pipeline, "estimator_threads", lambda: 4)
+    four = gpustack.stack(frames, backend="cpu")
+    for a, b in zip(one.transforms, four.transforms):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(one.image, four.image)
+    assert [f.alignment["gains"] for f in one.frames] == [f.alignment["gains"] for f in four.frames]

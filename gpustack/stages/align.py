@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
-from .estimate import MODELS, estimate_pair
+from .estimate import MODELS, PairEstimate, estimate_pair
 
 logger = logging.getLogger(__name__)
 
@@ -107,13 +107,23 @@ class FrameAlignment:
 
 @dataclass
 class Aligner:
-    """The chain along the processing order. ``step`` must be called in that order."""
+    """The chain along the processing order, in three steps per frame:
+
+    * ``plan`` (in processing order, cheap): which frame it is estimated against, and that
+      frame's proxy;
+    * ``estimate`` (any thread, any order: a pure function of the two proxies): the pair's motion;
+    * ``compose`` (in processing order): the transform to the reference, the snap, the gains.
+
+    The pipeline runs the estimates of several pairs at once on a pool of threads; ``step`` does
+    all three for one frame.
+    """
 
     model: str
     reference: int
     brightness: bool
-    _prev: tuple | None = None          # (index, proxy, scale, composed estimate) of the frame processed last
-    _ref: tuple | None = None           # the same for the reference (the turn of the chain)
+    _last: tuple | None = None          # (index, proxy) of the frame planned last
+    _ref: tuple | None = None           # (index, proxy) of the reference (the turn of the chain)
+    _chain: dict = field(default_factory=dict)  # index -> composed estimate (before the snap)
     _ref_means: np.ndarray | None = None
     results: dict = field(default_factory=dict)
 
@@ -121,11 +131,30 @@ class Aligner:
         if self.model not in MODELS:
             raise InputError(f"align must be one of {', '.join(MODELS)}; got {self.model!r}")
 
-    def step(self, index: int, proxy, scale: int, channels: int, measure=None, offset: float = 0.0) -> FrameAlignment:
-        """Align frame ``index`` (its ``proxy``, ``scale`` full-resolution px per proxy px) to the chain.
+    def plan(self, index: int, proxy) -> tuple[int | None, np.ndarray | None]:
+        """(index, proxy) of the frame ``index`` is estimated against: the frame planned just before
+        it when they are neighbours in shot order, else the reference; (None, None) for the first."""
+        if self._last is None:
+            nb = (None, None)
+            self._ref = (index, proxy)
+        else:
+            nb = self._last if abs(self._last[0] - index) == 1 else self._ref
+        self._last = (index, proxy)
+        return nb
 
-        Proxy pixel ``p`` is centred on the frame's ``scale * p + offset`` (``offset`` 0.5 for the
-        proxies of 2x2-binned RAW frames, 0 for pyramid reductions).
+    def estimate(self, nb_proxy, proxy, scale: int, offset: float = 0.0) -> PairEstimate | None:
+        """The motion of ``proxy`` against ``nb_proxy`` in full-resolution pixels (None without a
+        neighbour or with model ``none``). Proxy pixel ``p`` is centred on the frame's
+        ``scale * p + offset`` (``offset`` 0.5 for 2x2-binned RAW frames, 0 for pyramid reductions).
+        Thread-safe: it reads nothing of the chain."""
+        if nb_proxy is None or self.model == "none":
+            return None
+        return estimate_motion(self.model, nb_proxy, proxy, float(scale), float(offset))
+
+    def compose(self, index: int, neighbour: int | None, est: PairEstimate | None, proxy_shape, scale: int,
+                channels: int, measure=None) -> FrameAlignment:
+        """Frame ``index``'s alignment from its pair estimate against ``neighbour`` (already composed).
+
         ``measure(affine)`` returns the frame's (C,) channel means over the reference's central
         region seen through ``affine`` (``proxy.channel_means``); it is called once the transform
         is known, so the gains compare the same part of the subject. None: gains of 1.
@@ -133,51 +162,61 @@ class Aligner:
         import time
 
         t0 = time.perf_counter()
-        affine, fa = self._geometry(index, proxy, scale, channels, offset)
-        gains = np.ones(channels, np.float32)
+        ones = np.ones(channels, np.float32)
+        if neighbour is None:
+            fa = FrameAlignment(index, IDENTITY.copy(), ones)
+            self._chain[index] = fa.affine
+        elif est is None:
+            fa = FrameAlignment(index, IDENTITY.copy(), ones, neighbour=neighbour)
+            self._chain[index] = self._chain[neighbour]
+        else:
+            chained = round_affine((_h(est.affine) @ _h(self._chain[neighbour]))[:2])
+            snapped = _corner_motion(chained, proxy_shape, scale) <= SNAP_PROXY_PX * scale
+            fa = FrameAlignment(index, IDENTITY.copy() if snapped else chained, ones, neighbour=neighbour,
+                                score=float(est.score), identity_score=float(est.identity_score),
+                                accepted=bool(est.accepted), estimated=chained, snapped=bool(snapped))
+            self._chain[index] = chained
+            if not est.accepted:
+                turned_down = _corner_motion(est.rejected, proxy_shape, scale) / scale
+                if turned_down > SNAP_PROXY_PX:  # a real motion estimate, not the estimator's residual
+                    warnings.warn(f"frame {index}: alignment against frame {neighbour} matched worse than no "
+                                  f"warp (the estimate moved a corner {turned_down * scale:.1f} px); kept "
+                                  f"unwarped relative to it", stacklevel=2)
+                else:
+                    logger.debug("frame %d: a sub-resolution estimate against frame %d matched worse than no "
+                                 "warp; kept unwarped relative to it", index, neighbour)
         if self.brightness and measure is not None:
-            means = np.asarray(measure(fa.estimated if fa.estimated is not None else affine), np.float64)
+            means = np.asarray(measure(fa.estimated if fa.estimated is not None else fa.affine), np.float64)
             if means.shape != (channels,):
                 raise ValueError(f"measure returned {means.shape} means for {channels} channel(s)")
             if self._ref_means is None:
                 self._ref_means = means
             ratio = np.where(means > 0, self._ref_means / np.maximum(means, 1e-12), 1.0)
-            gains = (np.round(ratio * 1e6) / 1e6).astype(np.float32)
-        fa.gains = gains
+            fa.gains = (np.round(ratio * 1e6) / 1e6).astype(np.float32)
         fa.seconds = time.perf_counter() - t0
         self.results[index] = fa
         return fa
 
-    def _geometry(self, index, proxy, scale, channels, offset):
-        """(applied affine, FrameAlignment with its geometry) for the next frame of the chain."""
-        gains = np.ones(channels, np.float32)
-        if self._prev is None:
-            fa = FrameAlignment(index, IDENTITY.copy(), gains)
-            self._ref = (index, proxy, scale, fa.affine)
-        else:
-            nb = self._prev if abs(self._prev[0] - index) == 1 else self._ref
-            nb_index, nb_proxy, nb_scale, nb_affine = nb
-            if self.model == "none":
-                fa = FrameAlignment(index, IDENTITY.copy(), gains, neighbour=nb_index)
-            else:
-                est = estimate_pair(nb_proxy, proxy, self.model, scale=float(scale))
-                pair = _shift_origin(est.affine, offset)
-                chained = round_affine((_h(pair) @ _h(nb_affine))[:2])
-                snapped = _corner_motion(chained, proxy.shape, scale) <= SNAP_PROXY_PX * scale
-                fa = FrameAlignment(index, IDENTITY.copy() if snapped else chained, gains, neighbour=nb_index,
-                                    score=float(est.score), identity_score=float(est.identity_score),
-                                    accepted=bool(est.accepted), estimated=chained, snapped=bool(snapped))
-                if not est.accepted:
-                    turned_down = _corner_motion(est.rejected, proxy.shape, scale) / scale
-                    if turned_down > SNAP_PROXY_PX:  # a real motion estimate, not the estimator's residual
-                        warnings.warn(f"frame {index}: alignment against frame {nb_index} matched worse than no "
-                                      f"warp (the estimate moved a corner {turned_down * scale:.1f} px); kept "
-                                      f"unwarped relative to it", stacklevel=2)
-                    else:
-                        logger.debug("frame %d: a sub-resolution estimate against frame %d matched worse than no "
-                                     "warp; kept unwarped relative to it", index, nb_index)
-        self._prev = (index, proxy, scale, fa.affine if fa.estimated is None else fa.estimated)
-        return fa.affine, fa
+    def step(self, index: int, proxy, scale: int, channels: int, measure=None, offset: float = 0.0) -> FrameAlignment:
+        """``plan``, ``estimate`` and ``compose`` for frame ``index``, in processing order."""
+        import time
+
+        t0 = time.perf_counter()
+        neighbour, nb_proxy = self.plan(index, proxy)
+        est = self.estimate(nb_proxy, proxy, scale, offset)
+        seconds = time.perf_counter() - t0
+        fa = self.compose(index, neighbour, est, None if proxy is None else proxy.shape, scale, channels, measure)
+        fa.seconds += seconds
+        return fa
+
+
+def estimate_motion(model: str, nb_proxy, proxy, scale: float, offset: float) -> PairEstimate:
+    """``estimate_pair`` in the frames' own pixel coordinates."""
+    est = estimate_pair(nb_proxy, proxy, model, scale=scale)
+    est.affine = _shift_origin(est.affine, offset)
+    if est.rejected is not None:
+        est.rejected = _shift_origin(est.rejected, offset)
+    return est
 
 
 def _shift_origin(affine, offset: float) -> np.ndarray:
