@@ -32,6 +32,7 @@ from .options import StackOptions
 from .prefetch import prefetch
 from .stages.align import Aligner, coverage_mask, covered_box, processing_order, resolve_reference
 from .stages.depthmap import blend_params, smooth_depth
+from .stages.estimate import prepare_proxy
 from .stages.proxy import channel_means, make_proxy
 from .stages.fuse import PyramidFusion, check_levels
 
@@ -492,7 +493,9 @@ def _timed_read(item, options, with_proxy=False, with_means=False):
         pitch, offset = 1, 0.0
     if with_proxy:
         proxy, scale = make_proxy(data, lut)
-        frame.info["_proxy"], frame.info["_proxy_scale"], frame.info["_proxy_offset"] = proxy, scale * pitch, offset
+        # the estimator's pyramid, bands and energies, once per frame (each frame is in two pairs)
+        frame.info["_proxy"] = prepare_proxy(proxy)
+        frame.info["_proxy_scale"], frame.info["_proxy_offset"] = scale * pitch, offset
     if with_means:
         # every 4th full-size pixel is all channel_means reads: keep no more of a binned frame
         frame.info["_means_source"] = (data[::2, ::2], lut, 4, offset) if pitch == 2 else (data, lut, 1, 0.0)

@@ -91,7 +91,7 @@ from scipy import ndimage as ndi
 
 from ..errors import InputError
 
-__all__ = ["MODELS", "PairEstimate", "estimate_pair"]
+__all__ = ["MODELS", "PairEstimate", "ProxyFeatures", "estimate_pair", "prepare_proxy"]
 
 #: Motion models, from none to the freest: degrees of freedom 0, 2, 3, 4, 6.
 MODELS = ("none", "translation", "scale", "similarity", "affine")
@@ -271,13 +271,12 @@ def _project(model, mat, corners):
 class _Level:
     """Band-pass banks of both frames on one pyramid level, and the points compared on it."""
 
-    def __init__(self, fixed, moving, level, to_unit, nb):
-        self.shape = fixed.shape
-        self.nb = nb
-        self.tb = _bank(fixed, nb)
-        self.ib = _bank(moving, nb)
-        self.et = _energy(self.tb)
-        self.ei = _energy(self.ib)
+    def __init__(self, fixed, moving, level, to_unit):
+        """``fixed``, ``moving``: (bank, energy) of each frame on this level (``ProxyFeatures``)."""
+        self.tb, self.et = fixed
+        self.ib, self.ei = moving
+        self.shape = self.tb.shape[1:]
+        self.nb = self.tb.shape[0]
         self.eps = 1e-6 * float(self.et[0].mean() + self.ei[0].mean()) + 1e-30
         f = 2.0 ** level
         # level px -> normalised coordinates (and back)
@@ -402,22 +401,84 @@ def _phase_correlation(a, b):
 # ---------------------------------------------------------------- public
 
 
-def _check(fixed, moving, model, scale, init):
-    if model not in MODELS:
-        raise InputError(f"unknown motion model {model!r}; use one of: {', '.join(MODELS)}")
-    arrays = []
-    for name, a in (("fixed", fixed), ("moving", moving)):
+@dataclass
+class ProxyFeatures:
+    """What ``estimate_pair`` needs of one proxy, computed once by ``prepare_proxy`` however many
+    pairs the proxy is part of (a frame is the moving side of one pair and the fixed side of the
+    next): per pyramid level from ``first`` to the coarsest, the band-pass bank (the finest used
+    level with its blurred copies) and its local energy.
+
+    Attributes
+    ----------
+    shape : (H, W)
+        Of the proxy.
+    first : int
+        The finest level used (the first of at most ``MAX_WORK_PIXELS`` pixels).
+    levels : list of (bank, energy)
+        ``levels[k]`` is pyramid level ``first + k``; arrays (nb, h, w) float32.
+    """
+
+    shape: tuple
+    first: int
+    levels: list
+
+
+def _levels_of(shape):
+    """(finest used level, number of pyramid levels) for a proxy of ``shape``."""
+    h, w = shape
+    sizes = [(h, w)]
+    while min(sizes[-1]) // 2 >= MIN_COARSE_SIDE:
+        sizes.append(((sizes[-1][0] + 1) // 2, (sizes[-1][1] + 1) // 2))
+    finest = 0
+    while sizes[finest][0] * sizes[finest][1] > MAX_WORK_PIXELS and finest < len(sizes) - 1:
+        finest += 1
+    return finest, len(sizes)
+
+
+def prepare_proxy(proxy) -> ProxyFeatures:
+    """The pyramid, band-pass banks and energies of ``proxy`` ((H, W), linear light) for
+    ``estimate_pair``; InputError for arrays it cannot use (as ``estimate_pair``)."""
+    (a,) = _check_arrays((("proxy", proxy),))
+    finest, count = _levels_of(a.shape)
+    pyramid = [a]
+    for _ in range(1, count):
+        pyramid.append(_reduce(pyramid[-1]))
+    levels = []
+    for lev in range(finest, count):
+        bank = _bank(pyramid[lev], len(BANK) if lev == finest else 1)
+        levels.append((bank, _energy(bank)))
+    return ProxyFeatures(a.shape, finest, levels)
+
+
+def _check_arrays(named):
+    out = []
+    for name, a in named:
         a = np.asarray(a)
         if a.ndim != 2:
             raise InputError(f"{name} must be a 2-D (H, W) grayscale proxy, got an array of shape {a.shape}")
         if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
             raise InputError(f"{name} must be a real-valued array, got dtype {a.dtype}")
-        arrays.append(a)
-    if arrays[0].shape != arrays[1].shape:
-        raise InputError(f"fixed and moving must have the same shape, got {arrays[0].shape} and {arrays[1].shape}")
-    h, w = arrays[0].shape
-    if min(h, w) < MIN_SIDE:
-        raise InputError(f"proxies of {w}x{h} are too small to align; they must be at least {MIN_SIDE}x{MIN_SIDE}")
+        h, w = a.shape
+        if min(h, w) < MIN_SIDE:
+            raise InputError(f"proxies of {w}x{h} are too small to align; they must be at least "
+                             f"{MIN_SIDE}x{MIN_SIDE}")
+        a = np.ascontiguousarray(a, np.float32)
+        if not np.all(np.isfinite(a)):
+            raise InputError(f"{name} contains NaN or infinite values")
+        out.append(a)
+    return out
+
+
+def _check(fixed, moving, model, scale, init):
+    if model not in MODELS:
+        raise InputError(f"unknown motion model {model!r}; use one of: {', '.join(MODELS)}")
+    feats = [f if isinstance(f, ProxyFeatures) else None for f in (fixed, moving)]
+    shapes = [f.shape if f is not None else np.shape(a) for f, a in zip(feats, (fixed, moving))]
+    for name, a, f in (("fixed", fixed, feats[0]), ("moving", moving, feats[1])):
+        if f is None and np.ndim(a) != 2:
+            raise InputError(f"{name} must be a 2-D (H, W) grayscale proxy, got an array of shape {np.shape(a)}")
+    if tuple(shapes[0]) != tuple(shapes[1]):
+        raise InputError(f"fixed and moving must have the same shape, got {tuple(shapes[0])} and {tuple(shapes[1])}")
     if not (np.isscalar(scale) and np.isfinite(scale) and scale > 0):
         raise InputError(f"scale must be a positive number (full-resolution px per proxy px), got {scale!r}")
     if init is not None:
@@ -425,11 +486,11 @@ def _check(fixed, moving, model, scale, init):
         if a.shape not in ((2, 3), (3, 3)) or not np.all(np.isfinite(a)):
             raise InputError(f"init must be a finite (2, 3) or (3, 3) affine, got shape {a.shape}")
     out = []
-    for name, a in zip(("fixed", "moving"), arrays):
-        a = np.ascontiguousarray(a, np.float32)
-        if not np.all(np.isfinite(a)):
-            raise InputError(f"{name} contains NaN or infinite values")
-        out.append(a)
+    for name, a, f in (("fixed", fixed, feats[0]), ("moving", moving, feats[1])):
+        if f is None:
+            (arr,) = _check_arrays(((name, a),))
+            f = prepare_proxy(arr)
+        out.append(f)
     return out
 
 
@@ -438,9 +499,10 @@ def estimate_pair(fixed, moving, model="similarity", *, scale=1.0, init=None) ->
 
     Parameters
     ----------
-    fixed, moving : (H, W) ndarray
+    fixed, moving : (H, W) ndarray or ProxyFeatures
         Grayscale proxies of the two frames, same shape, linear light, values
-        about [0, 1] (float32 preferred; other real dtypes are converted).
+        about [0, 1] (float32 preferred; other real dtypes are converted), or
+        their ``prepare_proxy`` features (computed once per frame).
     model : {"none", "translation", "scale", "similarity", "affine"}
         The motion model: identity; shift (2 dof); isotropic magnification and
         shift (3); plus rotation (4); general affine (6).
@@ -468,14 +530,8 @@ def estimate_pair(fixed, moving, model="similarity", *, scale=1.0, init=None) ->
     """
     f0, m0 = _check(fixed, moving, model, scale, init)
     h, w = f0.shape
-    pf, pm = [f0], [m0]
-    while min(pf[-1].shape) // 2 >= MIN_COARSE_SIDE:
-        pf.append(_reduce(pf[-1]))
-        pm.append(_reduce(pm[-1]))
-    finest = 0
-    while pf[finest].size > MAX_WORK_PIXELS and finest < len(pf) - 1:
-        finest += 1
-    coarsest = len(pf) - 1 if model != "none" else finest
+    finest = f0.first
+    coarsest = finest + len(f0.levels) - 1 if model != "none" else finest
 
     half = max(w, h) / 2.0
     to_unit = np.array([[1.0 / half, 0.0, -(w - 1) / (2.0 * half)], [0.0, 1.0 / half, -(h - 1) / (2.0 * half)],
@@ -492,7 +548,7 @@ def estimate_pair(fixed, moving, model="similarity", *, scale=1.0, init=None) ->
     iterations = 0
     level = None
     for lev in range(coarsest, finest - 1, -1):
-        level = _Level(pf[lev], pm[lev], lev, to_unit, len(BANK) if lev == finest else 1)
+        level = _Level(f0.levels[lev - finest], m0.levels[lev - finest], lev, to_unit)
         fine = lev == finest
         stride, npts = (2, MAX_POINTS) if fine else (1, MAX_POINTS_COARSE)
         if model == "none":
