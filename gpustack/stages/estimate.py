@@ -78,8 +78,10 @@ per pair is 0.004-0.018 px for translation, 0.011-0.08 px for similarity and
 0.02-0.17 px for affine, the most where little of the frame is sharp in both
 (then prefer a model with fewer degrees of freedom).
 
-Everything is pure NumPy/SciPy, in float32 images and float64 arithmetic, with
-no threads and no BLAS reductions: the same inputs give the same bytes.
+Everything is NumPy/SciPy plus one small single-threaded Numba loop (the
+spline sampling, which releases the GIL so that several pairs can be estimated
+at once on threads), in float32 images and float64 arithmetic, with no threads
+of its own and no BLAS reductions: the same inputs give the same bytes.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 from scipy import ndimage as ndi
 
 from ..errors import InputError
@@ -215,10 +218,35 @@ def _at(energy, ys, xs, factor):
     return energy[..., iy, ix].astype(np.float64)
 
 
-def _spline4(f):
-    """Cubic B-spline weights (n, 4) of the taps at offsets -1, 0, 1, 2 for fractional positions ``f``."""
-    g = 1.0 - f
-    return np.stack([g * g * g, (3.0 * f - 6.0) * f * f + 4.0, (3.0 * g - 6.0) * g * g + 4.0, f * f * f], 1) / 6.0
+@njit(nogil=True, cache=True)
+def _sample_kernel(flat, offsets, a, xs, ys, h, w, out, inside):
+    """Cubic B-spline samples of the bank ``flat`` at the points (xs, ys) warped by ``a`` (2, 3):
+    positions clamped to [1, w - 3] x [1, h - 3] (``inside`` says which were not), 4x4 taps from
+    ``offsets[i] + row * w + col``. Single-threaded, without the GIL: estimator threads run in
+    parallel."""
+    for i in range(xs.size):
+        x = a[0, 0] * xs[i] + a[0, 1] * ys[i] + a[0, 2]
+        y = a[1, 0] * xs[i] + a[1, 1] * ys[i] + a[1, 2]
+        inside[i] = x >= 1 and x <= w - 3 and y >= 1 and y <= h - 3
+        x = min(max(x, 1.0), w - 3.0)
+        y = min(max(y, 1.0), h - 3.0)
+        ix = np.floor(x)
+        iy = np.floor(y)
+        fx = x - ix
+        fy = y - iy
+        gx = 1.0 - fx
+        gy = 1.0 - fy
+        wx0, wx1 = gx * gx * gx / 6.0, ((3.0 * fx - 6.0) * fx * fx + 4.0) / 6.0
+        wx2, wx3 = ((3.0 * gx - 6.0) * gx * gx + 4.0) / 6.0, fx * fx * fx / 6.0
+        wy0, wy1 = gy * gy * gy / 6.0, ((3.0 * fy - 6.0) * fy * fy + 4.0) / 6.0
+        wy2, wy3 = ((3.0 * gy - 6.0) * gy * gy + 4.0) / 6.0, fy * fy * fy / 6.0
+        base = offsets[i] + int(iy) * w + int(ix)
+        acc = 0.0
+        for r in range(4):
+            wr = wy0 if r == 0 else (wy1 if r == 1 else (wy2 if r == 2 else wy3))
+            row = base + r * w
+            acc += wr * (wx0 * flat[row] + wx1 * flat[row + 1] + wx2 * flat[row + 2] + wx3 * flat[row + 3])
+        out[i] = acc
 
 
 # ---------------------------------------------------------------- models
@@ -284,8 +312,6 @@ class _Level:
                            [0.0, 0.0, 1.0]])
         self.Ninv = np.linalg.inv(self.N)
         self.unit_px = 1.0 / self.N[0, 0]  # level px per normalised unit
-        w = self.shape[1]
-        self.taps = (np.arange(4)[:, None] * w + np.arange(4)[None, :]).ravel()
 
     def warp_points(self, P, xs, ys):
         a = self.Ninv @ P @ self.N
@@ -335,15 +361,11 @@ class _Level:
     def sample(self, P):
         """``moving``'s matched band image at the warped points, and which of them fall inside."""
         h, w = self.shape
-        xw, yw = self.warp_points(P, self.xs, self.ys)
-        inside = (xw >= 1) & (xw <= w - 3) & (yw >= 1) & (yw <= h - 3)
-        xw = np.clip(xw, 1, w - 3)
-        yw = np.clip(yw, 1, h - 3)
-        ix, iy = np.floor(xw), np.floor(yw)
-        wx, wy = _spline4(xw - ix), _spline4(yw - iy)
-        base = self.i_offset + iy.astype(np.intp) * w + ix.astype(np.intp)
-        vals = self.ib.reshape(-1)[base[:, None] + self.taps]
-        return np.einsum("ij,ij->i", vals, (wy[:, :, None] * wx[:, None, :]).reshape(-1, 16)), inside
+        a = (self.Ninv @ P @ self.N)[:2].copy()
+        out = np.empty(self.xs.size)
+        inside = np.empty(self.xs.size, np.bool_)
+        _sample_kernel(self.ib.reshape(-1), self.i_offset, a, self.xs, self.ys, h, w, out, inside)
+        return out, inside
 
     def cost(self, P):
         """Normalised weighted cost of the warp ``P`` (0 = equal, about 1 = unrelated)."""
