@@ -76,7 +76,8 @@ def frame_pool(size, channels, dtype, count=4, seed=0):
 def run_once(args) -> dict:
     import gpustack
 
-    opts = dict(backend=args.backend, method=args.method, workers=args.workers, align=args.align)
+    opts = dict(backend=args.backend, method=args.method, workers=args.workers, align=args.align,
+                queue_size=args.queue_size)
     t0 = time.perf_counter()
     if args.folder:
         res = gpustack.stack([args.folder], **opts)
@@ -119,6 +120,7 @@ def main(argv=None):
     p.add_argument("--backend", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--method", default="pyramid", choices=("pyramid", "depthmap"))
     p.add_argument("--align", default="similarity", help="alignment model (none: the fusion alone)")
+    p.add_argument("--queue-size", type=int, default=2)
     p.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)))
     args = p.parse_args(argv)
     args.size = tuple(int(v) for v in args.size.lower().split("x"))

@@ -79,7 +79,7 @@ def _build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--backend", choices=BACKENDS, default=d.backend,
                       help="auto picks cuda when CuPy finds a device, else cpu")
     perf.add_argument("--workers", type=int, default=d.workers, help="frame-reading threads")
-    perf.add_argument("--queue-size", type=int, default=d.queue_size, help="decoded frames waiting at most")
+    perf.add_argument("--queue-size", type=int, default=d.queue_size, help="decoded frames waiting for the fusion at most (memory bound)")
     info = p.add_argument_group("information")
     info.add_argument("-v", "--verbose", action="count", default=0, help="more messages (-vv: per frame)")
     info.add_argument("-q", "--quiet", action="count", default=0, help="fewer messages, no progress bar")

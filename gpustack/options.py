@@ -127,7 +127,9 @@ class StackOptions:
     workers : int
         Reader threads decoding frames ahead of the fusion.
     queue_size : int
-        Decoded frames waiting for the fusion at most (memory bound).
+        Decoded frames waiting for the fusion at most, besides the ones being decoded (the ones
+        the alignment is estimating count): with ``workers`` and the frame being fused, the bound
+        on the frames in memory.
     """
 
     backend: str = "auto"
@@ -153,7 +155,7 @@ class StackOptions:
     z_step: float | None = None
     sidecar: bool = True
     workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
-    queue_size: int = 2
+    queue_size: int = 1
 
     def __post_init__(self):
         _choice("backend", self.backend, BACKENDS)

@@ -346,6 +346,7 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
     t0 = time.perf_counter()
     depth_raw, conf = fusion.depth()
     fused = fusion.collapse()
+    fusion = None  # the state's other planes (about two thirds of it) are free before the finish allocates
     depth, conf_sum, area = smooth_depth(be, depth_raw, conf, options.depth_smooth)
     emit("finish", n, total or n, "")
     if options.method == "depthmap":
@@ -413,11 +414,14 @@ def _read_stream(sources, order, options, aligner):
     """(frame, FrameAlignment or None) in processing order, running ahead of the fusion: frames
     decoded on the reader threads (with their alignment proxy); pair motions estimated several at
     once (``estimator_threads``; threads, not processes: a process pool would re-import the
-    caller's main module, which breaks every script without a ``__main__`` guard); then composed along the
-    chain in order on one thread, which also measures the brightness gains once each transform is
-    known."""
+    caller's main module, which breaks every script without a ``__main__`` guard); then composed
+    along the chain in order, with the brightness gains measured once each transform is known."""
     items = ((i, src) for i, src in zip(order, (sources[i] for i in order))) if order else enumerate(sources)
-    ahead = options.workers + options.queue_size
+    n = estimator_threads()
+    # decoded frames waiting for the fusion: queue_size in all, the n in the estimation stage
+    # included, beyond the ones being decoded
+    waiting = max(0, options.queue_size - n) if aligner is not None else options.queue_size
+    ahead = options.workers + waiting
     with_proxy = aligner is not None and aligner.model != "none"
     with_means = aligner is not None and aligner.brightness
 
@@ -434,7 +438,6 @@ def _read_stream(sources, order, options, aligner):
             neighbour, nb_proxy = aligner.plan(frame.index, proxy)
             yield frame, neighbour, nb_proxy, proxy
 
-    n = estimator_threads()
 
     def estimate(item):  # several pairs at once
         frame, neighbour, nb_proxy, proxy = item
@@ -458,7 +461,19 @@ def _read_stream(sources, order, options, aligner):
         fa.seconds += seconds
         return frame, fa
 
-    return prefetch(compose, prefetch(estimate, planned(), workers=n, ahead=n + 1), workers=1, ahead=2)
+    # in flight beyond the readers' frames: n being estimated; composing (a few ms) runs on the
+    # thread that pulls the stream, holding no extra frame (memory is bounded by the stages'
+    # sizes, whatever the number of frames)
+    return _mapped(compose, prefetch(estimate, planned(), workers=n, ahead=n))
+
+
+def _mapped(fn, stream):
+    """``fn`` of each item of ``stream``, closing ``stream`` when closed."""
+    try:
+        for item in stream:
+            yield fn(item)
+    finally:
+        stream.close()
 
 
 def estimator_threads() -> int:

@@ -244,3 +244,21 @@ def test_pair_estimates_on_several_threads_give_the_same_result(moving_stacks, m
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(one.image, four.image)
     assert [f.alignment["gains"] for f in one.frames] == [f.alignment["gains"] for f in four.frames]
+
+
+@pytest.mark.parametrize("shape", [(1301, 1733, 3), (1200, 1601, 1), (2000, 1000, 3)])
+def test_proxy_luma_reduced_row_by_row_is_the_two_step_result(shape):
+    """make_proxy reduces the luminance without a full-size plane: the same bits as making the
+    luminance plane and reducing it."""
+    from gpustack.stages import proxy as P
+
+    rng = np.random.default_rng(7)
+    data = rng.integers(0, 65536, shape).astype(np.uint16)
+    lut = decode_lut(np.uint16, "srgb")
+    luma = np.empty(shape[:2], F)
+    P._luma_kernel(data, lut, luma)
+    want = np.empty(((shape[0] + 1) // 2, (shape[1] + 1) // 2), F)
+    P._reduce_plane_kernel(luma, want)
+    got, scale = P.make_proxy(data, lut, max_pixels=want.size)
+    assert scale == 2
+    np.testing.assert_array_equal(got, want)

@@ -100,7 +100,6 @@ class PyramidFusion:
         self._q = be.empty((height * width,), f32)
         self._rowbox = be.empty((height * width,), f32)
         plane = (height, width)
-        self._depth_rowbox = be.empty(plane, f32)
         self.depth_state = DepthState(
             best_s=be.full(plane, -1.0, f32),
             prev_s=be.full(plane, -1.0, f32),
@@ -148,10 +147,10 @@ class PyramidFusion:
             be.fuse_sqsum(g[lv], q)
             be.filter_box_rows(q, rowbox, self.radius)
             be.fuse_select(g[lv], rowbox, self.best_lap[lv], self.best_e[lv], self.radius)
-            if lv == 0:
-                be.filter_box_rows(q, self._depth_rowbox, self.depth_radius)
+            if lv == 0:  # the depth scores: the same squared sums in a wider window (rowbox is free again)
+                be.filter_box_rows(q, rowbox, self.depth_radius)
                 side = self._neighbour_side(k)
-                be.depth_track(self._depth_rowbox, self.depth_state, self.depth_radius, k, side)
+                be.depth_track(rowbox, self.depth_state, self.depth_radius, k, side)
                 if self._last is None and k > 0:  # the chain will come back below this frame
                     self._first_s = self.depth_state.prev_s.copy()
         be.fuse_accumulate(self.acc, g[last])
@@ -170,7 +169,7 @@ class PyramidFusion:
         coarse = self.g[last]
         be.fuse_divide(self.acc, np.float32(self.count), coarse)
         self.g[:last] = [None] * last  # the frame pyramid is no longer needed
-        self.best_e = self.depth_state = self._q = self._rowbox = self._depth_rowbox = self._first_s = None
+        self.best_e = self.depth_state = self._q = self._rowbox = self._first_s = None
         for lv in range(last - 1, -1, -1):
             be.pyramid_expand_add(self.best_lap[lv], coarse)
             coarse = self.best_lap[lv]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..backends.cpu._common import decode
-from ..backends.cpu.pyramid import reduce_output_row
+from ..backends.cpu._common import W0, W1, W2, decode, reflect
+from ..backends.cpu.pyramid import _reduce_row, reduce_output_row
 
 PROXY_MAX_PIXELS = 1_500_000
 LUMA = (np.float32(0.2126), np.float32(0.7152), np.float32(0.0722))  # Rec. 709 / sRGB primaries
@@ -33,6 +33,43 @@ def _luma_kernel(src, lut, out):
 
 
 @njit(nogil=True, cache=True)
+def _luma_row(src, lut, r, out):
+    w, c = src.shape[1], src.shape[2]
+    for j in range(w):
+        if c == 3:
+            out[j] = (LR * decode(src[r, j, 0], lut) + LG * decode(src[r, j, 1], lut)
+                      + LB * decode(src[r, j, 2], lut))
+        else:
+            out[j] = decode(src[r, j, 0], lut)
+
+
+@njit(nogil=True, cache=True)
+def _luma_reduce_kernel(src, lut, dst):
+    """The pyramid reduction of the frame's luminance, without the full-size luminance plane: each
+    output row reduces five luminance rows made on the fly (the same values, so the same bits as
+    ``_luma_kernel`` then ``_reduce_plane_kernel``)."""
+    h, w = src.shape[0], src.shape[1]
+    ow = dst.shape[1]
+    rows = np.empty((5, w), np.float32)
+    have = np.full(5, -1, np.int64)  # which source row each buffer slot holds
+    t = np.empty((5, ow), np.float32)
+    ev = np.empty((w + 1) // 2, np.float32)
+    od = np.empty((w + 1) // 2, np.float32)
+    for i in range(dst.shape[0]):
+        for m in range(5):
+            r = reflect(2 * i - 2 + m, h)
+            slot = r % 5
+            if have[slot] != r:
+                _luma_row(src, lut, r, rows[slot])
+                have[slot] = r
+            _reduce_row(rows[slot], w, t[m], ow, ev, od)
+        out = dst[i]
+        t0, t1, t2, t3, t4 = t[0], t[1], t[2], t[3], t[4]
+        for j in range(ow):
+            out[j] = W0 * t0[j] + W1 * t1[j] + W2 * t2[j] + W1 * t3[j] + W0 * t4[j]
+
+
+@njit(nogil=True, cache=True)
 def _reduce_plane_kernel(src, dst):
     """Single-threaded pyramid reduce of a plane (the reader threads each run their own)."""
     w = src.shape[1]
@@ -46,11 +83,17 @@ def _reduce_plane_kernel(src, dst):
 
 def make_proxy(data: np.ndarray, lut: np.ndarray | None, max_pixels: int = PROXY_MAX_PIXELS):
     """(proxy, scale): luminance of ``data`` (H, W, C) reduced by 2 until <= ``max_pixels``;
-    ``scale`` is full-resolution pixels per proxy pixel (a power of two)."""
+    ``scale`` is full-resolution pixels per proxy pixel (a power of two). The first reduction
+    makes the luminance row by row, so no full-size plane is allocated."""
     h, w, _ = data.shape
-    luma = np.empty((h, w), np.float32)
-    _luma_kernel(data, np.zeros(1, np.float32) if lut is None else lut, luma)
-    scale = 1
+    lut = np.zeros(1, np.float32) if lut is None else lut
+    if h * w <= max_pixels or min(h, w) < 16:
+        luma = np.empty((h, w), np.float32)
+        _luma_kernel(data, lut, luma)
+        return luma, 1
+    luma = np.empty(((h + 1) // 2, (w + 1) // 2), np.float32)
+    _luma_reduce_kernel(data, lut, luma)
+    scale = 2
     while luma.size > max_pixels and min(luma.shape) >= 16:
         out = np.empty(((luma.shape[0] + 1) // 2, (luma.shape[1] + 1) // 2), np.float32)
         _reduce_plane_kernel(luma, out)
