@@ -200,21 +200,38 @@ def _supervise(argv, args) -> int:
 
     reader = threading.Thread(target=follow, daemon=True)
     reader.start()
+    child = None
+    terminated = []
+
+    def on_term(signum, frame):  # a kill of the parent stops the child too, and cleans up after it
+        terminated.append(signum)
+        if child is not None and child.poll() is None:
+            child.terminate()
+
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the child, which stops cleanly
+    previous_term = signal.signal(signal.SIGTERM, on_term)
     try:
         child = subprocess.Popen([sys.executable, "-m", "gpustack", *argv], env=env, pass_fds=(write_fd,))
         os.close(write_fd)
+        if terminated:
+            child.terminate()
         code = child.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
     reader.join(timeout=5)
+    outputs = [args.output, args.depth_map] + ([f"{args.output}.json"] if args.sidecar else [])
+    if terminated:
+        _remove_temporaries(outputs)
+        print("gpustack: terminated; no partial output was left", file=sys.stderr)
+        return 128 + signal.SIGTERM
     if code >= 0:
         return code
     try:
         name = signal.Signals(-code).name
     except ValueError:
         name = f"signal {-code}"
-    _remove_temporaries([args.output, args.depth_map] + ([f"{args.output}.json"] if args.sidecar else []))
+    _remove_temporaries(outputs)
     busy = sorted(p for p, n in in_flight.items() if n > 0)
     if busy:
         what = f"while decoding {busy[0]}" if len(busy) == 1 else f"while decoding one of {', '.join(busy)}"

@@ -258,6 +258,35 @@ def test_a_decoder_crash_names_the_file_and_leaves_nothing(tmp_path):
     assert ok.returncode == 0 and out.is_file(), ok.stderr
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_stops_the_child_and_leaves_nothing(tmp_path):
+    """Killing ``gpustack stack`` (SIGTERM to the supervising process) stops its worker too: exit
+    143, one line, no output and no temporary file."""
+    import signal
+    import time
+
+    rng = np.random.default_rng(4)
+    src = tmp_path / "in"
+    src.mkdir()
+    frame = rng.integers(0, 65535, (600, 800, 3), dtype=np.uint16)
+    for k in range(60):  # a run of a few seconds: the signal comes after the first frame, long before the end
+        tifffile.imwrite(src / f"f{k:02d}.tif", np.roll(frame, k, axis=1))
+    out = tmp_path / "out" / "f.tif"
+    out.parent.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(REPO), GPUSTACK_SUPERVISE="1")
+    with subprocess.Popen([sys.executable, "-m", "gpustack", "stack", str(src), "-o", str(out), "-v",
+                           "--align", "none"], env=env, stderr=subprocess.PIPE, text=True) as proc:
+        deadline = time.monotonic() + 120
+        seen = ""
+        while "fuse" not in seen and time.monotonic() < deadline:  # wait until the child is fusing
+            seen += proc.stderr.readline()
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=120) == 143
+    assert "terminated; no partial output was left" in rest and "Traceback" not in rest
+    assert list(out.parent.iterdir()) == []
+
+
 def test_progress_bar_format():
     import io
 
