@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import logging
+import os
 import sys
 import time
 
@@ -185,6 +185,8 @@ def _supervise(argv, args) -> int:
     import subprocess
     import threading
 
+    from .io.write import remove_temporaries, sidecar_path
+
     read_fd, write_fd = os.pipe()
     env = dict(os.environ, **{CHILD_ENV: str(write_fd)})
     in_flight: dict[str, int] = {}
@@ -220,9 +222,11 @@ def _supervise(argv, args) -> int:
         signal.signal(signal.SIGINT, previous)
         signal.signal(signal.SIGTERM, previous_term)
     reader.join(timeout=5)
-    outputs = [args.output, args.depth_map] + ([f"{args.output}.json"] if args.sidecar else [])
+    if terminated or code < 0:  # the child was killed: it may have left temporary files
+        for out in (args.output, args.depth_map, sidecar_path(args.output) if args.sidecar else None):
+            if out is not None:
+                remove_temporaries(out)
     if terminated:
-        _remove_temporaries(outputs)
         print("gpustack: terminated; no partial output was left", file=sys.stderr)
         return 128 + signal.SIGTERM
     if code >= 0:
@@ -231,7 +235,6 @@ def _supervise(argv, args) -> int:
         name = signal.Signals(-code).name
     except ValueError:
         name = f"signal {-code}"
-    _remove_temporaries(outputs)
     busy = sorted(p for p, n in in_flight.items() if n > 0)
     if busy:
         what = f"while decoding {busy[0]}" if len(busy) == 1 else f"while decoding one of {', '.join(busy)}"
@@ -242,27 +245,6 @@ def _supervise(argv, args) -> int:
     print(f"gpustack: error: the stacking process crashed ({name}) {what}; {hint}; nothing was written",
           file=sys.stderr)
     return 1
-
-
-def _remove_temporaries(outputs) -> None:
-    """Delete the temporary files a crashed run left next to its outputs (``.<name>.<hex>.tmp``)."""
-    from pathlib import Path
-
-    for out in outputs:
-        if out is None:
-            continue
-        out = Path(out)
-        for tmp in out.parent.glob(f".{glob_escape(out.name)}.*.tmp"):
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-
-
-def glob_escape(text: str) -> str:
-    import glob
-
-    return glob.escape(text)
 
 
 def _stack(args) -> int:

@@ -434,20 +434,19 @@ def _read_stream(sources, order, options, aligner):
 
     def planned():  # in processing order, on the thread that pulls the stream
         for frame in frames:
-            proxy = frame.info.pop("_proxy", None)
+            info = frame.info
+            proxy, scale, offset = info.pop("_proxy", None), info.pop("_proxy_scale", 1), info.pop("_proxy_offset", 0.0)
             neighbour, nb_proxy = aligner.plan(frame.index, proxy)
-            yield frame, neighbour, nb_proxy, proxy
-
+            yield frame, neighbour, nb_proxy, proxy, scale, offset
 
     def estimate(item):  # several pairs at once
-        frame, neighbour, nb_proxy, proxy = item
+        frame, neighbour, nb_proxy, proxy, scale, offset = item
         t0 = time.perf_counter()
-        est = aligner.estimate(nb_proxy, proxy, frame.info.get("_proxy_scale", 1),
-                               frame.info.get("_proxy_offset", 0.0))
-        return frame, neighbour, proxy, est, time.perf_counter() - t0
+        est = aligner.estimate(nb_proxy, proxy, scale, offset)
+        return frame, neighbour, proxy, scale, est, time.perf_counter() - t0
 
-    def compose(item):  # in processing order, one thread
-        frame, neighbour, proxy, est, seconds = item
+    def compose(item):  # in processing order
+        frame, neighbour, proxy, scale, est, seconds = item
         measure = None
         means_src = frame.info.pop("_means_source", None)
         if means_src is not None:
@@ -455,9 +454,8 @@ def _read_stream(sources, order, options, aligner):
             h, w, _ = frame.shape
             measure = lambda affine: channel_means(data, lut, affine, full_shape=(h, w), pitch=pitch,  # noqa: E731
                                                    offset=offset)
-        fa = aligner.compose(frame.index, neighbour, est, None if proxy is None else proxy.shape,
-                             frame.info.pop("_proxy_scale", 1), frame.shape[2], measure)
-        frame.info.pop("_proxy_offset", None)
+        fa = aligner.compose(frame.index, neighbour, est, None if proxy is None else proxy.shape, scale,
+                             frame.shape[2], measure)
         fa.seconds += seconds
         return frame, fa
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import glob
 import json
 import logging
 import math
@@ -352,9 +353,23 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], object], *, overwrite:
     _sync_folder(path.parent)
 
 
+def _temp_name(path: Path, tag: str) -> Path:
+    return path.with_name(f".{path.name}.{tag}.tmp")
+
+
+def remove_temporaries(path) -> None:
+    """Delete the temporary files that a run killed while writing ``path`` left beside it."""
+    path = Path(path)
+    for tmp in path.parent.glob(_temp_name(Path(glob.escape(path.name)), "*").name):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
 def _open_temp(path: Path) -> tuple[Path, BinaryIO]:
     while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        tmp = _temp_name(path, secrets.token_hex(4))
         try:
             return tmp, open(tmp, "xb")  # O_EXCL, mode 0o666 less the umask, as for any new file
         except FileExistsError:

@@ -210,11 +210,11 @@ def _energy(bank):
     return e
 
 
-def _at(energy, ys, xs, factor):
-    """Energy map ``energy`` (.., h, w) at level pixels (ys, xs), the map being ``factor`` times coarser."""
+def _at(energy, ys, xs):
+    """Energy map ``energy`` (.., h, w) at the nearest pixels to (ys, xs), clamped."""
     h, w = energy.shape[-2:]
-    iy = np.clip(np.rint(ys / factor).astype(np.intp), 0, h - 1)
-    ix = np.clip(np.rint(xs / factor).astype(np.intp), 0, w - 1)
+    iy = np.clip(np.rint(ys).astype(np.intp), 0, h - 1)
+    ix = np.clip(np.rint(xs).astype(np.intp), 0, w - 1)
     return energy[..., iy, ix].astype(np.float64)
 
 
@@ -324,7 +324,7 @@ class _Level:
         ys, xs = ys.ravel(), xs.ravel()
         xw, yw = self.warp_points(P, xs.astype(np.float64), ys.astype(np.float64))
         e_t = self.et[:, ys, xs].astype(np.float64) + self.eps  # (nb, n)
-        e_i = _at(self.ei, yw, xw, 1) + self.eps
+        e_i = _at(self.ei, yw, xw) + self.eps
         if self.nb > 1:
             # blur the sharper side to the blurrier side's energy
             lt, li = np.log(e_t), np.log(e_i)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..backends.cpu._common import W0, W1, W2, decode, reflect
-from ..backends.cpu.pyramid import _reduce_row, reduce_output_row
+from ..backends.cpu._common import decode, reflect
+from ..backends.cpu.pyramid import _reduce_row, combine_rows, reduce_output_row
 
 PROXY_MAX_PIXELS = 1_500_000
 LUMA = (np.float32(0.2126), np.float32(0.7152), np.float32(0.0722))  # Rec. 709 / sRGB primaries
@@ -63,10 +63,7 @@ def _luma_reduce_kernel(src, lut, dst):
                 _luma_row(src, lut, r, rows[slot])
                 have[slot] = r
             _reduce_row(rows[slot], w, t[m], ow, ev, od)
-        out = dst[i]
-        t0, t1, t2, t3, t4 = t[0], t[1], t[2], t[3], t[4]
-        for j in range(ow):
-            out[j] = W0 * t0[j] + W1 * t1[j] + W2 * t2[j] + W1 * t3[j] + W0 * t4[j]
+        combine_rows(t, dst[i])
 
 
 @njit(nogil=True, cache=True)

@@ -14,6 +14,9 @@ from numba.extending import overload
 F0 = np.float32(0.0)
 F1 = np.float32(1.0)
 HALF = np.float32(0.5)
+NEG_HALF = np.float32(-0.5)
+ONE_HALF = np.float32(1.5)
+TWO = np.float32(2.0)
 
 # 5-tap binomial kernel [1, 4, 6, 4, 1] / 16 (pyramid reduce)
 W0 = np.float32(0.0625)

@@ -8,10 +8,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._common import F0, F1, HALF
+from ._common import F0, F1, HALF, NEG_HALF
 from .filter import box_col
-
-NEG_HALF = np.float32(-0.5)
 
 
 @njit(parallel=True, nogil=True, cache=True)

@@ -36,12 +36,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._common import F0, F1, HALF, reflect
+from ._common import F0, F1, HALF, ONE_HALF, TWO, reflect
 
 QUARTER = np.float32(0.25)
 EIGHTH = np.float32(0.125)
-ONE_HALF = np.float32(1.5)
-TWO = np.float32(2.0)
 FOUR = np.float32(4.0)
 FIVE = np.float32(5.0)
 SIX = np.float32(6.0)

@@ -52,8 +52,14 @@ def reduce_output_row(plane, i, out, t, ev, od):
     ow = out.shape[0]
     for m in range(5):
         _reduce_row(plane[reflect(2 * i - 2 + m, h)], w, t[m], ow, ev, od)
+    combine_rows(t, out)
+
+
+@njit(cache=True, inline="always")
+def combine_rows(t, out):
+    """The vertical 5-tap pass of a reduction: ``out`` from the five row-reduced rows ``t``."""
     t0, t1, t2, t3, t4 = t[0], t[1], t[2], t[3], t[4]
-    for j in range(ow):
+    for j in range(out.shape[0]):
         out[j] = W0 * t0[j] + W1 * t1[j] + W2 * t2[j] + W1 * t3[j] + W0 * t4[j]
 
 

@@ -24,12 +24,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._common import F1, HALF, decode
+from ._common import F1, HALF, NEG_HALF, ONE_HALF, TWO, decode
 
-A_HALF = np.float32(-0.5)
-ONE_HALF = np.float32(1.5)
+A_HALF = NEG_HALF  # Keys' a
 TWO_HALF = np.float32(2.5)
-TWO = np.float32(2.0)
 
 
 @njit(cache=True, inline="always")
