@@ -89,7 +89,7 @@ def develop_times(paths, backend_name, reps=3) -> dict:
     src = be.to_device(raw.mosaic)
     dst = be.empty((3, h, w), np.float32)
     out = {"libraw_postprocess_s": libraw, "unpack_s": unpack}
-    for method in ("mhc", "bilinear"):
+    for method in ("rcd", "mhc", "bilinear"):
         be.develop(src, raw.cfa, black, scale, matrix, method, dst)  # warm-up / compile
         be.synchronize()
         t0 = time.perf_counter()
@@ -137,8 +137,8 @@ def main(argv=None):
     print(f"  unpack only, 2 processes:    {rates['processes_2']:7.2f} frames/s")
     dev = develop_times(paths, args.backend)
     print(f"  per frame: LibRaw postprocess {dev['libraw_postprocess_s'] * 1000:7.1f} ms, unpack "
-          f"{dev['unpack_s'] * 1000:6.1f} ms, our develop ({args.backend}) mhc {dev['develop_mhc_s'] * 1000:6.1f} ms, "
-          f"bilinear {dev['develop_bilinear_s'] * 1000:6.1f} ms")
+          f"{dev['unpack_s'] * 1000:6.1f} ms, our develop ({args.backend}) rcd {dev['develop_rcd_s'] * 1000:6.1f} ms, "
+          f"mhc {dev['develop_mhc_s'] * 1000:6.1f} ms, bilinear {dev['develop_bilinear_s'] * 1000:6.1f} ms")
     ours = pipeline_rate(paths, args.backend, "backend", args.workers)
     best_unpack = max(v for k, v in rates.items() if k.startswith("threads"))
     print(f"  pipeline, our develop:       {ours['frames_per_s']:7.2f} frames/s "

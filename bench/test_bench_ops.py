@@ -91,14 +91,15 @@ def test_warp(benchmark, be, data):
     _run(benchmark, be, be.warp, data["frame"], data["lut"], SIMILARITY, np.ones(C, np.float32), data["planar"])
 
 
-def test_develop_mhc(benchmark, be, data):
-    """RAW development of a uint16 Bayer mosaic (MHC demosaic, colour matrix) to planar RGB."""
+@pytest.mark.parametrize("method", ["rcd", "mhc"])
+def test_develop(benchmark, be, data, method):
+    """RAW development of a uint16 Bayer mosaic (rcd or MHC demosaic, colour matrix) to planar RGB."""
     rng = np.random.default_rng(1)
     mosaic = be.to_device(rng.integers(512, 16383, (H, W), dtype=np.uint16))
     cfa = np.array([[0, 1], [1, 2]], np.int8)
     black = np.full((2, 2), 512, np.float32)
     scale = np.full((2, 2), 1 / 15871, np.float32)
-    _run(benchmark, be, be.develop, mosaic, cfa, black, scale, np.eye(3, dtype=np.float32), "mhc", data["planar"])
+    _run(benchmark, be, be.develop, mosaic, cfa, black, scale, np.eye(3, dtype=np.float32), method, data["planar"])
 
 
 def test_warp_planar(benchmark, be, data):

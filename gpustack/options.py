@@ -47,7 +47,8 @@ RAW_DEVELOP = {
 
 #: ``--demosaic``: how the backend's RAW development fills in the missing colours.
 DEMOSAIC = {
-    "mhc": "Malvar-He-Cutler gradient-corrected interpolation (default)",
+    "rcd": "ratio corrected demosaicing, edge-directed (default; the sharpest, about 3x mhc's time on a CPU)",
+    "mhc": "Malvar-He-Cutler gradient-corrected linear interpolation (fast)",
     "bilinear": "bilinear interpolation",
 }
 
@@ -116,8 +117,9 @@ class StackOptions:
     raw_develop : {"backend", "libraw"}
         Camera RAW frames: developed by the backend's kernels (2x2 Bayer mosaics; others by
         LibRaw, with a log line) or all by LibRaw.
-    demosaic : {"mhc", "bilinear"}
-        Demosaic of the backend's RAW development.
+    demosaic : {"rcd", "mhc", "bilinear"}
+        Demosaic of the backend's RAW development: ratio corrected (edge-directed, the default),
+        Malvar-He-Cutler (linear, faster on a CPU) or bilinear.
     color : {"srgb", "camera"}
         Output colours of the backend's RAW development: linear sRGB, or white-balanced camera RGB.
     z_step : float or None
@@ -150,7 +152,7 @@ class StackOptions:
     brightness: bool = True
     crop: bool = True
     raw_develop: str = "backend"
-    demosaic: str = "mhc"
+    demosaic: str = "rcd"
     color: str = "srgb"
     z_step: float | None = None
     sidecar: bool = True

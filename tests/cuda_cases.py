@@ -313,7 +313,8 @@ CASES = {
     "encode_8_srgb": _encode(8, "srgb"),
     "encode_16_srgb": _encode(16, "srgb"),
     "encode_16_linear": _encode(16, "linear"),
-    **{f"develop_{method}_{pattern}": _develop(method, pattern) for method in ("bilinear", "mhc") for pattern in _BAYER},
+    **{f"develop_{method}_{pattern}": _develop(method, pattern) for method in ("bilinear", "mhc", "rcd")
+       for pattern in _BAYER},
 }
 WINDOWED = ("fuse_select", "depth_track_forward", "depth_track_reverse", "depth_track_first", "filter_box_rows",
             "filter_box_cols")

@@ -322,7 +322,7 @@ def test_raw_stack_cuda_equals_cpu(cuda_be, tmp_path):
 
     st = synth.make_stack(n_frames=5, shape=(120, 160), seed=4, breathing=0.02, shift=2.0, rotation=0.2)
     paths = write_dng_stack(st.frames, tmp_path)
-    for demosaic in ("mhc", "bilinear"):
+    for demosaic in ("rcd", "mhc", "bilinear"):
         want = gpustack.stack(paths, backend="cpu", demosaic=demosaic)
         got = gpustack.stack(paths, backend="cuda", demosaic=demosaic)
         for field in ("image", "linear", "depth", "confidence"):

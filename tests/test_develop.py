@@ -1,6 +1,7 @@
-"""The develop op (Bayer mosaic -> linear RGB) on the cpu backend: against a plain-NumPy
-reference written from the Malvar-He-Cutler paper's 5x5 filters, the CFA border rule, the
-clipping, the parameters from ``develop_params``, and the quality of both demosaics.
+"""The develop op (Bayer mosaic -> linear RGB) on the cpu backend: against plain-NumPy
+references (the Malvar-He-Cutler paper's 5x5 filters; RCD's steps on whole planes), the CFA
+border rule, the clipping, the parameters from ``develop_params``, and the quality of the
+demosaics against a known truth.
 
 The CUDA twin is compared with this Numba code bit for bit in
 tests/test_kernels_cuda_emulated.py (cases ``develop_*`` of tests/cuda_cases.py).
@@ -21,7 +22,9 @@ be = CpuBackend()
 F = np.float32
 
 PATTERNS = {"RGGB": [[0, 1], [1, 2]], "BGGR": [[2, 1], [1, 0]], "GRBG": [[1, 0], [2, 1]], "GBRG": [[1, 2], [0, 1]]}
-METHODS = ("bilinear", "mhc")
+METHODS = ("bilinear", "mhc", "rcd")
+#: how far each demosaic reads around a pixel: its result is that of the mosaic mirrored by this
+PAD = {"bilinear": 2, "mhc": 2, "rcd": 10}
 
 # ---------------------------------------------------------------------------------------------
 # Reference: the filters as printed in Malvar, He, Cutler, "High-quality linear interpolation
@@ -83,6 +86,84 @@ def ref_develop(mosaic, cfa, black, scale, matrix, method):
     return np.einsum("kc,chw->khw", matrix.astype(np.float64), rgb)
 
 
+# RCD (ratio corrected demosaicing, L. Sanz Rodriguez 2017) step by step on whole float32 planes
+# of the mosaic mirrored by 10 samples (np.pad "reflect" = reflect101), every neighbour read
+# by shifting the plane (np.roll); only the centre, 10 samples from every edge, is kept, and a
+# value the roll wrapped around never reaches it (each step reads at most 4 samples away).
+
+EPS, EPS_SQ = F(1e-5), F(1e-10)
+
+
+def _shift(a, dy, dx):
+    """out[y, x] = a[y + dy, x + dx]."""
+    return np.roll(a, (-dy, -dx), (0, 1))
+
+
+def ref_rcd(mosaic, cfa, black, scale, matrix):
+    v = np.pad(normalise(mosaic, black, scale), 10, mode="reflect")
+    ri, rj = red_site(cfa)
+    yy, xx = np.mgrid[0:v.shape[0], 0:v.shape[1]]
+    red = ((yy & 1) == ri) & ((xx & 1) == rj)
+    blue = ((yy & 1) != ri) & ((xx & 1) != rj)
+    green = ~(red | blue)
+    S, a = _shift, np.abs
+
+    def hp(dy, dx):  # squared high-pass (1, -1, -3, 6, -3, -1, 1)-like, as published
+        u = ((S(v, -3 * dy, -3 * dx) - S(v, -dy, -dx)) - S(v, dy, dx)) + S(v, 3 * dy, 3 * dx)
+        u = (u - F(3) * (S(v, -2 * dy, -2 * dx) + S(v, 2 * dy, 2 * dx))) + F(6) * v
+        return u * u
+
+    def share(p, q):
+        p, q = np.maximum(p, EPS_SQ), np.maximum(q, EPS_SQ)
+        return p / (p + q)
+
+    def refined(d):  # the neighbours' mean where it is further from 0.5 than the pixel's own
+        near = (((S(d, -1, -1) + S(d, -1, 1)) + S(d, 1, -1)) + S(d, 1, 1)) * F(0.25)
+        return np.where(a(F(0.5) - near) > a(F(0.5) - d), near, d)
+
+    hv, hh = hp(1, 0), hp(0, 1)
+    vh = refined(share((S(hv, -1, 0) + hv) + S(hv, 1, 0), (S(hh, 0, -1) + hh) + S(hh, 0, 1)))
+    # green: ratio-corrected cardinal neighbours, weighted by the gradients, blended by VH
+    lpf = (v + F(0.5) * (((S(v, -1, 0) + S(v, 1, 0)) + S(v, 0, -1)) + S(v, 0, 1))) \
+        + F(0.25) * (((S(v, -1, -1) + S(v, -1, 1)) + S(v, 1, -1)) + S(v, 1, 1))
+    est, grad = {}, {}
+    for name, (dy, dx) in {"n": (-1, 0), "s": (1, 0), "w": (0, -1), "e": (0, 1)}.items():
+        grad[name] = (((EPS + a(S(v, dy, dx) - S(v, -dy, -dx))) + a(v - S(v, 2 * dy, 2 * dx)))
+                      + a(S(v, dy, dx) - S(v, 3 * dy, 3 * dx))) + a(S(v, 2 * dy, 2 * dx) - S(v, 4 * dy, 4 * dx))
+        est[name] = (S(v, dy, dx) * (lpf + lpf)) / ((EPS + lpf) + S(lpf, 2 * dy, 2 * dx))
+    vest = (grad["s"] * est["n"] + grad["n"] * est["s"]) / (grad["n"] + grad["s"])
+    hest = (grad["w"] * est["e"] + grad["e"] * est["w"]) / (grad["e"] + grad["w"])
+    g = np.where(green, v, vh * (hest - vest) + vest)
+    # red at blue sites and blue at red sites: diagonal colour differences, blended by PQ
+    hpp, hpq = hp(1, 1), hp(1, -1)
+    pq = refined(share((S(hpp, -1, -1) + hpp) + S(hpp, 1, 1), (S(hpq, -1, 1) + hpq) + S(hpq, 1, -1)))
+    planes = []
+    for native, missing in ((red, blue), (blue, red)):
+        dg, de = {}, {}
+        for name, (dy, dx) in {"nw": (-1, -1), "ne": (-1, 1), "sw": (1, -1), "se": (1, 1)}.items():
+            opposite = S(v, -dy, -dx)
+            dg[name] = ((EPS + a(S(v, dy, dx) - opposite)) + a(S(v, dy, dx) - S(v, 3 * dy, 3 * dx))) \
+                + a(g - S(g, 2 * dy, 2 * dx))
+            de[name] = S(v, dy, dx) - S(g, dy, dx)
+        pest = (dg["nw"] * de["se"] + dg["se"] * de["nw"]) / (dg["nw"] + dg["se"])
+        qest = (dg["ne"] * de["sw"] + dg["sw"] * de["ne"]) / (dg["ne"] + dg["sw"])
+        planes.append(np.where(native, v, np.where(missing, g + (pq * (qest - pest) + pest), np.nan)))
+    # red and blue at green sites: cardinal colour differences, blended by VH
+    out = []
+    for x in planes:
+        gr = {}
+        for name, (dy, dx) in {"n": (-1, 0), "s": (1, 0), "w": (0, -1), "e": (0, 1)}.items():
+            gr[name] = ((EPS + a(g - S(g, 2 * dy, 2 * dx))) + a(S(x, dy, dx) - S(x, -dy, -dx))) \
+                + a(S(x, dy, dx) - S(x, 3 * dy, 3 * dx))
+        ce = {name: S(x, dy, dx) - S(g, dy, dx) for name, (dy, dx) in
+              {"n": (-1, 0), "s": (1, 0), "w": (0, -1), "e": (0, 1)}.items()}
+        vest = (gr["n"] * ce["s"] + gr["s"] * ce["n"]) / (gr["n"] + gr["s"])
+        hest = (gr["e"] * ce["w"] + gr["w"] * ce["e"]) / (gr["e"] + gr["w"])
+        out.append(np.where(green, g + (vh * (hest - vest) + vest), x))
+    rgb = np.stack([out[0], g, out[1]])[:, 10:-10, 10:-10].astype(np.float64)
+    return np.einsum("kc,chw->khw", matrix.astype(np.float64), rgb)
+
+
 def run(mosaic, cfa, black, scale, matrix, method):
     dst = np.full((3, *mosaic.shape), np.nan, F)
     be.develop(mosaic, np.asarray(cfa, np.int8), black, scale, matrix, method, dst)
@@ -102,13 +183,37 @@ def random_case(rng, h, w, white=4095):
 
 @pytest.mark.parametrize("shape", [(2, 2), (2, 3), (3, 2), (5, 7), (8, 8), (37, 53)])
 @pytest.mark.parametrize("pattern", PATTERNS)
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", ("bilinear", "mhc"))
 def test_develop_matches_paper_filters(method, pattern, shape):
     rng = np.random.default_rng(zlib.crc32(repr((method, pattern, shape)).encode()))
     mosaic, black, scale, matrix = random_case(rng, *shape)
     got = run(mosaic, PATTERNS[pattern], black, scale, matrix, method)
     want = ref_develop(mosaic, np.array(PATTERNS[pattern]), black, scale, matrix, method)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 2), (3, 5), (8, 8), (37, 53), (130, 21)])
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_rcd_matches_its_steps_on_whole_planes(pattern, shape):
+    """The block-wise Numba RCD (row blocks of 128 with their own halos: the (130, 21) case spans
+    two) against the published steps on whole planes."""
+    rng = np.random.default_rng(zlib.crc32(repr(("rcd", pattern, shape)).encode()))
+    mosaic, black, scale, matrix = random_case(rng, *shape)
+    got = run(mosaic, PATTERNS[pattern], black, scale, matrix, "rcd")
+    want = ref_rcd(mosaic, np.array(PATTERNS[pattern]), black, scale, matrix)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+
+
+def test_rcd_on_smooth_content_matches_its_steps():
+    """The same on a camera-like mosaic (random mosaics rarely reach the branches of smooth
+    content: a decided direction, the neighbours' refinement)."""
+    truth = smooth_scene(70, 90, seed=3)
+    mosaic = np.rint(mosaic_of(truth, PATTERNS["GRBG"]) * 4000 + 64).astype(np.uint16)
+    black, scale = np.full((2, 2), 64, F), np.full((2, 2), 1 / 4000, F)
+    matrix = np.array([[1.6, -0.5, -0.1], [-0.2, 1.4, -0.2], [0.0, -0.5, 1.5]], F)
+    got = run(mosaic, PATTERNS["GRBG"], black, scale, matrix, "rcd")
+    np.testing.assert_allclose(got, ref_rcd(mosaic, np.array(PATTERNS["GRBG"]), black, scale, matrix),
+                               rtol=0, atol=2e-6)
 
 
 def test_reflect101_keeps_the_cfa_phase():
@@ -123,14 +228,16 @@ def test_reflect101_keeps_the_cfa_phase():
 @pytest.mark.parametrize("pattern", PATTERNS)
 @pytest.mark.parametrize("method", METHODS)
 def test_border_is_the_mirrored_mosaic(method, pattern, shape):
-    """The border rule is exactly "develop the mosaic mirrored by two samples on each side":
-    padding by 2 (even, so the pattern is unchanged) and cropping gives the same bits."""
+    """The border rule is exactly "develop the mosaic mirrored by PAD samples on each side" (2
+    for the 5x5 filters, 10 for rcd's chain of steps): padding by PAD (even, so the pattern is
+    unchanged) and cropping gives the same bits."""
     rng = np.random.default_rng(7)
     mosaic, black, scale, matrix = random_case(rng, *shape)
-    padded = np.pad(mosaic, 2, mode="reflect")
+    k = PAD[method]
+    padded = np.pad(mosaic, k, mode="reflect")
     small = run(mosaic, PATTERNS[pattern], black, scale, matrix, method)
     big = run(padded, PATTERNS[pattern], black, scale, matrix, method)
-    np.testing.assert_array_equal(small, big[:, 2:-2, 2:-2])
+    np.testing.assert_array_equal(small, big[:, k:-k, k:-k])
 
 
 def mosaic_of(rgb, cfa):
@@ -144,13 +251,19 @@ def mosaic_of(rgb, cfa):
 @pytest.mark.parametrize("method", METHODS)
 def test_constant_colour_is_exact_everywhere(method, pattern):
     """A flat colour comes out exactly (borders included: a wrong CFA phase at the edge would
-    mix the channels there)."""
+    mix the channels there); rcd's to within its 1e-5 guards against a zero denominator (the
+    ratio of two equal low-passes is 2l / (2l + 1e-5), a few 1e-6 below 1)."""
     colour = np.array([3000, 1000, 2000])
     mosaic = mosaic_of(np.broadcast_to(colour, (11, 14, 3)), PATTERNS[pattern]).astype(np.uint16)
     black = np.zeros((2, 2), F)
     scale = np.full((2, 2), 1 / 4096, F)  # a power of two: exact
     out = run(mosaic, PATTERNS[pattern], black, scale, np.eye(3, dtype=F), method)
-    np.testing.assert_array_equal(out, np.broadcast_to((colour / 4096).astype(F)[:, None, None], out.shape))
+    want = np.broadcast_to((colour / 4096).astype(F)[:, None, None], out.shape)
+    if method == "rcd":
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=0)
+        assert np.abs(out - want).max() > 0  # not by accident exact: the guards are there
+    else:
+        np.testing.assert_array_equal(out, want)
 
 
 def smooth_scene(h, w, seed=0):
@@ -164,17 +277,35 @@ def smooth_scene(h, w, seed=0):
     return 0.05 + 0.9 * lum[..., None] * tint
 
 
-@pytest.mark.parametrize("pattern", PATTERNS)
-def test_mhc_beats_bilinear_on_a_smooth_scene(pattern):
-    truth = smooth_scene(96, 128)
+def demosaic_errors(truth, pattern, crop):
+    """Mean squared error of each demosaic against ``truth`` (H, W, 3) in [0, 1], mosaicked with
+    ``pattern`` at 16 bits, away from the borders."""
     mosaic = np.rint(mosaic_of(truth, PATTERNS[pattern]) * 65535).astype(np.uint16)
     black, scale, eye = np.zeros((2, 2), F), np.full((2, 2), 1 / 65535, F), np.eye(3, dtype=F)
     err = {}
     for method in METHODS:
         out = np.moveaxis(run(mosaic, PATTERNS[pattern], black, scale, eye, method), 0, -1)
-        err[method] = np.mean((out - truth)[4:-4, 4:-4] ** 2)
+        err[method] = np.mean((out - truth)[crop:-crop, crop:-crop] ** 2)
+    return err
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_mhc_beats_bilinear_on_a_smooth_scene(pattern):
+    err = demosaic_errors(smooth_scene(96, 128), pattern, 4)
     assert err["mhc"] < 0.35 * err["bilinear"], err
     assert 10 * np.log10(1 / err["mhc"]) > 40
+
+
+@pytest.mark.parametrize("pattern", ("RGGB", "GBRG"))
+def test_rcd_beats_mhc_on_a_photographed_scene(pattern):
+    """A photograph with camera-like optics (Gaussian sigma 1 px, as gpustack.synth renders an
+    in-focus frame), mosaicked: the edge-directed RCD's error is well under half of MHC's
+    (measured: about a quarter), and MHC's under bilinear's."""
+    from gpustack import synth
+
+    truth = synth.make_stack(scene="astronaut", n_frames=2, shape=(160, 200), optics=1.0, noise=False).truth
+    err = demosaic_errors(truth, pattern, 8)
+    assert err["rcd"] < 0.5 * err["mhc"] < 0.5 * err["bilinear"], err
 
 
 def test_clipping_saturated_and_below_black():
@@ -187,7 +318,7 @@ def test_clipping_saturated_and_below_black():
         mosaic = np.full((6, 8), value, np.uint16)
         for method in METHODS:
             out = run(mosaic, PATTERNS["RGGB"], black, scale, matrix, method)
-            np.testing.assert_allclose(out, want, atol=1e-6)
+            np.testing.assert_allclose(out, want, atol=1e-5 if method == "rcd" else 1e-6)  # rcd: its guards
 
 
 def test_develop_rejects_bad_arguments():

@@ -92,23 +92,26 @@ def test_emulated_stack_matches_cpu(emu, monkeypatch, method, align):
 
 
 def test_emulated_raw_stack_matches_cpu(emu, monkeypatch, tmp_path):
-    """Bayer DNGs with motion through the pipeline: develop, then warp_planar, on the emulated cuda
-    backend give the cpu backend's bytes."""
+    """Bayer DNGs with motion through the pipeline: develop (the default rcd, and mhc), then
+    warp_planar, on the emulated cuda backend give the cpu backend's bytes."""
     import gpustack.pipeline
     from dng import write_dng_stack
     from gpustack import synth
 
     st = synth.make_stack(n_frames=4, shape=(64, 96), seed=4, breathing=0.02, shift=2.0, rotation=0.2)
     paths = write_dng_stack(st.frames, tmp_path)
-    opts = {"levels": 3, "align": "similarity"}
-    want = gpustack.stack(paths, backend="cpu", **opts)
-    assert any(not np.array_equal(t, np.eye(2, 3)) for t in want.transforms)  # the warp path runs
-    monkeypatch.setattr(gpustack.pipeline, "get_backend", lambda name: emu)
-    emu.launched.clear()
-    got = gpustack.stack(paths, backend="cpu", **opts)
-    assert {"gs_develop_mhc", "gs_warp_planar_f32"} <= set(emu.launched)
-    for field in ("image", "linear", "depth", "depth_raw", "confidence"):
-        assert_bits_equal(getattr(got, field), getattr(want, field))
+    for demosaic in ("rcd", "mhc"):
+        opts = {"levels": 3, "align": "similarity", "demosaic": demosaic}
+        want = gpustack.stack(paths, backend="cpu", **opts)
+        assert any(not np.array_equal(t, np.eye(2, 3)) for t in want.transforms)  # the warp path runs
+        with monkeypatch.context() as m:
+            m.setattr(gpustack.pipeline, "get_backend", lambda name: emu)
+            emu.launched.clear()
+            got = gpustack.stack(paths, backend="cpu", **opts)
+        kernel = "gs_develop_rcd_rb_at_green" if demosaic == "rcd" else "gs_develop_mhc"
+        assert {kernel, "gs_warp_planar_f32"} <= set(emu.launched)
+        for field in ("image", "linear", "depth", "depth_raw", "confidence"):
+            assert_bits_equal(getattr(got, field), getattr(want, field))
 
 
 NVCC = shutil.which("nvcc")

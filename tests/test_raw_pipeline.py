@@ -46,17 +46,19 @@ def test_dng_stack_is_developed_by_the_backend(dng_stack, band_limited):
 
 
 def test_dng_stack_against_tiff_and_libraw(dng_stack, band_limited):
-    """Fused against the truth: our MHC development is no more than 0.75 dB below LibRaw's AHD and
-    clearly above bilinear; the RGB frames as 16-bit TIFFs (three colours at every pixel, which
-    a Bayer sensor never has) are at most 1 dB above (measured: 0.3 and 0.7 dB; README, Camera RAW)."""
+    """Fused against the truth: with the default RCD demosaic the DNGs come within 0.5 dB of the
+    same frames as 16-bit TIFFs (three colours at every pixel, which a Bayer sensor never has)
+    and above LibRaw's AHD; MHC and bilinear are further below (measured on this stack: RCD
+    -0.17, AHD -0.39, MHC -0.70, bilinear -1.74 dB; README, Camera RAW)."""
     truth = band_limited.truth
-    mhc = _psnr(gpustack.stack(dng_stack, backend="cpu", align="none"), truth)
+    rcd = _psnr(gpustack.stack(dng_stack, backend="cpu", align="none"), truth)
+    mhc = _psnr(gpustack.stack(dng_stack, backend="cpu", align="none", demosaic="mhc"), truth)
     bilinear = _psnr(gpustack.stack(dng_stack, backend="cpu", align="none", demosaic="bilinear"), truth)
     libraw = _psnr(gpustack.stack(dng_stack, backend="cpu", align="none", raw_develop="libraw"), truth)
     tiff = _psnr(gpustack.stack(band_limited.as_uint16(), backend="cpu", align="none"), truth)
-    assert mhc > bilinear + 0.5, (mhc, bilinear)
-    assert mhc > libraw - 0.75, (mhc, libraw)
-    assert mhc > tiff - 1.0, (mhc, tiff)
+    assert rcd > tiff - 0.5, (rcd, tiff)
+    assert rcd > libraw, (rcd, libraw)
+    assert rcd > mhc + 0.3 and mhc > bilinear + 0.5, (rcd, mhc, bilinear)
 
 
 def test_colour_camera_skips_the_matrix(dng_stack, tmp_path):

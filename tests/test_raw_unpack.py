@@ -190,6 +190,16 @@ def test_mhc_close_to_libraw_ahd(synthetic_dngs):
     assert min(apart) > 38 and np.mean(apart) > 40, apart
 
 
+def test_rcd_against_libraw_ahd_and_the_truth(synthetic_dngs):
+    """RCD and AHD are both edge-directed: RCD is at least as close to AHD as MHC is, and closer
+    to the truth than both MHC and AHD on every frame."""
+    for path, truth in synthetic_dngs:
+        rcd, mhc, ahd = develop(path, "rcd"), develop(path, "mhc"), libraw_develop(path, "mhc")
+        assert psnr(rcd, ahd) > psnr(mhc, ahd) - 0.5
+        assert psnr(rcd, ahd) > 40
+        assert psnr(rcd, truth) > max(psnr(mhc, truth), psnr(ahd, truth)), path.name
+
+
 @pytest.mark.skipif(not REAL_RAW.is_file(), reason=f"{REAL_RAW} not found")
 def test_real_raw_unpacks_and_develops_like_libraw():
     """A real camera file (Kodak DC50, GRBG, 14-bit). LibRaw has no matrix for it that rawpy

@@ -19,11 +19,17 @@ Twin of kernels/develop.cu, with the same float32 arithmetic in the same order:
   a1 = ((v(-1,0) + v(0,-1)) + v(0,1)) + v(1,0),  a2 = ((v(-2,0) + v(0,-2)) + v(0,2)) + v(2,0),
   d1 = ((v(-1,-1) + v(-1,1)) + v(1,-1)) + v(1,1),  h1 = v(0,-1) + v(0,1),  h2 = v(0,-2) + v(0,2),
   u1 = v(-1,0) + v(1,0),  u2 = v(-2,0) + v(2,0);
+* ``rcd`` (ratio corrected demosaicing, L. Sanz Rodriguez 2017, the default demosaic of
+  RawTherapee and darktable; edge-directed: each missing colour is interpolated along the
+  direction, vertical/horizontal or diagonal, in which the mosaic varies least, green by
+  ratio-corrected neighbours, red and blue by colour differences to green): the mosaic
+  padded by ``RCD_PAD`` (10) reflected samples, seven passes over it, each pass's formulas
+  and the band it computes as in the RCD section of kernels/develop.cu;
 * the colour matrix: ``out[k] = (r*m[k,0] + g*m[k,1]) + b*m[k,2]``, not clipped.
 
-Borders: reflect101 on the mosaic grid (``_common.reflect``), which mirrors about the
-edge sample, an even displacement, so every sample read keeps its CFA colour (a red
-site maps to a red site) for any H, W >= 2.
+Borders (bilinear, mhc; rcd pads the mosaic by the same rule): reflect101 on the mosaic
+grid (``_common.reflect``), which mirrors about the edge sample, an even displacement, so
+every sample read keeps its CFA colour (a red site maps to a red site) for any H, W >= 2.
 
 The CUDA kernel gathers and normalises every tap per output pixel; here a block of rows
 is normalised once into a buffer padded by two reflected samples on each side, and the
@@ -44,7 +50,10 @@ FOUR = np.float32(4.0)
 FIVE = np.float32(5.0)
 SIX = np.float32(6.0)
 
-METHODS = ("bilinear", "mhc")
+METHODS = ("bilinear", "mhc", "rcd")
+EPS = np.float32(1e-5)
+EPS_SQ = np.float32(1e-10)
+THREE = np.float32(3.0)
 _ROWS_PER_BLOCK = 32
 
 _R, _B, _G_RED_ROW, _G_BLUE_ROW = 0, 1, 2, 3
@@ -187,10 +196,189 @@ def _develop_kernel(mosaic, red_row, red_col, black, scale, matrix, mhc, dst):
                     o2[j] = r * m20 + g * m21 + b * m22
 
 
+# ---------------------------------------------------------------------------------------------
+# RCD (ratio corrected demosaicing) on the mosaic padded by RCD_PAD reflected samples, by blocks
+# of output rows. Each pass of the module docstring runs over its part of the block's padded
+# window (local row t is padded row i0 + t, i.e. image row i0 + t - RCD_PAD; local column x is
+# image column x - RCD_PAD; RCD_PAD is even, so the parities are those of i0 + t and x). The
+# squared high-passes and the low-pass are computed once per position into buffers rather than
+# once per reader, as the kernels do: the same values, so the same bits.
+
+RCD_PAD = 10
+_RCD_ROWS = 128
+
+
+@njit(cache=True)
+def _ratio(a, b):
+    """a / (a + b) with both floored at EPS_SQ (the share of one direction's high-pass energy)."""
+    if a < EPS_SQ:  # noqa: PLR1730 - the twin's branches, written alike
+        a = EPS_SQ
+    if b < EPS_SQ:  # noqa: PLR1730
+        b = EPS_SQ
+    return a / (a + b)
+
+
+@njit(cache=True)
+def _disc(d, t, x):
+    """The direction at (t, x): its own value, or the mean of its four diagonal neighbours when
+    that is the more decided one (further from 0.5)."""
+    centre = d[t, x]
+    near = (((d[t - 1, x - 1] + d[t - 1, x + 1]) + d[t + 1, x - 1]) + d[t + 1, x + 1]) * QUARTER
+    return near if abs(HALF - near) > abs(HALF - centre) else centre
+
+
+@njit(cache=True)
+def _hp(v, t, x, dt, dx):
+    """Squared 7-tap high-pass of ``v`` along (dt, dx) at (t, x)."""
+    u = ((v[t - 3 * dt, x - 3 * dx] - v[t - dt, x - dx]) - v[t + dt, x + dx]) + v[t + 3 * dt, x + 3 * dx]
+    u = (u - THREE * (v[t - 2 * dt, x - 2 * dx] + v[t + 2 * dt, x + 2 * dx])) + SIX * v[t, x]
+    return u * u
+
+
+@njit(cache=True)
+def _first(lo, parity):
+    """The first column >= lo of the given parity."""
+    return lo + ((parity - lo) & 1)
+
+
+@njit(cache=True)
+def _rcd_block(mosaic, i0, n, red_row, red_col, black, scale, matrix, dst):
+    h, w = mosaic.shape
+    pad = RCD_PAD
+    hp, wp = n + 2 * pad, w + 2 * pad
+    v = np.empty((hp, wp), np.float32)  # normalised samples
+    d = np.empty((hp, wp), np.float32)  # VH, then PQ at the R and B sites
+    g = np.empty((hp, wp), np.float32)
+    rb = np.empty((2, hp, wp), np.float32)  # red, blue
+    a = np.empty((hp, wp), np.float32)  # squared high-passes, low-pass
+    b = np.empty((hp, wp), np.float32)
+    for t in range(hp):
+        y = reflect(i0 + t - pad, h)
+        py = y & 1
+        for x in range(wp):
+            xs = reflect(x - pad, w)
+            v[t, x] = _norm(mosaic[y, xs], black[py, xs & 1], scale[py, xs & 1])
+    # pass 1: VH at [4, end - 4)
+    for t in range(3, hp - 3):
+        for x in range(4, wp - 4):
+            a[t, x] = _hp(v, t, x, 1, 0)
+    for t in range(4, hp - 4):
+        for x in range(3, wp - 3):
+            b[t, x] = _hp(v, t, x, 0, 1)
+    for t in range(4, hp - 4):
+        for x in range(4, wp - 4):
+            d[t, x] = _ratio((a[t - 1, x] + a[t, x]) + a[t + 1, x], (b[t, x - 1] + b[t, x]) + b[t, x + 1])
+    # pass 2: green at [5, end - 5); the low-pass of the R and B sites at [3, end - 3) into a
+    for t in range(3, hp - 3):
+        rb_col = red_col if ((i0 + t) & 1) == red_row else 1 - red_col  # parity of its R/B columns
+        for x in range(_first(3, rb_col), wp - 3, 2):
+            a[t, x] = (v[t, x] + HALF * (((v[t - 1, x] + v[t + 1, x]) + v[t, x - 1]) + v[t, x + 1])) \
+                + QUARTER * (((v[t - 1, x - 1] + v[t - 1, x + 1]) + v[t + 1, x - 1]) + v[t + 1, x + 1])
+    for t in range(5, hp - 5):
+        rb_col = red_col if ((i0 + t) & 1) == red_row else 1 - red_col
+        for x in range(_first(5, 1 - rb_col), wp - 5, 2):
+            g[t, x] = v[t, x]
+        for x in range(_first(5, rb_col), wp - 5, 2):
+            c = v[t, x]
+            n1, s1, w1, e1 = v[t - 1, x], v[t + 1, x], v[t, x - 1], v[t, x + 1]
+            n2, s2, w2, e2 = v[t - 2, x], v[t + 2, x], v[t, x - 2], v[t, x + 2]
+            ng = (((EPS + abs(n1 - s1)) + abs(c - n2)) + abs(n1 - v[t - 3, x])) + abs(n2 - v[t - 4, x])
+            sg = (((EPS + abs(n1 - s1)) + abs(c - s2)) + abs(s1 - v[t + 3, x])) + abs(s2 - v[t + 4, x])
+            wg = (((EPS + abs(w1 - e1)) + abs(c - w2)) + abs(w1 - v[t, x - 3])) + abs(w2 - v[t, x - 4])
+            eg = (((EPS + abs(w1 - e1)) + abs(c - e2)) + abs(e1 - v[t, x + 3])) + abs(e2 - v[t, x + 4])
+            lc = a[t, x]
+            l2 = lc + lc
+            ne = (n1 * l2) / ((EPS + lc) + a[t - 2, x])
+            se = (s1 * l2) / ((EPS + lc) + a[t + 2, x])
+            we = (w1 * l2) / ((EPS + lc) + a[t, x - 2])
+            ee = (e1 * l2) / ((EPS + lc) + a[t, x + 2])
+            vest = (sg * ne + ng * se) / (ng + sg)
+            hest = (wg * ee + eg * we) / (eg + wg)
+            g[t, x] = _disc(d, t, x) * (hest - vest) + vest
+    # pass 3: PQ at the R and B sites of [4, end - 4); the diagonal high-passes at [3, end - 3)
+    for t in range(3, hp - 3):
+        rb_col = red_col if ((i0 + t) & 1) == red_row else 1 - red_col
+        for x in range(_first(3, rb_col), wp - 3, 2):
+            a[t, x] = _hp(v, t, x, 1, 1)
+            b[t, x] = _hp(v, t, x, 1, -1)
+    for t in range(4, hp - 4):
+        rb_col = red_col if ((i0 + t) & 1) == red_row else 1 - red_col
+        for x in range(_first(4, rb_col), wp - 4, 2):
+            d[t, x] = _ratio((a[t - 1, x - 1] + a[t, x]) + a[t + 1, x + 1],
+                             (b[t - 1, x + 1] + b[t, x]) + b[t + 1, x - 1])
+    # pass 4: the missing one of red and blue at the R and B sites of [7, end - 7)
+    for t in range(7, hp - 7):
+        red_here = ((i0 + t) & 1) == red_row
+        own, other = (0, 1) if red_here else (1, 0)
+        rb_col = red_col if red_here else 1 - red_col
+        for x in range(_first(7, rb_col), wp - 7, 2):
+            rb[own, t, x] = v[t, x]
+            g0 = g[t, x]
+            x_nw, x_ne, x_sw, x_se = v[t - 1, x - 1], v[t - 1, x + 1], v[t + 1, x - 1], v[t + 1, x + 1]
+            nwg = ((EPS + abs(x_nw - x_se)) + abs(x_nw - v[t - 3, x - 3])) + abs(g0 - g[t - 2, x - 2])
+            neg = ((EPS + abs(x_ne - x_sw)) + abs(x_ne - v[t - 3, x + 3])) + abs(g0 - g[t - 2, x + 2])
+            swg = ((EPS + abs(x_ne - x_sw)) + abs(x_sw - v[t + 3, x - 3])) + abs(g0 - g[t + 2, x - 2])
+            seg = ((EPS + abs(x_nw - x_se)) + abs(x_se - v[t + 3, x + 3])) + abs(g0 - g[t + 2, x + 2])
+            nwe = x_nw - g[t - 1, x - 1]
+            nee = x_ne - g[t - 1, x + 1]
+            swe = x_sw - g[t + 1, x - 1]
+            see = x_se - g[t + 1, x + 1]
+            pest = (nwg * see + seg * nwe) / (nwg + seg)
+            qest = (neg * swe + swg * nee) / (neg + swg)
+            rb[other, t, x] = g0 + (_disc(d, t, x) * (qest - pest) + pest)
+    # pass 5: red and blue at the G sites of [10, end - 10) = the block's own pixels
+    for t in range(pad, hp - pad):
+        rb_col = red_col if ((i0 + t) & 1) == red_row else 1 - red_col
+        for x in range(_first(pad, 1 - rb_col), wp - pad, 2):
+            disc = _disc(d, t, x)
+            g0 = g[t, x]
+            gn, gs, gw, ge = g[t - 1, x], g[t + 1, x], g[t, x - 1], g[t, x + 1]
+            n1 = EPS + abs(g0 - g[t - 2, x])
+            s1 = EPS + abs(g0 - g[t + 2, x])
+            w1 = EPS + abs(g0 - g[t, x - 2])
+            e1 = EPS + abs(g0 - g[t, x + 2])
+            for k in range(2):
+                p = rb[k]
+                xn, xs, xw, xe = p[t - 1, x], p[t + 1, x], p[t, x - 1], p[t, x + 1]
+                sn = abs(xn - xs)
+                ew = abs(xw - xe)
+                ng = (n1 + sn) + abs(xn - p[t - 3, x])
+                sg = (s1 + sn) + abs(xs - p[t + 3, x])
+                wg = (w1 + ew) + abs(xw - p[t, x - 3])
+                eg = (e1 + ew) + abs(xe - p[t, x + 3])
+                vest = (ng * (xs - gs) + sg * (xn - gn)) / (ng + sg)
+                hest = (eg * (xw - gw) + wg * (xe - ge)) / (eg + wg)
+                p[t, x] = g0 + (disc * (hest - vest) + vest)
+    # pass 6: the colour matrix, into the block's rows of dst
+    m00, m01, m02 = matrix[0, 0], matrix[0, 1], matrix[0, 2]
+    m10, m11, m12 = matrix[1, 0], matrix[1, 1], matrix[1, 2]
+    m20, m21, m22 = matrix[2, 0], matrix[2, 1], matrix[2, 2]
+    for t in range(pad, hp - pad):
+        i = i0 + t - pad
+        for j in range(w):
+            r, gg, bb = rb[0, t, j + pad], g[t, j + pad], rb[1, t, j + pad]
+            dst[0, i, j] = r * m00 + gg * m01 + bb * m02
+            dst[1, i, j] = r * m10 + gg * m11 + bb * m12
+            dst[2, i, j] = r * m20 + gg * m21 + bb * m22
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _rcd_kernel(mosaic, red_row, red_col, black, scale, matrix, dst):
+    h = mosaic.shape[0]
+    nblocks = (h + _RCD_ROWS - 1) // _RCD_ROWS
+    for blk in prange(nblocks):
+        i0 = blk * _RCD_ROWS
+        _rcd_block(mosaic, i0, min(h, i0 + _RCD_ROWS) - i0, red_row, red_col, black, scale, matrix, dst)
+
+
 def develop(mosaic, cfa, black, scale, matrix, method, dst) -> None:
     """Develop ``mosaic`` (H, W) uint16 into ``dst`` (3, H, W) float32: normalise with ``black``
-    and ``scale`` ((2, 2) float32 per CFA position), demosaic (``method`` "bilinear" or "mhc")
-    by the Bayer pattern ``cfa`` ((2, 2) colour indices, R=0 G=1 B=2), then apply ``matrix``
-    ((3, 3) float32, camera RGB -> output RGB). See the module docstring for the arithmetic."""
+    and ``scale`` ((2, 2) float32 per CFA position), demosaic (``method`` "bilinear", "mhc" or
+    "rcd") by the Bayer pattern ``cfa`` ((2, 2) colour indices, R=0 G=1 B=2), then apply
+    ``matrix`` ((3, 3) float32, camera RGB -> output RGB). See the module docstring for the
+    arithmetic."""
     red_row, red_col = check_develop(mosaic, cfa, black, scale, matrix, method, dst)
-    _develop_kernel(mosaic, red_row, red_col, black, scale, matrix, method == "mhc", dst)
+    if method == "rcd":
+        _rcd_kernel(mosaic, red_row, red_col, black, scale, matrix, dst)
+    else:
+        _develop_kernel(mosaic, red_row, red_col, black, scale, matrix, method == "mhc", dst)

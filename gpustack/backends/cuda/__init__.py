@@ -39,8 +39,9 @@ def estimate_device_bytes(channels: int, height: int, width: int, levels: int | 
     Counts the fusion state (Gaussian pyramid, best Laplacian and energy per level, the
     running coarse sum, the energy scratch planes, the depth bookkeeping), the finishing
     planes (depth, confidence, smoothing, encoded output), the depthmap method's second
-    pass, the frames in flight (the uploaded frame and two staging buffers, 4 bytes a
-    sample at most) and the tables, plus 10 % for the memory pool's rounding.
+    pass, a RAW frame's rcd work planes, the frames in flight (the uploaded frame and two
+    staging buffers, 4 bytes a sample at most) and the tables, plus 10 % for the memory
+    pool's rounding.
     ``levels=None`` counts every level down to one pixel (an upper bound).
     """
     c, plane = channels, height * width
@@ -57,7 +58,8 @@ def estimate_device_bytes(channels: int, height: int, width: int, levels: int | 
               + 2 * plane             # squared sums and row box sums
               + 5 * plane             # depth bookkeeping
               + 6 * plane             # depth, confidence, smoothing planes
-              + 2 * c * plane)        # depthmap pass: accumulator and converted frame
+              + 2 * c * plane         # depthmap pass: accumulator and converted frame
+              + 5 * (height + 20) * (width + 20))  # a RAW frame's rcd work planes
     frames = 3 * 4 * c * plane        # uploaded frame + two staging buffers
     encoded = 2 * c * plane           # uint16 output
     return int(1.1 * (4 * floats + frames + encoded + _ENCODE_LUT_BYTES))
@@ -334,9 +336,16 @@ class CudaBackend:
         """Develop a Bayer ``mosaic`` (H, W) uint16 into ``dst`` (3, H, W) float32: normalise with
         ``black`` and ``scale`` ((2, 2) float32 per CFA position, host values), demosaic by the
         pattern ``cfa`` ((2, 2) colour indices R=0 G=1 B=2, host values) with ``method``
-        ("bilinear" or "mhc"), apply ``matrix`` ((3, 3) float32, host values)."""
-        params = (_host(a) for a in (cfa, black, scale, matrix))
-        self._run(_k.plan_develop(mosaic, *params, method, dst))
+        ("bilinear", "mhc" or "rcd"; rcd in seven launches through pooled work planes), apply
+        ``matrix`` ((3, 3) float32, host values)."""
+        params = [_host(a) for a in (cfa, black, scale, matrix)]
+        if method == "rcd":
+            shape = _k.rcd_work_shape(*mosaic.shape)
+            work = self.empty((int(np.prod(shape)),), np.float32).reshape(shape)  # flat: not the frame
+            for plan in _k.plan_develop_rcd(mosaic, *params, work, dst):
+                self._run(plan)
+        else:
+            self._run(_k.plan_develop(mosaic, *params, method, dst))
 
     def encode(self, src, lut, dst) -> None:
         """Fill ``dst`` (H, W, C) uint8/uint16 from ``src`` (C, H, W) float32 through ``lut``."""

@@ -46,7 +46,9 @@ FAMILIES = {
     "depth": ("gs_depth_track", "gs_depth_finalize", "gs_depth_weight", "gs_depth_ratio", "gs_depthmap_accumulate",
               "gs_depthmap_blend"),
     "encode": ("gs_encode_lut_u8", "gs_encode_lut_u16"),
-    "develop": ("gs_develop_bilinear", "gs_develop_mhc"),
+    "develop": ("gs_develop_bilinear", "gs_develop_mhc", "gs_develop_rcd_normalise", "gs_develop_rcd_vh",
+                "gs_develop_rcd_green", "gs_develop_rcd_pq", "gs_develop_rcd_rb", "gs_develop_rcd_rb_at_green",
+                "gs_develop_rcd_finish"),
 }
 KERNEL_FAMILY = {name: family for family, names in FAMILIES.items() for name in names}
 
@@ -567,18 +569,57 @@ def plan_develop_mhc(mosaic, cfa, black, scale, matrix, dst) -> Launch:
 
 
 def plan_develop(mosaic, cfa, black, scale, matrix, method, dst) -> Launch:
-    """``gs_develop_<method>`` (``method`` "bilinear" or "mhc"): ``mosaic`` (H, W) uint16 (H, W >= 2);
-    ``cfa`` (2, 2) Bayer colour indices; ``black``, ``scale`` (2, 2) and ``matrix`` (3, 3) float32
-    host arrays (they travel as 17 float scalars); ``dst`` (3, H, W) float32."""
+    """``gs_develop_<method>`` (``method`` "bilinear" or "mhc"; rcd: ``plan_develop_rcd``): ``mosaic``
+    (H, W) uint16 (H, W >= 2); ``cfa`` (2, 2) Bayer colour indices; ``black``, ``scale`` (2, 2) and
+    ``matrix`` (3, 3) float32 host arrays (they travel as 17 float scalars); ``dst`` (3, H, W) float32."""
     from ..cpu.develop import check_develop  # the same validation and messages as the cpu backend
 
     red_row, red_col = check_develop(mosaic, cfa, black, scale, matrix, method, dst)
+    if method == "rcd":
+        raise ValueError("method: rcd runs in seven launches; plan it with plan_develop_rcd")
     _check(mosaic, "mosaic", U16, ndim=2)
     h, w = mosaic.shape
     _check(dst, "dst", F32, shape=(3, h, w))
     params = (*black.reshape(-1), *scale.reshape(-1), *matrix.reshape(-1))
     return Launch(f"gs_develop_{method}", _index_type(mosaic, dst), _grid_2d(w, h), BLOCK_2D,
                   (mosaic, dst, *_i32(h, w, red_row, red_col), *(np.float32(v) for v in params)))
+
+
+RCD_PAD = 10  # GS_RCD_PAD of kernels/develop.cu (and cpu.develop.RCD_PAD)
+
+
+def rcd_work_shape(h: int, w: int) -> tuple[int, int, int]:
+    """The (5, H + 20, W + 20) float32 work planes of an rcd development of an (H, W) mosaic."""
+    return (5, h + 2 * RCD_PAD, w + 2 * RCD_PAD)
+
+
+def plan_develop_rcd(mosaic, cfa, black, scale, matrix, work, dst) -> list[Launch]:
+    """The seven launches of the RCD demosaic (kernels/develop.cu), in order: arguments as
+    ``plan_develop``, plus ``work`` (``rcd_work_shape(H, W)`` float32, contents ignored)."""
+    from ..cpu.develop import check_develop
+
+    red_row, red_col = check_develop(mosaic, cfa, black, scale, matrix, "rcd", dst)
+    _check(mosaic, "mosaic", U16, ndim=2)
+    h, w = mosaic.shape
+    _check(dst, "dst", F32, shape=(3, h, w))
+    _check(work, "work", F32, shape=rcd_work_shape(h, w))
+    _, hp, wp = work.shape
+    index_t = _index_type(mosaic, dst, work)
+    padded, image = _grid_2d(wp, hp), _grid_2d(w, h)
+    bs = tuple(np.float32(v) for v in (*black.reshape(-1), *scale.reshape(-1)))
+    m = tuple(np.float32(v) for v in matrix.reshape(-1))
+    cfa_args = _i32(hp, wp, red_row, red_col)
+
+    def on_padded(kernel, *args):
+        return Launch(kernel, index_t, padded, BLOCK_2D, (work, *args))
+
+    return [Launch("gs_develop_rcd_normalise", index_t, padded, BLOCK_2D, (mosaic, work, *_i32(h, w), *bs)),
+            on_padded("gs_develop_rcd_vh", *_i32(hp, wp)),
+            on_padded("gs_develop_rcd_green", *cfa_args),
+            on_padded("gs_develop_rcd_pq", *cfa_args),
+            on_padded("gs_develop_rcd_rb", *cfa_args),
+            on_padded("gs_develop_rcd_rb_at_green", *cfa_args),
+            Launch("gs_develop_rcd_finish", index_t, image, BLOCK_2D, (work, dst, *_i32(h, w), *m))]
 
 
 # ---------------------------------------------------------------------------------------------
