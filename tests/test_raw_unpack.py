@@ -212,11 +212,13 @@ def test_real_raw_unpacks_and_develops_like_libraw():
     camera = {"output_color": rawpy.ColorSpace.raw}
     bil = psnr(develop(REAL_RAW, "bilinear", "camera"), libraw_develop(REAL_RAW, "bilinear", **camera))
     mhc = psnr(develop(REAL_RAW, "mhc", "camera"), libraw_develop(REAL_RAW, "mhc", **camera))
+    rcd = psnr(develop(REAL_RAW, "rcd", "camera"), libraw_develop(REAL_RAW, "mhc", **camera))
     srgb = psnr(develop(REAL_RAW, "mhc"), libraw_develop(REAL_RAW, "mhc"))
-    print(f"\nKodak DC50, camera RGB: bilinear vs LibRaw LINEAR {bil:.1f} dB, MHC vs AHD {mhc:.1f} dB; "
-          f"sRGB (LibRaw's hidden matrix): MHC vs AHD {srgb:.1f} dB")
+    print(f"\nKodak DC50, camera RGB: bilinear vs LibRaw LINEAR {bil:.1f} dB, MHC vs AHD {mhc:.1f} dB, "
+          f"RCD vs AHD {rcd:.1f} dB; sRGB (LibRaw's hidden matrix): MHC vs AHD {srgb:.1f} dB")
     assert bil > 80
     assert mhc > 40
+    assert rcd > mhc  # measured 49.8 against 46.9: the two edge-directed methods agree more
 
 
 def test_bin2x2_is_a_half_size_development(synthetic_dngs):
