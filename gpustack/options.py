@@ -47,7 +47,7 @@ RAW_DEVELOP = {
 
 #: ``--demosaic``: how the backend's RAW development fills in the missing colours.
 DEMOSAIC = {
-    "rcd": "ratio corrected demosaicing, edge-directed (default; the sharpest, about 3x mhc's time on a CPU)",
+    "rcd": "ratio corrected demosaicing, edge-directed (default; the sharpest, 4-5x mhc's time on a CPU)",
     "mhc": "Malvar-He-Cutler gradient-corrected linear interpolation (fast)",
     "bilinear": "bilinear interpolation",
 }

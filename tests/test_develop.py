@@ -192,16 +192,33 @@ def test_develop_matches_paper_filters(method, pattern, shape):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("shape", [(2, 2), (3, 5), (8, 8), (37, 53), (130, 21)])
+@pytest.mark.parametrize("shape", [(2, 2), (3, 5), (8, 8), (37, 53), (130, 21), (300, 19)])
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_rcd_matches_its_steps_on_whole_planes(pattern, shape):
     """The block-wise Numba RCD (row blocks of 128 with their own halos: the (130, 21) case spans
-    two) against the published steps on whole planes."""
+    two, (300, 19) three) against the published steps on whole planes."""
     rng = np.random.default_rng(zlib.crc32(repr(("rcd", pattern, shape)).encode()))
     mosaic, black, scale, matrix = random_case(rng, *shape)
     got = run(mosaic, PATTERNS[pattern], black, scale, matrix, "rcd")
     want = ref_rcd(mosaic, np.array(PATTERNS[pattern]), black, scale, matrix)
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+
+
+def test_rcd_blocks_reuse_their_work_planes_cleanly():
+    """One worker running all five blocks of a mosaic in the same work planes (each block reads
+    only what it wrote) gives the bits of five workers with a block each."""
+    import importlib
+
+    dev_module = importlib.import_module("gpustack.backends.cpu.develop")  # the package exports the function
+
+    rng = np.random.default_rng(11)
+    mosaic, black, scale, matrix = random_case(rng, 5 * 128 - 7, 33)
+    red_row, red_col = red_site(PATTERNS["GBRG"])
+    out = [np.full((3, *mosaic.shape), np.nan, F) for _ in range(2)]
+    for workers, dst in zip((1, 5), out):
+        dev_module._rcd_kernel(mosaic, red_row, red_col, black, scale, matrix, dst, workers)
+    np.testing.assert_array_equal(out[0], out[1])
+    assert not np.isnan(out[0]).any()
 
 
 def test_rcd_on_smooth_content_matches_its_steps():

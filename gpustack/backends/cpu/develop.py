@@ -40,7 +40,7 @@ it, so the results are the same bits.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 from ._common import F0, F1, HALF, ONE_HALF, TWO, reflect
 
@@ -236,38 +236,52 @@ def _hp(v, t, x, dt, dx):
 
 
 @njit(cache=True)
+def _hp_rows(m3, m2, m1, c, p1, p2, p3, out, x0, x1):
+    """``_hp`` along the rows (dt = 1) for columns [x0, x1), from the seven rows around."""
+    for x in range(x0, x1):
+        u = ((m3[x] - m1[x]) - p1[x]) + p3[x]
+        u = (u - THREE * (m2[x] + p2[x])) + SIX * c[x]
+        out[x] = u * u
+
+
+@njit(cache=True)
 def _first(lo, parity):
     """The first column >= lo of the given parity."""
     return lo + ((parity - lo) & 1)
 
 
 @njit(cache=True)
-def _rcd_block(mosaic, i0, n, red_row, red_col, black, scale, matrix, dst):
+def _rcd_block(mosaic, i0, n, red_row, red_col, black, scale, matrix, dst, work):
+    """Output rows [i0, i0 + n) from ``work``: (7, >= n + 2 RCD_PAD, W + 2 RCD_PAD) float32
+    planes, reused from block to block (fresh ones would be page-faulted in every time)."""
     h, w = mosaic.shape
     pad = RCD_PAD
     hp, wp = n + 2 * pad, w + 2 * pad
-    v = np.empty((hp, wp), np.float32)  # normalised samples
-    d = np.empty((hp, wp), np.float32)  # VH, then PQ at the R and B sites
-    g = np.empty((hp, wp), np.float32)
-    rb = np.empty((2, hp, wp), np.float32)  # red, blue
-    a = np.empty((hp, wp), np.float32)  # squared high-passes, low-pass
-    b = np.empty((hp, wp), np.float32)
+    v = work[0]  # normalised samples
+    d = work[1]  # VH, then PQ at the R and B sites
+    g = work[2]
+    rb = work[3:5]  # red, blue
+    a = work[5]  # squared high-passes, low-pass
+    b = work[6]
     for t in range(hp):
         y = reflect(i0 + t - pad, h)
         py = y & 1
         for x in range(wp):
             xs = reflect(x - pad, w)
             v[t, x] = _norm(mosaic[y, xs], black[py, xs & 1], scale[py, xs & 1])
-    # pass 1: VH at [4, end - 4)
+    # pass 1: VH at [4, end - 4) (row views: the inner loops index 1-D arrays, which vectorises)
     for t in range(3, hp - 3):
-        for x in range(4, wp - 4):
-            a[t, x] = _hp(v, t, x, 1, 0)
+        _hp_rows(v[t - 3], v[t - 2], v[t - 1], v[t], v[t + 1], v[t + 2], v[t + 3], a[t], 4, wp - 4)
     for t in range(4, hp - 4):
+        vt, bt = v[t], b[t]
         for x in range(3, wp - 3):
-            b[t, x] = _hp(v, t, x, 0, 1)
+            u = ((vt[x - 3] - vt[x - 1]) - vt[x + 1]) + vt[x + 3]
+            u = (u - THREE * (vt[x - 2] + vt[x + 2])) + SIX * vt[x]
+            bt[x] = u * u
     for t in range(4, hp - 4):
+        am, a0, ap, bt, dt = a[t - 1], a[t], a[t + 1], b[t], d[t]
         for x in range(4, wp - 4):
-            d[t, x] = _ratio((a[t - 1, x] + a[t, x]) + a[t + 1, x], (b[t, x - 1] + b[t, x]) + b[t, x + 1])
+            dt[x] = _ratio((am[x] + a0[x]) + ap[x], (bt[x - 1] + bt[x]) + bt[x + 1])
     # pass 2: green at [5, end - 5); the low-pass of the R and B sites at [3, end - 3) into a
     for t in range(3, hp - 3):
         rb_col = red_col if ((i0 + t) & 1) == red_row else 1 - red_col  # parity of its R/B columns
@@ -363,12 +377,15 @@ def _rcd_block(mosaic, i0, n, red_row, red_col, black, scale, matrix, dst):
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _rcd_kernel(mosaic, red_row, red_col, black, scale, matrix, dst):
-    h = mosaic.shape[0]
+def _rcd_kernel(mosaic, red_row, red_col, black, scale, matrix, dst, workers):
+    h, w = mosaic.shape
     nblocks = (h + _RCD_ROWS - 1) // _RCD_ROWS
-    for blk in prange(nblocks):
-        i0 = blk * _RCD_ROWS
-        _rcd_block(mosaic, i0, min(h, i0 + _RCD_ROWS) - i0, red_row, red_col, black, scale, matrix, dst)
+    workers = max(1, min(workers, nblocks))
+    for k in prange(workers):  # one set of work planes per worker, blocks k, k + workers, ...
+        work = np.empty((7, min(h, _RCD_ROWS) + 2 * RCD_PAD, w + 2 * RCD_PAD), np.float32)
+        for blk in range(k, nblocks, workers):
+            i0 = blk * _RCD_ROWS
+            _rcd_block(mosaic, i0, min(h, i0 + _RCD_ROWS) - i0, red_row, red_col, black, scale, matrix, dst, work)
 
 
 def develop(mosaic, cfa, black, scale, matrix, method, dst) -> None:
@@ -379,6 +396,6 @@ def develop(mosaic, cfa, black, scale, matrix, method, dst) -> None:
     arithmetic."""
     red_row, red_col = check_develop(mosaic, cfa, black, scale, matrix, method, dst)
     if method == "rcd":
-        _rcd_kernel(mosaic, red_row, red_col, black, scale, matrix, dst)
+        _rcd_kernel(mosaic, red_row, red_col, black, scale, matrix, dst, get_num_threads())
     else:
         _develop_kernel(mosaic, red_row, red_col, black, scale, matrix, method == "mhc", dst)
