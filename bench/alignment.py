@@ -8,7 +8,10 @@ without motion: the corner RMS error of the recovered transforms (px), the fused
 the truth of the moving stack with our estimates, with the true transforms (same warp: what
 the resampling alone costs), unaligned, and of the still stack; and the largest composed
 motion estimated on the still stack (before the identity snap) per model. ``--optics`` adds a
-camera-like optical blur (sigma in px) to the scenes.
+camera-like optical blur (sigma in px) to the scenes; ``--supersample 2`` renders them at twice
+the resolution and averages each 2x2 block, as a sensor's pixels integrate light, so a moved
+frame is sampled after the move (``python bench/alignment.py --supersample 2 --optics 0.5`` is
+the camera-like configuration of the README).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ def main(argv=None):
     p.add_argument("--frames", type=int, default=20)
     p.add_argument("--size", default="320x240")
     p.add_argument("--optics", type=float, default=0.0)
+    p.add_argument("--supersample", type=int, default=1)
     p.add_argument("--seed", type=int, default=3)
     args = p.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
@@ -42,12 +46,13 @@ def main(argv=None):
     warnings.simplefilter("ignore")
     be = CpuBackend()
     print(f"{args.frames} frames of {w}x{h}, 2 % breathing, +-5 px, +-0.3 deg, optics {args.optics} px, "
-          f"default options (similarity), cpu")
+          f"supersample {args.supersample}, default options (similarity), cpu")
     print("| scene / depth | corner RMS (px) | PSNR aligned | true transforms | unaligned | still stack | "
           "still: largest composed estimate (px) translation / similarity / affine |")
     print("|---|---|---|---|---|---|---|")
     for scene, depth in SCENES:
-        kw = dict(scene=scene, depth=depth, n_frames=args.frames, shape=(h, w), seed=args.seed, optics=args.optics)
+        kw = dict(scene=scene, depth=depth, n_frames=args.frames, shape=(h, w), seed=args.seed, optics=args.optics,
+                  supersample=args.supersample)
         still = synth.make_stack(**kw)
         moving = synth.make_stack(**kw, breathing=0.02, shift=5.0, rotation=0.3)
         res = gpustack.stack(moving.frames, backend="cpu")

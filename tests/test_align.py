@@ -140,22 +140,31 @@ def test_no_motion_gives_identity_under_every_model(moving_stacks, model):
     assert res.crop is None and res.image.shape[:2] == (240, 320)
 
 
-def test_fused_motion_stack_is_as_good_as_with_the_true_transforms(moving_stacks):
-    """The estimate costs nothing against the true transforms (< 0.1 dB), and alignment is what makes
-    the difference (> 2 dB over no alignment). Against the same stack rendered without motion the
-    fused result is about 1 dB lower (README, Alignment): that is the resampling of detail near the
-    Nyquist frequency, the same with the true transforms, not estimation error."""
+def _psnr_against_still(still, res):
+    """A PSNR function against ``still``'s truth cut to ``res.crop`` (sRGB, 8 px border off), and
+    the PSNR of the still stack fused by us."""
     from gpustack import metrics
-    from gpustack.stages import align
 
-    still, moving = moving_stacks
-    res = gpustack.stack(moving.frames, backend="cpu")
     r0, r1, c0, c1 = res.crop
     truth = metrics.srgb_encode(still.truth[r0:r1, c0:c1])
 
     def p(img):
         return metrics.psnr(metrics.srgb_encode(np.clip(img, 0, 1)), truth, crop=8)
 
+    return p, p(gpustack.stack(still.frames, backend="cpu").linear[r0:r1, c0:c1])
+
+
+def test_fused_motion_stack_is_as_good_as_with_the_true_transforms(moving_stacks):
+    """The estimate costs nothing against the true transforms (< 0.1 dB), and alignment is what makes
+    the difference (> 2 dB over no alignment). Against the same stack rendered without motion the
+    fused result is about 1 dB lower (README, Alignment): that is the resampling of detail near the
+    Nyquist frequency, the same with the true transforms, not estimation error."""
+    from gpustack.stages import align
+
+    still, moving = moving_stacks
+    res = gpustack.stack(moving.frames, backend="cpu")
+    r0, r1, c0, c1 = res.crop
+    p, p_still = _psnr_against_still(still, res)
     true = {k: align.round_affine(np.asarray(t, float)[:2]) for k, t in enumerate(moving.transforms)}
     oracle_frames = []
     for k, f in enumerate(moving.frames):
@@ -165,11 +174,27 @@ def test_fused_motion_stack_is_as_good_as_with_the_true_transforms(moving_stacks
     oracle = gpustack.stack(oracle_frames, backend="cpu", align="none", brightness=False)
     p_moving, p_oracle = p(res.linear), p(oracle.linear[r0:r1, c0:c1])
     assert p_moving >= p_oracle - 0.1, (p_moving, p_oracle)
-    p_still = p(gpustack.stack(still.frames, backend="cpu").linear[r0:r1, c0:c1])
     assert p_moving >= p_still - 1.25, (p_moving, p_still)
     unaligned = gpustack.stack(moving.frames, backend="cpu", align="none")
     p_unaligned = p(unaligned.linear[r0:r1, c0:c1])
     assert p_moving > p_unaligned + 2.0, (p_moving, p_unaligned)  # the alignment is what makes the difference
+
+
+def test_camera_like_motion_stack_fuses_as_well_as_the_still_one():
+    """The issue's bound on a camera-like stack (``supersample=2``: each pixel integrates its area,
+    as a sensor does, so a moved frame is sampled after the move rather than resampled from
+    pixels; ``optics=0.5``: a lens): with 2 % breathing, +-5 px and +-0.3 deg over 20 frames the
+    transforms are within 0.1 px at the corners and the fused PSNR is within 0.5 dB of the same
+    stack without motion (measured: 0.061 px, +0.14 dB; README, Alignment)."""
+    from gpustack import synth
+
+    kw = dict(scene="astronaut", depth="mixed", n_frames=20, shape=(240, 320), seed=3, supersample=2, optics=0.5)
+    still = synth.make_stack(**kw)
+    moving = synth.make_stack(**kw, breathing=0.02, shift=5.0, rotation=0.3)
+    res = gpustack.stack(moving.frames, backend="cpu")
+    assert synth.corner_error(res.transforms, moving.transforms, moving.truth.shape) <= 0.1
+    p, p_still = _psnr_against_still(still, res)
+    assert p(res.linear) >= p_still - 0.5, (p(res.linear), p_still)
 
 
 def test_no_crop_keeps_canvas_and_zeroes_uncovered_confidence(moving_stacks):
@@ -208,8 +233,6 @@ def test_sub_resolution_motion_is_snapped_but_never_lost():
 def test_whole_pixel_motion_costs_the_pipeline_little(moving_stacks):
     """The still frames shifted by whole pixels (the generator resamples nothing): estimated (to about
     0.1 px, so the warp does resample), warped and fused within 0.5 dB of the still stack."""
-    from gpustack import metrics
-
     still, _ = moving_stacks
     rng = np.random.default_rng(0)
     frames, true = [], []
@@ -219,13 +242,7 @@ def test_whole_pixel_motion_costs_the_pipeline_little(moving_stacks):
         true.append(np.array([[1.0, 0.0, -dx], [0.0, 1.0, -dy]]))
     res = gpustack.stack(frames, backend="cpu")
     assert max(np.abs(np.array(t) - a).max() for t, a in zip(res.transforms, true)) < 0.15
-    r0, r1, c0, c1 = res.crop
-    truth = metrics.srgb_encode(still.truth[r0:r1, c0:c1])
-
-    def p(img):
-        return metrics.psnr(metrics.srgb_encode(np.clip(img, 0, 1)), truth, crop=8)
-
-    p_still = p(gpustack.stack(still.frames, backend="cpu").linear[r0:r1, c0:c1])
+    p, p_still = _psnr_against_still(still, res)
     assert p(res.linear) >= p_still - 0.5, (p(res.linear), p_still)
 
 
