@@ -87,6 +87,7 @@ class FrameAlignment:
     seconds: float = 0.0
     estimated: np.ndarray | None = None    # the composed estimate before the identity snap
     snapped: bool = False                  # the estimate was below the estimator's resolution
+    model: str | None = None               # the pair estimate's model (affine may fall back to similarity)
 
     @property
     def is_still(self) -> bool:
@@ -100,7 +101,7 @@ class FrameAlignment:
     def to_dict(self) -> dict:
         return {"index": self.index, "affine": self.affine.tolist(), "gains": [float(g) for g in self.gains],
                 "neighbour": self.neighbour, "score": self.score, "identity_score": self.identity_score,
-                "accepted": self.accepted, "snapped": self.snapped,
+                "accepted": self.accepted, "snapped": self.snapped, "model": self.model,
                 "estimated": None if self.estimated is None else self.estimated.tolist(),
                 "seconds": round(self.seconds, 4)}
 
@@ -174,7 +175,8 @@ class Aligner:
             snapped = _corner_motion(chained, proxy_shape, scale) <= SNAP_PROXY_PX * scale
             fa = FrameAlignment(index, IDENTITY.copy() if snapped else chained, ones, neighbour=neighbour,
                                 score=float(est.score), identity_score=float(est.identity_score),
-                                accepted=bool(est.accepted), estimated=chained, snapped=bool(snapped))
+                                accepted=bool(est.accepted), estimated=chained, snapped=bool(snapped),
+                                model=est.model or self.model)
             self._chain[index] = chained
             if not est.accepted:
                 turned_down = _corner_motion(est.rejected, proxy_shape, scale) / scale

@@ -46,7 +46,12 @@ Method
 5. Each level runs inverse-compositional Gauss-Newton (Lucas-Kanade) for the
    chosen model, parameterised about the image centre in units of half the
    long side, with Cauchy reweighting of the residual (scaled by the local
-   band energy) against occlusion and highlights that differ.
+   band energy) against occlusion and highlights that differ. For "affine",
+   the nearest similarity is refined too on the finest level and replaces the
+   affine unless the affine's cost is lower by ``AFFINE_GAIN`` (1 %): on
+   motionless synthetic pairs the two extra degrees of freedom gain 0-0.7 %
+   (fitting noise, which composed along a chain of ten pairs moved corners by
+   0.4 px), on a real 0.3 % stretch 3-27 %.
 6. Identity gate: the weighted, normalised cost ``sum w (I - T)^2 /
    sum w (I^2 + T^2)`` (0 = equal, 1 = unrelated) is computed for the estimate
    and for the identity on the same points. The estimate is kept only if it is
@@ -112,6 +117,7 @@ SATURATION = 0.05  # weight = e / (e + SATURATION * mean e)
 WEIGHT_CAP = 95.0  # percentile at which weights are capped
 CAUCHY = 0.05  # Cauchy scale of |residual| / sqrt(local energy of both frames)
 MAX_SCORE = 0.75  # an estimate whose cost is not below this is rejected (no common content)
+AFFINE_GAIN = 0.01  # affine keeps its 2 extra degrees of freedom only if they lower the cost by this fraction
 MAXIT_COARSE, MAXIT_FINE = 10, 8  # Gauss-Newton iterations per level
 TOL_COARSE, TOL_FINE = 1e-2, 5e-4  # stop when a step moves no corner by more (level px)
 
@@ -143,6 +149,10 @@ class PairEstimate:
         Gauss-Newton iterations, all levels together.
     rejected : (2, 3) float64 ndarray or None
         When not ``accepted``: the estimate that was turned down (same convention).
+    model : str
+        The model ``affine`` was estimated with: the one asked for, or "similarity" when
+        "affine" was asked for and its shear and anisotropic scale did not lower the cost by
+        ``AFFINE_GAIN`` (they were fitting the estimator's noise).
     """
 
     affine: np.ndarray
@@ -151,6 +161,7 @@ class PairEstimate:
     accepted: bool
     iterations: int
     rejected: np.ndarray | None = None
+    model: str = ""
 
 
 # ---------------------------------------------------------------- images
@@ -582,6 +593,14 @@ def estimate_pair(fixed, moving, model="similarity", *, scale=1.0, init=None) ->
         P, it = level.gauss_newton(model, P, MAXIT_FINE if fine else MAXIT_COARSE, TOL_FINE if fine else TOL_COARSE)
         iterations += it
 
+    used = model
+    if model == "affine":  # parsimony: the similarity nearest the affine, refined on the finest level
+        P_sim, it = level.gauss_newton("similarity", _project("similarity", P, _UNIT_CORNERS[:2]), MAXIT_FINE,
+                                       TOL_FINE)
+        iterations += it
+        cost_affine = level.cost(P)
+        if level.cost(P_sim) - cost_affine <= AFFINE_GAIN * cost_affine:
+            P, used = P_sim, "similarity"
     identity_score = level.cost(np.eye(3))
     score = level.cost(P) if model != "none" else identity_score
     accepted = model == "none" or (score <= identity_score and score < MAX_SCORE)
@@ -592,7 +611,8 @@ def estimate_pair(fixed, moving, model="similarity", *, scale=1.0, init=None) ->
         rejected, score = affine, identity_score
     if not accepted or model == "none":
         affine = np.eye(2, 3)
-    return PairEstimate(affine, float(score), float(identity_score), bool(accepted), int(iterations), rejected)
+    return PairEstimate(affine, float(score), float(identity_score), bool(accepted), int(iterations), rejected,
+                        used)
 
 
 def _seed(level, P, stride, npts):
