@@ -30,10 +30,14 @@ Method
    each comparison are the same smooth function family, so sub-pixel shifts
    come out without interpolation bias (no spline prefilter is needed, the
    band holds nothing near the Nyquist frequency). On the finest level,
-   blurred copies (``BANK``: extra Gaussian sigma of 1.2 and 2.4 px) are
-   added: **blur matching**. Per pixel, the sharper frame is compared
-   through the copy whose local band energy matches the blurrier frame's,
-   so that both sides of each comparison carry about the same blur.
+   blurred copies (``BANK``: extra Gaussian sigma of 0.6 to 2.4 px in 0.6 px
+   steps) are added: **blur matching**. Per pixel, the sharper frame is
+   compared through the copy whose local band energy matches the blurrier
+   frame's, so that both sides of each comparison carry about the same blur.
+   (Neighbouring focus frames differ by less than the old 1.2 px steps; the
+   finer bank lowered the composed corner error on 10 of the 12 synthetic
+   stacks tried, four scenes by three seeds, e.g. coffee/steps 0.133 -> 0.115
+   px; steps of 0.4 px gained nothing more.)
 3. Weights favour detail present in both frames: the matched band energy
    (saturating, so bright highlights in linear light do not dominate),
    capped at the 95th percentile. The strongest ``MAX_POINTS`` pixels of a
@@ -111,7 +115,7 @@ MAX_POINTS = 40_000  # points used on the finest level (the strongest of a strid
 MAX_POINTS_COARSE = 10_000  # points used on the coarser levels (of all pixels)
 MARGIN = 4  # px left out at the border of ``fixed``
 SIGMA1, SIGMA2 = 1.5, 3.0  # difference-of-Gaussians band
-BANK = (0.0, 1.2, 2.4)  # blur matching: extra Gaussian sigmas of the finest level's copies
+BANK = (0.0, 0.6, 1.2, 1.8, 2.4)  # blur matching: extra Gaussian sigmas of the finest level's copies
 ENERGY_SIZE = 7  # box (px) of the local band energy
 SATURATION = 0.05  # weight = e / (e + SATURATION * mean e)
 WEIGHT_CAP = 95.0  # percentile at which weights are capped
