@@ -16,7 +16,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from gpustack.errors import InputError
-from gpustack.stages.estimate import MODELS, PairEstimate, estimate_pair
+from gpustack.stages.estimate import BLUR_VARIANCE, MODELS, PairEstimate, _blur_coherence, estimate_pair
 
 SHAPE = (512, 768)  # the small end of the 1-2 MP proxies the pipeline uses
 TRANSITION = 8.0  # px: width of the sigmoid between the two halves
@@ -307,3 +307,20 @@ def test_bad_scale_or_init_raises(kwargs, words):
     img = np.zeros((64, 64), np.float32)
     with pytest.raises(InputError, match=words):
         estimate_pair(img, img, **kwargs)
+
+
+def test_blur_coherence_lowers_where_the_blur_difference_changes():
+    """Points where the frames' blur difference is the same all around keep their weight; along a
+    line where it jumps by two bank copies (an occlusion boundary) the weight drops, within the
+    window's reach only, and symmetrically on both sides."""
+    grid = (20, 30)
+    step = np.zeros(grid, np.intp)
+    step[:, 15:] = 2
+    f = _blur_coherence(step.ravel(), grid).reshape(grid)
+    assert np.array_equal(f[:, :12], np.ones((20, 12))) and np.array_equal(f[:, 18:], np.ones((20, 12)))
+    at_edge = 1.0 / (1.0 + (4.0 * 2 / 5 * 3 / 5) / BLUR_VARIANCE)  # window of 5: 2 of 5 columns differ by 2
+    np.testing.assert_allclose(f[:, 14], at_edge, rtol=1e-12)
+    np.testing.assert_allclose(f[:, 15], at_edge, rtol=1e-12)
+    assert (f[:, 13] > f[:, 14]).all() and (f[:, 13] < 1).all()
+    uniform = _blur_coherence(np.full(grid, 3, np.intp).ravel(), grid)
+    assert np.array_equal(uniform, np.ones(grid[0] * grid[1]))

@@ -40,7 +40,12 @@ Method
    px; steps of 0.4 px gained nothing more.)
 3. Weights favour detail present in both frames: the matched band energy
    (saturating, so bright highlights in linear light do not dominate),
-   capped at the 95th percentile. The strongest ``MAX_POINTS`` pixels of a
+   capped at the 95th percentile, times a **blur coherence** factor that
+   lowers points where the blur difference between the frames (which bank
+   copy matched) varies within about 10 px: occlusion boundaries and the
+   edges of defocused objects, whose content moves with the focus rather
+   than with the camera (``_blur_coherence``; it lowered the composed corner
+   error on 11 of 12 synthetic stacks, coffee/steps 0.115 -> 0.099 px). The strongest ``MAX_POINTS`` pixels of a
    stride-2 grid are kept. (An extra sharpness factor -- band energy against
    the next coarser band's -- was tried and dropped: on the synthetic stacks it
    favoured the occlusion edges where a defocused near object spreads over the
@@ -119,6 +124,8 @@ BANK = (0.0, 0.6, 1.2, 1.8, 2.4)  # blur matching: extra Gaussian sigmas of the 
 ENERGY_SIZE = 7  # box (px) of the local band energy
 SATURATION = 0.05  # weight = e / (e + SATURATION * mean e)
 WEIGHT_CAP = 95.0  # percentile at which weights are capped
+BLUR_WINDOW = 5  # grid points (10 px on the finest level's stride-2 grid) of the blur-coherence window
+BLUR_VARIANCE = 0.1  # weight = 1 / (1 + local variance of the blur step (bank copies^2) / this)
 CAUCHY = 0.05  # Cauchy scale of |residual| / sqrt(local energy of both frames)
 MAX_SCORE = 0.75  # an estimate whose cost is not below this is rejected (no common content)
 AFFINE_GAIN = 0.01  # affine keeps its 2 extra degrees of freedom only if they lower the cost by this fraction
@@ -311,6 +318,18 @@ def _project(model, mat, corners):
 # ---------------------------------------------------------------- one pyramid level
 
 
+def _blur_coherence(step, grid):
+    """Per point ``1 / (1 + v / BLUR_VARIANCE)``, ``v`` the variance of the blur step (which bank
+    copy of one frame matches the other: positive where ``fixed`` is the sharper) over the
+    ``BLUR_WINDOW`` points around it on the ``grid``-shaped point grid. Where the blur difference
+    between the frames changes abruptly -- an occlusion boundary, a near object's defocus
+    spreading over a far one -- the content moves with the focus, not with the camera."""
+    d = step.astype(np.float64).reshape(grid)
+    mean = ndi.uniform_filter(d, BLUR_WINDOW, mode="mirror")
+    var = np.maximum(ndi.uniform_filter(d * d, BLUR_WINDOW, mode="mirror") - mean * mean, 0.0)
+    return (1.0 / (1.0 + var / BLUR_VARIANCE)).ravel()
+
+
 class _Level:
     """Band-pass banks of both frames on one pyramid level, and the points compared on it."""
 
@@ -336,6 +355,7 @@ class _Level:
         """Pick the points, their blur matching and weights, for the current warp ``P``."""
         h, w = self.shape
         ys, xs = np.mgrid[MARGIN:h - MARGIN:stride, MARGIN:w - MARGIN:stride]
+        grid = ys.shape
         ys, xs = ys.ravel(), xs.ravel()
         xw, yw = self.warp_points(P, xs.astype(np.float64), ys.astype(np.float64))
         e_t = self.et[:, ys, xs].astype(np.float64) + self.eps  # (nb, n)
@@ -354,6 +374,8 @@ class _Level:
         wgt = np.minimum(et, ei)
         wgt = wgt / (wgt + SATURATION * float(wgt.mean()))
         wgt = np.minimum(wgt, np.percentile(wgt, WEIGHT_CAP))
+        if self.nb > 1:
+            wgt = wgt * _blur_coherence(kt - ki, grid)
         if xs.size > max_points:
             keep = np.sort(np.argpartition(wgt, xs.size - max_points)[xs.size - max_points:])
             xs, ys, kt, ki, wgt, et, ei = (a[keep] for a in (xs, ys, kt, ki, wgt, et, ei))
