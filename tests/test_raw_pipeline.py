@@ -84,7 +84,7 @@ def test_raw_motion_is_recovered_from_binned_proxies(tmp_path):
     paths = write_dng_stack(moving.frames, tmp_path)
     res = gpustack.stack(paths, backend="cpu")
     err = synth.corner_error(res.transforms, moving.transforms, moving.truth.shape)
-    assert err <= 0.15, err
+    assert err <= 0.1, err  # measured 0.044 (RGB frames: 0.050)
     rgb = gpustack.stack(moving.frames, backend="cpu")
     assert err <= synth.corner_error(rgb.transforms, moving.transforms, moving.truth.shape) + 0.05
     assert _psnr(res, _cut(moving.truth, res)) > _psnr(gpustack.stack(paths, backend="cpu", align="none"),
