@@ -236,15 +236,6 @@ def _hp(v, t, x, dt, dx):
 
 
 @njit(cache=True)
-def _hp_rows(m3, m2, m1, c, p1, p2, p3, out, x0, x1):
-    """``_hp`` along the rows (dt = 1) for columns [x0, x1), from the seven rows around."""
-    for x in range(x0, x1):
-        u = ((m3[x] - m1[x]) - p1[x]) + p3[x]
-        u = (u - THREE * (m2[x] + p2[x])) + SIX * c[x]
-        out[x] = u * u
-
-
-@njit(cache=True)
 def _first(lo, parity):
     """The first column >= lo of the given parity."""
     return lo + ((parity - lo) & 1)
@@ -269,19 +260,16 @@ def _rcd_block(mosaic, i0, n, red_row, red_col, black, scale, matrix, dst, work)
         for x in range(wp):
             xs = reflect(x - pad, w)
             v[t, x] = _norm(mosaic[y, xs], black[py, xs & 1], scale[py, xs & 1])
-    # pass 1: VH at [4, end - 4) (row views: the inner loops index 1-D arrays, which vectorises)
+    # pass 1: VH at [4, end - 4)
     for t in range(3, hp - 3):
-        _hp_rows(v[t - 3], v[t - 2], v[t - 1], v[t], v[t + 1], v[t + 2], v[t + 3], a[t], 4, wp - 4)
-    for t in range(4, hp - 4):
-        vt, bt = v[t], b[t]
-        for x in range(3, wp - 3):
-            u = ((vt[x - 3] - vt[x - 1]) - vt[x + 1]) + vt[x + 3]
-            u = (u - THREE * (vt[x - 2] + vt[x + 2])) + SIX * vt[x]
-            bt[x] = u * u
-    for t in range(4, hp - 4):
-        am, a0, ap, bt, dt = a[t - 1], a[t], a[t + 1], b[t], d[t]
         for x in range(4, wp - 4):
-            dt[x] = _ratio((am[x] + a0[x]) + ap[x], (bt[x - 1] + bt[x]) + bt[x + 1])
+            a[t, x] = _hp(v, t, x, 1, 0)
+    for t in range(4, hp - 4):
+        for x in range(3, wp - 3):
+            b[t, x] = _hp(v, t, x, 0, 1)
+    for t in range(4, hp - 4):
+        for x in range(4, wp - 4):
+            d[t, x] = _ratio((a[t - 1, x] + a[t, x]) + a[t + 1, x], (b[t, x - 1] + b[t, x]) + b[t, x + 1])
     # pass 2: green at [5, end - 5); the low-pass of the R and B sites at [3, end - 3) into a
     for t in range(3, hp - 3):
         rb_col = red_col if ((i0 + t) & 1) == red_row else 1 - red_col  # parity of its R/B columns
