@@ -198,11 +198,12 @@ def _develop_kernel(mosaic, red_row, red_col, black, scale, matrix, mhc, dst):
 
 # ---------------------------------------------------------------------------------------------
 # RCD (ratio corrected demosaicing) on the mosaic padded by RCD_PAD reflected samples, by blocks
-# of output rows. Each pass of the module docstring runs over its part of the block's padded
-# window (local row t is padded row i0 + t, i.e. image row i0 + t - RCD_PAD; local column x is
-# image column x - RCD_PAD; RCD_PAD is even, so the parities are those of i0 + t and x). The
-# squared high-passes and the low-pass are computed once per position into buffers rather than
-# once per reader, as the kernels do: the same values, so the same bits.
+# of output rows. Each of the seven passes of the RCD section of kernels/develop.cu runs over its
+# band of the block's padded window (local row t is padded row i0 + t, i.e. image row
+# i0 + t - RCD_PAD; local column x is image column x - RCD_PAD; RCD_PAD is even, so the parities
+# are those of i0 + t and x). The squared high-passes and the low-pass are computed once per
+# position into buffers (the kernels recompute them for every reader): the same values, so the
+# same bits.
 
 RCD_PAD = 10
 _RCD_ROWS = 128
