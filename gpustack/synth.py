@@ -856,6 +856,14 @@ def _supersampled(s, *, scene, shape, max_blur, noise, gain, read_noise, seed, b
     """``make_stack(supersample=s)``: the stack rendered noise-free at s times the resolution,
     block-averaged, then given its noise (the stream the output-resolution generator uses)."""
     t_start = time.perf_counter()
+    # checked here, so that messages name the values given, not the fine grid's
+    if not (_is_number(max_blur) and max_blur >= 0):
+        raise InputError(f"max_blur must be a finite number >= 0, got {max_blur}")
+    if not (_is_number(shift) and shift >= 0):
+        raise InputError(f"shift must be a finite number >= 0 (px), got {shift!r}")
+    if not (_is_number(optics) and 0 <= optics * s <= 8):
+        raise InputError(f"optics must be a Gaussian sigma from 0 to {8 / s:g} px with supersample={s} "
+                         f"(8 px on the fine grid), got {optics!r}")
     if isinstance(scene, str):
         fine_scene, out_shape = scene, tuple(int(v) for v in shape)
         if len(out_shape) != 2 or min(out_shape) < 16:

@@ -458,3 +458,8 @@ def test_supersample_bad_arguments():
     for bad in (0, 5, 1.5, True, "2"):
         with pytest.raises(InputError, match="supersample"):
             synth.make_stack(n_frames=2, shape=(32, 32), supersample=bad)
+    # the other arguments' messages name the values given, not the fine grid's doubled ones
+    for kw, msg in (({"max_blur": -1.0}, "got -1.0"), ({"shift": -2.0}, "got -2.0"), ({"optics": 5.0}, "from 0 to 4 px with supersample=2.*got 5.0"),
+                    ({"shape": (10, 40)}, r"got \(10, 40\)")):
+        with pytest.raises(InputError, match=msg):
+            synth.make_stack(n_frames=2, shape=kw.pop("shape", (32, 32)), supersample=2, **kw)
