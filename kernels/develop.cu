@@ -64,16 +64,16 @@ static __device__ __forceinline__ float gs_develop_pick(int py, int px, float v0
     return py ? (px ? v11 : v10) : (px ? v01 : v00);
 }
 
-// The normalised sample at (i + di, j + dj), di, dj in [-2, 2].
-static __device__ __forceinline__ float gs_develop_tap(const gs_develop_ctx& x, int di, int dj)
+// The mosaic sample at (y, x) (in range), normalised and clipped to [0, 1] (header).
+static __device__ __forceinline__ float gs_develop_norm(const unsigned short* mosaic, int w, int y, int x, float b00,
+                                                        float b01, float b10, float b11, float s00, float s01,
+                                                        float s10, float s11)
 {
-    const int y = x.rows[di + 2];
-    const int c = x.cols[dj + 2];
     const int py = y & 1;
-    const int px = c & 1;
-    const float black = gs_develop_pick(py, px, x.b00, x.b01, x.b10, x.b11);
-    const float scale = gs_develop_pick(py, px, x.s00, x.s01, x.s10, x.s11);
-    float v = ((float)x.mosaic[(gs_index_t)y * x.w + c] - black) * scale;
+    const int px = x & 1;
+    const float black = gs_develop_pick(py, px, b00, b01, b10, b11);
+    const float scale = gs_develop_pick(py, px, s00, s01, s10, s11);
+    float v = ((float)mosaic[(gs_index_t)y * w + x] - black) * scale;
     if (v < GS_F0) {
         v = GS_F0;
     }
@@ -81,6 +81,13 @@ static __device__ __forceinline__ float gs_develop_tap(const gs_develop_ctx& x, 
         v = GS_F1;
     }
     return v;
+}
+
+// The normalised sample at (i + di, j + dj), di, dj in [-2, 2].
+static __device__ __forceinline__ float gs_develop_tap(const gs_develop_ctx& x, int di, int dj)
+{
+    return gs_develop_norm(x.mosaic, x.w, x.rows[di + 2], x.cols[dj + 2], x.b00, x.b01, x.b10, x.b11, x.s00, x.s01,
+                           x.s10, x.s11);
 }
 
 // v(-1,0) + v(0,-1) + v(0,1) + v(1,0), left to right
@@ -316,9 +323,7 @@ static __device__ __forceinline__ float gs_rcd_disc(const gs_rcd_grid& g, int t,
                          + gs_rcd_at(g, 1, t + 1, x - 1))
                         + gs_rcd_at(g, 1, t + 1, x + 1))
                        * GS_DEV_QUARTER;
-    const float dn = GS_HALF - near;
-    const float dc = GS_HALF - centre;
-    return (dn < 0.0f ? -dn : dn) > (dc < 0.0f ? -dc : dc) ? near : centre;
+    return fabsf(GS_HALF - near) > fabsf(GS_HALF - centre) ? near : centre;
 }
 
 static __device__ __forceinline__ float gs_rcd_lpf(const gs_rcd_grid& g, int t, int x)
@@ -329,11 +334,6 @@ static __device__ __forceinline__ float gs_rcd_lpf(const gs_rcd_grid& g, int t, 
            + GS_DEV_QUARTER * (((gs_rcd_at(g, 0, t - 1, x - 1) + gs_rcd_at(g, 0, t - 1, x + 1))
                                 + gs_rcd_at(g, 0, t + 1, x - 1))
                                + gs_rcd_at(g, 0, t + 1, x + 1));
-}
-
-static __device__ __forceinline__ float gs_rcd_abs(float a)
-{
-    return a < 0.0f ? -a : a;
 }
 
 // The thread's position when it lies in the band [m, hp - m) x [m, wp - m), else false.
@@ -363,20 +363,9 @@ extern "C" __global__ void gs_develop_rcd_normalise(const unsigned short* __rest
     if (!gs_rcd_pos(g, work, h + 2 * GS_RCD_PAD, w + 2 * GS_RCD_PAD, 0, &t, &x)) {
         return;
     }
-    const int y = gs_reflect(t - GS_RCD_PAD, h);
-    const int c = gs_reflect(x - GS_RCD_PAD, w);
-    const int py = y & 1;
-    const int px = c & 1;
-    const float black = gs_develop_pick(py, px, b00, b01, b10, b11);
-    const float scale = gs_develop_pick(py, px, s00, s01, s10, s11);
-    float v = ((float)mosaic[(gs_index_t)y * w + c] - black) * scale;
-    if (v < GS_F0) {
-        v = GS_F0;
-    }
-    if (v > GS_F1) {
-        v = GS_F1;
-    }
-    gs_rcd_set(g, 0, t, x, v);
+    gs_rcd_set(g, 0, t, x,
+               gs_develop_norm(mosaic, w, gs_reflect(t - GS_RCD_PAD, h), gs_reflect(x - GS_RCD_PAD, w), b00, b01,
+                               b10, b11, s00, s01, s10, s11));
 }
 
 // 2: D = VH on [4, hp - 4).
@@ -409,18 +398,18 @@ extern "C" __global__ void gs_develop_rcd_green(float* __restrict__ work, int hp
     const float w1 = gs_rcd_at(g, 0, t, x - 1), e1 = gs_rcd_at(g, 0, t, x + 1);
     const float n2 = gs_rcd_at(g, 0, t - 2, x), s2 = gs_rcd_at(g, 0, t + 2, x);
     const float w2 = gs_rcd_at(g, 0, t, x - 2), e2 = gs_rcd_at(g, 0, t, x + 2);
-    const float ng = (((GS_RCD_EPS + gs_rcd_abs(n1 - s1)) + gs_rcd_abs(c - n2))
-                      + gs_rcd_abs(n1 - gs_rcd_at(g, 0, t - 3, x)))
-                     + gs_rcd_abs(n2 - gs_rcd_at(g, 0, t - 4, x));
-    const float sg = (((GS_RCD_EPS + gs_rcd_abs(n1 - s1)) + gs_rcd_abs(c - s2))
-                      + gs_rcd_abs(s1 - gs_rcd_at(g, 0, t + 3, x)))
-                     + gs_rcd_abs(s2 - gs_rcd_at(g, 0, t + 4, x));
-    const float wg = (((GS_RCD_EPS + gs_rcd_abs(w1 - e1)) + gs_rcd_abs(c - w2))
-                      + gs_rcd_abs(w1 - gs_rcd_at(g, 0, t, x - 3)))
-                     + gs_rcd_abs(w2 - gs_rcd_at(g, 0, t, x - 4));
-    const float eg = (((GS_RCD_EPS + gs_rcd_abs(w1 - e1)) + gs_rcd_abs(c - e2))
-                      + gs_rcd_abs(e1 - gs_rcd_at(g, 0, t, x + 3)))
-                     + gs_rcd_abs(e2 - gs_rcd_at(g, 0, t, x + 4));
+    const float ng = (((GS_RCD_EPS + fabsf(n1 - s1)) + fabsf(c - n2))
+                      + fabsf(n1 - gs_rcd_at(g, 0, t - 3, x)))
+                     + fabsf(n2 - gs_rcd_at(g, 0, t - 4, x));
+    const float sg = (((GS_RCD_EPS + fabsf(n1 - s1)) + fabsf(c - s2))
+                      + fabsf(s1 - gs_rcd_at(g, 0, t + 3, x)))
+                     + fabsf(s2 - gs_rcd_at(g, 0, t + 4, x));
+    const float wg = (((GS_RCD_EPS + fabsf(w1 - e1)) + fabsf(c - w2))
+                      + fabsf(w1 - gs_rcd_at(g, 0, t, x - 3)))
+                     + fabsf(w2 - gs_rcd_at(g, 0, t, x - 4));
+    const float eg = (((GS_RCD_EPS + fabsf(w1 - e1)) + fabsf(c - e2))
+                      + fabsf(e1 - gs_rcd_at(g, 0, t, x + 3)))
+                     + fabsf(e2 - gs_rcd_at(g, 0, t, x + 4));
     const float lc = gs_rcd_lpf(g, t, x);
     const float l2 = lc + lc;
     const float ne = (n1 * l2) / ((GS_RCD_EPS + lc) + gs_rcd_lpf(g, t - 2, x));
@@ -460,14 +449,14 @@ extern "C" __global__ void gs_develop_rcd_rb(float* __restrict__ work, int hp, i
     const float g0 = gs_rcd_at(g, 2, t, x);
     const float x_nw = gs_rcd_at(g, 0, t - 1, x - 1), x_ne = gs_rcd_at(g, 0, t - 1, x + 1);
     const float x_sw = gs_rcd_at(g, 0, t + 1, x - 1), x_se = gs_rcd_at(g, 0, t + 1, x + 1);
-    const float nwg = ((GS_RCD_EPS + gs_rcd_abs(x_nw - x_se)) + gs_rcd_abs(x_nw - gs_rcd_at(g, 0, t - 3, x - 3)))
-                      + gs_rcd_abs(g0 - gs_rcd_at(g, 2, t - 2, x - 2));
-    const float neg = ((GS_RCD_EPS + gs_rcd_abs(x_ne - x_sw)) + gs_rcd_abs(x_ne - gs_rcd_at(g, 0, t - 3, x + 3)))
-                      + gs_rcd_abs(g0 - gs_rcd_at(g, 2, t - 2, x + 2));
-    const float swg = ((GS_RCD_EPS + gs_rcd_abs(x_ne - x_sw)) + gs_rcd_abs(x_sw - gs_rcd_at(g, 0, t + 3, x - 3)))
-                      + gs_rcd_abs(g0 - gs_rcd_at(g, 2, t + 2, x - 2));
-    const float seg = ((GS_RCD_EPS + gs_rcd_abs(x_nw - x_se)) + gs_rcd_abs(x_se - gs_rcd_at(g, 0, t + 3, x + 3)))
-                      + gs_rcd_abs(g0 - gs_rcd_at(g, 2, t + 2, x + 2));
+    const float nwg = ((GS_RCD_EPS + fabsf(x_nw - x_se)) + fabsf(x_nw - gs_rcd_at(g, 0, t - 3, x - 3)))
+                      + fabsf(g0 - gs_rcd_at(g, 2, t - 2, x - 2));
+    const float neg = ((GS_RCD_EPS + fabsf(x_ne - x_sw)) + fabsf(x_ne - gs_rcd_at(g, 0, t - 3, x + 3)))
+                      + fabsf(g0 - gs_rcd_at(g, 2, t - 2, x + 2));
+    const float swg = ((GS_RCD_EPS + fabsf(x_ne - x_sw)) + fabsf(x_sw - gs_rcd_at(g, 0, t + 3, x - 3)))
+                      + fabsf(g0 - gs_rcd_at(g, 2, t + 2, x - 2));
+    const float seg = ((GS_RCD_EPS + fabsf(x_nw - x_se)) + fabsf(x_se - gs_rcd_at(g, 0, t + 3, x + 3)))
+                      + fabsf(g0 - gs_rcd_at(g, 2, t + 2, x + 2));
     const float nwe = x_nw - gs_rcd_at(g, 2, t - 1, x - 1);
     const float nee = x_ne - gs_rcd_at(g, 2, t - 1, x + 1);
     const float swe = x_sw - gs_rcd_at(g, 2, t + 1, x - 1);
@@ -490,19 +479,19 @@ extern "C" __global__ void gs_develop_rcd_rb_at_green(float* __restrict__ work, 
     const float g0 = gs_rcd_at(g, 2, t, x);
     const float gn = gs_rcd_at(g, 2, t - 1, x), gs = gs_rcd_at(g, 2, t + 1, x);
     const float gw = gs_rcd_at(g, 2, t, x - 1), ge = gs_rcd_at(g, 2, t, x + 1);
-    const float n1 = GS_RCD_EPS + gs_rcd_abs(g0 - gs_rcd_at(g, 2, t - 2, x));
-    const float s1 = GS_RCD_EPS + gs_rcd_abs(g0 - gs_rcd_at(g, 2, t + 2, x));
-    const float w1 = GS_RCD_EPS + gs_rcd_abs(g0 - gs_rcd_at(g, 2, t, x - 2));
-    const float e1 = GS_RCD_EPS + gs_rcd_abs(g0 - gs_rcd_at(g, 2, t, x + 2));
+    const float n1 = GS_RCD_EPS + fabsf(g0 - gs_rcd_at(g, 2, t - 2, x));
+    const float s1 = GS_RCD_EPS + fabsf(g0 - gs_rcd_at(g, 2, t + 2, x));
+    const float w1 = GS_RCD_EPS + fabsf(g0 - gs_rcd_at(g, 2, t, x - 2));
+    const float e1 = GS_RCD_EPS + fabsf(g0 - gs_rcd_at(g, 2, t, x + 2));
     for (int p = 3; p <= 4; ++p) {
         const float xn = gs_rcd_at(g, p, t - 1, x), xs = gs_rcd_at(g, p, t + 1, x);
         const float xw = gs_rcd_at(g, p, t, x - 1), xe = gs_rcd_at(g, p, t, x + 1);
-        const float sn = gs_rcd_abs(xn - xs);
-        const float ew = gs_rcd_abs(xw - xe);
-        const float ng = (n1 + sn) + gs_rcd_abs(xn - gs_rcd_at(g, p, t - 3, x));
-        const float sg = (s1 + sn) + gs_rcd_abs(xs - gs_rcd_at(g, p, t + 3, x));
-        const float wg = (w1 + ew) + gs_rcd_abs(xw - gs_rcd_at(g, p, t, x - 3));
-        const float eg = (e1 + ew) + gs_rcd_abs(xe - gs_rcd_at(g, p, t, x + 3));
+        const float sn = fabsf(xn - xs);
+        const float ew = fabsf(xw - xe);
+        const float ng = (n1 + sn) + fabsf(xn - gs_rcd_at(g, p, t - 3, x));
+        const float sg = (s1 + sn) + fabsf(xs - gs_rcd_at(g, p, t + 3, x));
+        const float wg = (w1 + ew) + fabsf(xw - gs_rcd_at(g, p, t, x - 3));
+        const float eg = (e1 + ew) + fabsf(xe - gs_rcd_at(g, p, t, x + 3));
         const float vest = (ng * (xs - gs) + sg * (xn - gn)) / (ng + sg);
         const float hest = (eg * (xw - gw) + wg * (xe - ge)) / (eg + wg);
         gs_rcd_set(g, p, t, x, g0 + (disc * (hest - vest) + vest));
