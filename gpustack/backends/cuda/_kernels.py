@@ -572,36 +572,37 @@ def plan_develop(mosaic, cfa, black, scale, matrix, method, dst) -> Launch:
     """``gs_develop_<method>`` (``method`` "bilinear" or "mhc"; rcd: ``plan_develop_rcd``): ``mosaic``
     (H, W) uint16 (H, W >= 2); ``cfa`` (2, 2) Bayer colour indices; ``black``, ``scale`` (2, 2) and
     ``matrix`` (3, 3) float32 host arrays (they travel as 17 float scalars); ``dst`` (3, H, W) float32."""
-    from ..cpu.develop import check_develop  # the same validation and messages as the cpu backend
-
-    red_row, red_col = check_develop(mosaic, cfa, black, scale, matrix, method, dst)
     if method == "rcd":
         raise ValueError("method: rcd runs in seven launches; plan it with plan_develop_rcd")
-    _check(mosaic, "mosaic", U16, ndim=2)
-    h, w = mosaic.shape
-    _check(dst, "dst", F32, shape=(3, h, w))
+    red_row, red_col, h, w = _check_develop(mosaic, cfa, black, scale, matrix, method, dst)
     params = (*black.reshape(-1), *scale.reshape(-1), *matrix.reshape(-1))
     return Launch(f"gs_develop_{method}", _index_type(mosaic, dst), _grid_2d(w, h), BLOCK_2D,
                   (mosaic, dst, *_i32(h, w, red_row, red_col), *(np.float32(v) for v in params)))
 
 
-RCD_PAD = 10  # GS_RCD_PAD of kernels/develop.cu (and cpu.develop.RCD_PAD)
+def _check_develop(mosaic, cfa, black, scale, matrix, method, dst) -> tuple[int, int, int, int]:
+    """The cpu backend's validation and messages, then the device arrays': (red_row, red_col, H, W)."""
+    from ..cpu.develop import check_develop
+
+    red_row, red_col = check_develop(mosaic, cfa, black, scale, matrix, method, dst)
+    _check(mosaic, "mosaic", U16, ndim=2)
+    h, w = mosaic.shape
+    _check(dst, "dst", F32, shape=(3, h, w))
+    return red_row, red_col, h, w
 
 
 def rcd_work_shape(h: int, w: int) -> tuple[int, int, int]:
-    """The (5, H + 20, W + 20) float32 work planes of an rcd development of an (H, W) mosaic."""
+    """The (5, H + 20, W + 20) float32 work planes of an rcd development of an (H, W) mosaic
+    (``RCD_PAD`` = GS_RCD_PAD of kernels/develop.cu, 10 mirrored samples a side)."""
+    from ..cpu.develop import RCD_PAD
+
     return (5, h + 2 * RCD_PAD, w + 2 * RCD_PAD)
 
 
 def plan_develop_rcd(mosaic, cfa, black, scale, matrix, work, dst) -> list[Launch]:
     """The seven launches of the RCD demosaic (kernels/develop.cu), in order: arguments as
     ``plan_develop``, plus ``work`` (``rcd_work_shape(H, W)`` float32, contents ignored)."""
-    from ..cpu.develop import check_develop
-
-    red_row, red_col = check_develop(mosaic, cfa, black, scale, matrix, "rcd", dst)
-    _check(mosaic, "mosaic", U16, ndim=2)
-    h, w = mosaic.shape
-    _check(dst, "dst", F32, shape=(3, h, w))
+    red_row, red_col, h, w = _check_develop(mosaic, cfa, black, scale, matrix, "rcd", dst)
     _check(work, "work", F32, shape=rcd_work_shape(h, w))
     _, hp, wp = work.shape
     index_t = _index_type(mosaic, dst, work)
