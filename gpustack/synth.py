@@ -727,11 +727,7 @@ def make_stack(
     t_start = time.perf_counter()
     if isinstance(supersample, bool) or not isinstance(supersample, numbers.Integral) or not 1 <= supersample <= 4:
         raise InputError(f"supersample must be an integer from 1 to 4, got {supersample!r}")
-    if supersample > 1:
-        return _supersampled(int(supersample), scene=scene, depth=depth, n_frames=n_frames, shape=shape,
-                             channels=channels, max_blur=max_blur, noise=noise, gain=gain, read_noise=read_noise,
-                             seed=seed, band=band, breathing=breathing, shift=shift, rotation=rotation,
-                             reference=reference, optics=optics)
+    supersample = int(supersample)
     if int(n_frames) != n_frames or n_frames < 2:
         raise InputError(f"n_frames must be an integer >= 2, got {n_frames}")
     n_frames = int(n_frames)
@@ -756,9 +752,15 @@ def make_stack(
         shape = tuple(int(s) for s in shape)
         if len(shape) != 2 or min(shape) < 16:
             raise InputError(f"shape must be (H, W) with both >= 16, got {shape}")
+    if not (_is_number(optics) and 0 <= optics * supersample <= 8):
+        fine = f" with supersample={supersample} (8 px on the fine grid)" if supersample > 1 else ""
+        raise InputError(f"optics must be a Gaussian sigma from 0 to {8 / supersample:g} px{fine}, got {optics!r}")
+    if supersample > 1:  # every argument checked above, against the values given
+        return _supersampled(supersample, scene=scene, depth=depth, n_frames=n_frames, shape=shape,
+                             channels=channels, max_blur=max_blur, noise=noise, gain=gain, read_noise=read_noise,
+                             seed=seed, band=band, breathing=breathing, shift=shift, rotation=rotation,
+                             reference=reference, optics=optics)
     truth, scene_name = _scene_array(scene, shape, channels)
-    if not (_is_number(optics) and 0 <= optics <= 8):
-        raise InputError(f"optics must be a Gaussian sigma from 0 to 8 px, got {optics!r}")
     if optics > 0:
         truth = ndimage.gaussian_filter(truth, (float(optics), float(optics), 0), mode="reflect").astype(np.float32)
     h, w, ch = truth.shape
@@ -853,21 +855,12 @@ def _block_mean(a, s):
 
 
 def _supersampled(s, *, scene, shape, max_blur, noise, gain, read_noise, seed, band, shift, optics, **kw):
-    """``make_stack(supersample=s)``: the stack rendered noise-free at s times the resolution,
-    block-averaged, then given its noise (the stream the output-resolution generator uses)."""
+    """``make_stack(supersample=s)`` (arguments already checked there): the stack rendered
+    noise-free at s times the resolution, block-averaged, then given its noise (the stream the
+    output-resolution generator uses)."""
     t_start = time.perf_counter()
-    # checked here, so that messages name the values given, not the fine grid's
-    if not (_is_number(max_blur) and max_blur >= 0):
-        raise InputError(f"max_blur must be a finite number >= 0, got {max_blur}")
-    if not (_is_number(shift) and shift >= 0):
-        raise InputError(f"shift must be a finite number >= 0 (px), got {shift!r}")
-    if not (_is_number(optics) and 0 <= optics * s <= 8):
-        raise InputError(f"optics must be a Gaussian sigma from 0 to {8 / s:g} px with supersample={s} "
-                         f"(8 px on the fine grid), got {optics!r}")
     if isinstance(scene, str):
-        fine_scene, out_shape = scene, tuple(int(v) for v in shape)
-        if len(out_shape) != 2 or min(out_shape) < 16:
-            raise InputError(f"shape must be (H, W) with both >= 16, got {shape}")
+        fine_scene, out_shape = scene, shape
     else:
         arr = np.asarray(scene, dtype=np.float32)
         out_shape = arr.shape[:2]
@@ -877,8 +870,6 @@ def _supersampled(s, *, scene, shape, max_blur, noise, gain, read_noise, seed, b
                       noise=False, seed=seed, band=band * s, shift=shift * s, optics=optics * s, **kw)
     frames = [_block_mean(f, s) for f in fine.frames]
     if noise:
-        if gain <= 0 or read_noise < 0:
-            raise InputError(f"gain must be > 0 and read_noise >= 0, got gain={gain}, read_noise={read_noise}")
         rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[1])
         frames = [_add_noise(f, gain, read_noise, rng) for f in frames]
     # fine pixel centres: x_fine = s * x + (s - 1) / 2; a transform on the fine grid F becomes T^-1 F T
