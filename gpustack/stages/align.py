@@ -176,7 +176,7 @@ class Aligner:
             fa = FrameAlignment(index, IDENTITY.copy() if snapped else chained, ones, neighbour=neighbour,
                                 score=float(est.score), identity_score=float(est.identity_score),
                                 accepted=bool(est.accepted), estimated=chained, snapped=bool(snapped),
-                                model=est.model or self.model)
+                                model=est.model)
             self._chain[index] = chained
             if not est.accepted:
                 turned_down = _corner_motion(est.rejected, proxy_shape, scale) / scale
