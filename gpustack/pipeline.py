@@ -358,9 +358,7 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
         r0, r1, c0, c1 = covered_box(affines, h, w)
         if (r0, r1, c0, c1) != (0, h, 0, w):
             crop = (r0, r1, c0, c1)
-            xp = be.xp
-            fused = xp.ascontiguousarray(fused[:, r0:r1, c0:c1])
-            depth, depth_raw, conf = (xp.ascontiguousarray(a[r0:r1, c0:c1]) for a in (depth, depth_raw, conf))
+            fused, depth, depth_raw, conf = (_cropped(be, a, r0, r1, c0, c1) for a in (fused, depth, depth_raw, conf))
             logger.info("cropped to %dx%d at (%d, %d): the area every aligned frame covers", c1 - c0, r1 - r0,
                         c0, r0)
     c, h, w = fused.shape
@@ -408,6 +406,13 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
     logger.info("%d frames of %.1f MP in %.2f s (%.1f MP-frames/s)", n, mp, timings["total_s"],
                 timings["mp_frames_per_s"])
     return result
+
+
+def _cropped(be, a, r0, r1, c0, c1):
+    """A new array holding ``a[..., r0:r1, c0:c1]``, on the backend."""
+    out = be.empty((*a.shape[:-2], r1 - r0, c1 - c0), a.dtype)
+    be.crop(a, r0, c0, out)
+    return out
 
 
 def _read_stream(sources, order, options, aligner):

@@ -138,6 +138,7 @@ class PyramidFusion:
     def fold(self, k: int) -> None:
         """Fold frame ``k`` (shot index), written in ``input``, into the state (``input`` is overwritten)."""
         be, g, last = self.be, self.g, self.levels - 1
+        h0, w0 = self.shapes[0]
         for lv in range(last):
             be.pyramid_reduce(g[lv], g[lv + 1])
         for lv in range(last):
@@ -152,7 +153,8 @@ class PyramidFusion:
                 side = self._neighbour_side(k)
                 be.depth_track(rowbox, self.depth_state, self.depth_radius, k, side)
                 if self._last is None and k > 0:  # the chain will come back below this frame
-                    self._first_s = self.depth_state.prev_s.copy()
+                    self._first_s = be.empty((h0, w0), np.float32)
+                    be.copy(self.depth_state.prev_s, self._first_s)
         be.fuse_accumulate(self.acc, g[last])
         if self._first is None:
             self._first = k

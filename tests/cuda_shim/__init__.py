@@ -245,6 +245,8 @@ def emulated_backend(lib: ShimLibrary, *, retype_index: bool = False):
         def check_memory(self, channels, height, width, levels=None):  # host memory: only the estimate
             return self.estimate_device_bytes(channels, height, width, levels)
 
+        copy = staticmethod(CpuBackend.copy)
+        crop = staticmethod(CpuBackend.crop)
         full = staticmethod(CpuBackend.full)
         to_device = staticmethod(CpuBackend.to_device)
         to_host = staticmethod(CpuBackend.to_host)

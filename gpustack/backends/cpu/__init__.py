@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._common import check_copy, check_crop
 from .convert import convert
 from .depth import depth_finalize, depth_ratio, depth_track, depth_weight, depthmap_accumulate, depthmap_blend
 from .develop import develop
@@ -44,6 +45,17 @@ class CpuBackend:
     @staticmethod
     def synchronize():
         return None
+
+    @staticmethod
+    def copy(src, dst) -> None:
+        check_copy(src, dst)
+        np.copyto(dst, src, casting="no")
+
+    @staticmethod
+    def crop(src, row0, col0, dst) -> None:
+        check_crop(src, row0, col0, dst)
+        h, w = dst.shape[-2:]
+        dst[...] = src[..., row0:row0 + h, col0:col0 + w]
 
     convert = staticmethod(convert)
     develop = staticmethod(develop)

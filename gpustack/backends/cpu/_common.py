@@ -52,3 +52,26 @@ def _decode_overload(v, lut):
     if isinstance(v, types.Integer):
         return lambda v, lut: lut[v]
     return lambda v, lut: np.float32(v)
+
+
+def check_copy(src, dst) -> None:
+    """``copy``'s arrays (both backends): the same shape and dtype, C-contiguous, not the same array."""
+    if tuple(src.shape) != tuple(dst.shape) or src.dtype != dst.dtype:
+        raise ValueError(f"copy: dst is {dst.dtype} {tuple(dst.shape)} but src is {src.dtype} {tuple(src.shape)}; "
+                         f"expected the same shape and dtype")
+    if not (src.flags.c_contiguous and dst.flags.c_contiguous):
+        raise ValueError("copy: expected C-contiguous arrays")
+
+
+def check_crop(src, row0: int, col0: int, dst) -> None:
+    """``crop``'s arguments (both backends): ``dst`` (..., h, w) lies inside ``src`` (..., H, W) at
+    (``row0``, ``col0``), same leading dimensions and dtype, both C-contiguous."""
+    if src.ndim != dst.ndim or src.ndim < 2 or tuple(src.shape[:-2]) != tuple(dst.shape[:-2]) \
+            or src.dtype != dst.dtype:
+        raise ValueError(f"crop: dst {dst.dtype} {tuple(dst.shape)} does not match src {src.dtype} "
+                         f"{tuple(src.shape)}; expected the same dtype and leading dimensions")
+    (hs, ws), (h, w) = src.shape[-2:], dst.shape[-2:]
+    if int(row0) != row0 or int(col0) != col0 or not (0 <= row0 and row0 + h <= hs and 0 <= col0 and col0 + w <= ws):
+        raise ValueError(f"crop: a {w}x{h} window at (row {row0}, col {col0}) is not inside {ws}x{hs}")
+    if not (src.flags.c_contiguous and dst.flags.c_contiguous):
+        raise ValueError("crop: expected C-contiguous arrays")

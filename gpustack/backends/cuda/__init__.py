@@ -19,6 +19,7 @@ import inspect
 import numpy as np
 
 from ...errors import BackendUnavailableError
+from ..cpu._common import check_copy, check_crop
 from ..cpu.warp import check_warp
 from . import _kernels as _k
 
@@ -266,6 +267,27 @@ class CudaBackend:
     def synchronize(self) -> None:
         self.copy_stream.synchronize()
         self.stream.synchronize()
+
+    def copy(self, src, dst) -> None:
+        """``dst[...] = src`` (same shape and dtype), a device-to-device copy on the compute stream."""
+        check_copy(src, dst)
+        if src.nbytes:
+            cupy.cuda.runtime.memcpyAsync(dst.data.ptr, src.data.ptr, src.nbytes,
+                                          cupy.cuda.runtime.memcpyDeviceToDevice, self.stream.ptr)
+
+    def crop(self, src, row0, col0, dst) -> None:
+        """``dst`` (..., h, w) = ``src[..., row0:row0 + h, col0:col0 + w]``: one strided 2-D copy per
+        leading index (channel), on the compute stream."""
+        check_crop(src, row0, col0, dst)
+        (hs, ws), (h, w) = src.shape[-2:], dst.shape[-2:]
+        size = src.dtype.itemsize
+        planes = int(np.prod(dst.shape[:-2]))
+        if h == 0 or w == 0:
+            return
+        for p in range(planes):
+            s = src.data.ptr + (p * hs * ws + int(row0) * ws + int(col0)) * size
+            cupy.cuda.runtime.memcpy2DAsync(dst.data.ptr + p * h * w * size, w * size, s, ws * size, w * size, h,
+                                            cupy.cuda.runtime.memcpyDeviceToDevice, self.stream.ptr)
 
     # -- ops ------------------------------------------------------------------------------------
 
