@@ -13,7 +13,7 @@ import logging
 
 from ._version import __version__
 from .errors import (AlignmentError, BackendUnavailableError, DecodeError, GpustackError, InputError,
-                     KernelCompileError, OutputError)
+                     KernelCompileError, KernelLaunchError, OutputError)
 from .options import METHODS, ORDERS, StackOptions
 from .pipeline import FrameInfo, ProgressEvent, StackResult
 
@@ -21,7 +21,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "AlignmentError", "BackendUnavailableError", "DecodeError", "FrameInfo", "GpustackError", "InputError",
-    "KernelCompileError", "METHODS", "ORDERS", "OutputError", "ProgressEvent", "StackOptions", "StackResult",
+    "KernelCompileError", "KernelLaunchError", "METHODS", "ORDERS", "OutputError", "ProgressEvent", "StackOptions", "StackResult",
     "__version__", "stack",
 ]
 

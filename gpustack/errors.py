@@ -36,5 +36,9 @@ class KernelCompileError(GpustackError, RuntimeError):
     """A CUDA kernel failed to compile; names the .cu file and its specialisation."""
 
 
+class KernelLaunchError(GpustackError, RuntimeError):
+    """A CUDA kernel failed to launch or faulted on the device; names the kernel where it is known."""
+
+
 class AlignmentError(GpustackError, RuntimeError):
     """Frames could not be aligned."""

@@ -33,6 +33,7 @@ from .prefetch import prefetch
 from .stages.align import Aligner, coverage_mask, covered_box, processing_order, resolve_reference
 from .stages.depthmap import blend_params, smooth_depth
 from .stages.estimate import prepare_proxy
+from .stages.footprint import stack_footprint
 from .stages.proxy import channel_means, make_proxy
 from .stages.fuse import PyramidFusion, check_levels
 
@@ -309,7 +310,11 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
                                 else frame.info.get("develop", "LibRaw"))
                 levels = check_levels(h, w, options.levels)
                 if hasattr(be, "check_memory"):  # device backends: fail up front, with the sizes
-                    be.check_memory(c, h, w, levels)
+                    be.check_memory(stack_footprint(c, h, w, levels, frame_bytes=frame.data.nbytes,
+                                                    mosaic=frame.raw is not None, moved=options.align != "none",
+                                                    method=options.method, demosaic=options.demosaic,
+                                                    output_bytes=options.output_bits // 8),
+                                    f"{w}x{h} frames with {c} channel(s)")
                 fusion = PyramidFusion(be, c, h, w, levels=levels, energy_radius=options.energy_radius,
                                        depth_radius=options.depth_radius)
                 logger.info("%dx%d, %d channel(s), %s %s, %d pyramid levels, reference frame %d (%s)", w, h, c,

@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -6,6 +7,18 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+#: set (as CI does) to make a missing CUDA toolchain (NVRTC, g++) fail the tests that need it
+#: instead of skipping them, so that the kernel checks can never go silently missing
+REQUIRE_TOOLCHAIN = os.environ.get("GPUSTACK_REQUIRE_TOOLCHAIN", "0") not in ("", "0")
+
+
+def toolchain_missing(what: str):
+    """Skip (or, under GPUSTACK_REQUIRE_TOOLCHAIN=1, fail) a test that needs ``what``."""
+    if REQUIRE_TOOLCHAIN:
+        pytest.fail(f"{what} (GPUSTACK_REQUIRE_TOOLCHAIN=1: the CUDA kernel checks must run here)", pytrace=False)
+    pytest.skip(what)
 
 
 def cuda_available() -> bool:

@@ -282,6 +282,24 @@ def _develop(method, pattern):
     return build
 
 
+def copy(rng, shape, r):
+    return OpCase("copy", (rand(rng, shape), empty(shape)), (1,))
+
+
+def crop(rng, shape, r):
+    """A window of a random size at a random place (the whole plane included)."""
+    c, h, w = shape
+    hh, ww = int(rng.integers(1, h + 1)), int(rng.integers(1, w + 1))
+    r0, c0 = int(rng.integers(0, h - hh + 1)), int(rng.integers(0, w - ww + 1))
+    return OpCase("crop", (rand(rng, shape), r0, c0, empty((c, hh, ww))), (3,))
+
+
+def crop_plane(rng, shape, r):
+    _, h, w = shape
+    hh, ww = max(1, h - 1), max(1, w // 2)
+    return OpCase("crop", (rand(rng, (h, w)), h - hh, w - ww, empty((hh, ww))), (3,))
+
+
 #: every case, by name; the windowed ones (reading a (2r+1)-row or -column window) take r
 CASES = {
     "convert_u8_srgb": _convert(np.uint8, "srgb"),
@@ -313,6 +331,9 @@ CASES = {
     "encode_8_srgb": _encode(8, "srgb"),
     "encode_16_srgb": _encode(16, "srgb"),
     "encode_16_linear": _encode(16, "linear"),
+    "copy": copy,
+    "crop": crop,
+    "crop_plane": crop_plane,
     **{f"develop_{method}_{pattern}": _develop(method, pattern) for method in ("bilinear", "mhc", "rcd")
        for pattern in _BAYER},
 }
@@ -334,3 +355,28 @@ def make_frames(n=4, shape=(40, 56, 3), dtype=np.uint16, seed=2):
         mix = np.where((np.arange(w) * n // w == k)[None, :, None], base, blur)
         frames.append(np.rint(mix * np.iinfo(dtype).max).astype(dtype) if dtype != np.float32 else mix.astype(F))
     return frames
+
+
+def write_moving_stack(folder, kind: str, n=5, shape=(150, 200)):
+    """A synthetic stack with motion (breathing, shift, rotation) written to ``folder`` as
+    ``kind`` files: "jpeg" (8-bit), "tiff16" or "dng" (Bayer mosaics); returns ``folder``."""
+    import imageio.v3 as iio
+    import tifffile
+
+    from gpustack import synth
+
+    st = synth.make_stack(n_frames=n, shape=shape, seed=7, breathing=0.015, shift=2.0, rotation=0.2)
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind == "dng":
+        from dng import write_dng_stack
+
+        write_dng_stack(st.frames, folder)
+    elif kind == "jpeg":
+        for k, f in enumerate(st.as_uint8()):
+            iio.imwrite(folder / f"f{k}.jpg", f, quality=95)
+    elif kind == "tiff16":
+        for k, f in enumerate(st.as_uint16()):
+            tifffile.imwrite(folder / f"f{k}.tif", f)
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    return folder

@@ -12,13 +12,14 @@ import zlib
 
 import numpy as np
 import pytest
-from cuda_cases import CASES, PLAIN, WINDOWED, assert_bits_equal, make_frames, run_op
+from conftest import toolchain_missing
+from cuda_cases import CASES, PLAIN, WINDOWED, assert_bits_equal, make_frames, run_op, write_moving_stack
 
 import gpustack
 from gpustack.backends import cuda_status
 from gpustack.backends.base import Backend
 from gpustack.backends.cpu import CpuBackend
-from gpustack.backends.cuda import CudaBackend, estimate_device_bytes
+from gpustack.backends.cuda import CudaBackend
 from gpustack.backends.cuda import _kernels as K
 from gpustack.errors import BackendUnavailableError, InputError, KernelCompileError
 
@@ -108,34 +109,11 @@ def test_module_source_changes_with_the_headers(tmp_path):
     assert K.module_source("filter", "long long", copy) != before
 
 
-def _nvrtc_available():
+def test_compile_error_names_the_file(tmp_path):
     try:
         K._nvrtc()
-    except BackendUnavailableError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _nvrtc_available(), reason="NVRTC not available (pip install cupy-cuda13x nvidia-cuda-nvrtc)")
-@pytest.mark.parametrize("index_t", K.INDEX_TYPES)
-@pytest.mark.parametrize("family", sorted(K.FAMILIES))
-def test_kernels_compile_with_nvrtc(family, index_t):
-    """The exact source and options the backend hands to NVRTC compile (no GPU needed), to PTX
-    without fused multiply-add, flush-to-zero or approximate division; and to a cubin."""
-    job = K.nvrtc_job(family, index_t, 90, kind="ptx")
-    assert "--fmad=false" in job.options and "--ftz=false" in job.options
-    assert not any("ftz=true" in o for o in job.options)
-    ptx = K.compile_job(job).decode()
-    for name in K.FAMILIES[family]:
-        assert f".entry {name}(" in ptx
-    for bad in ("fma.rn.f", "mad.f", ".ftz.", "div.approx", "div.full"):
-        assert bad not in ptx, f"{family}.cu ({index_t}): PTX contains {bad}"
-    cubin = K.nvrtc_job(family, index_t, 90)
-    assert cubin.kind == "cubin" and K.compile_job(cubin)[:4] == b"\x7fELF"
-
-
-@pytest.mark.skipif(not _nvrtc_available(), reason="NVRTC not available")
-def test_compile_error_names_the_file(tmp_path):
+    except BackendUnavailableError as exc:
+        toolchain_missing(f"NVRTC not available: {exc}")
     copy = tmp_path / "kernels"
     shutil.copytree(K.kernel_dir(), copy)
     (copy / "filter.cu").write_text((copy / "filter.cu").read_text() + "\nthis is not C++;\n")
@@ -193,14 +171,6 @@ def test_launch_refuses_numpy_arrays():
     plan = K.plan_fuse_sqsum(*_arrays((1, 2, 2), (2, 2)))
     with pytest.raises(TypeError, match="to_device"):
         K.launch(plan, stream=None)
-
-
-def test_estimate_device_bytes():
-    small = estimate_device_bytes(3, 1000, 1500, 8)
-    big = estimate_device_bytes(3, 4000, 6000, 10)
-    assert 15.5 * small < big < 16.1 * small  # about linear in the pixel count
-    assert 2 * 2**30 < big < 8 * 2**30  # 24 MP colour: a few GiB
-    assert estimate_device_bytes(3, 4000, 6000, None) >= big
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,43 +245,108 @@ def test_out_of_memory_says_what_to_do(cuda_be):
 
 
 @pytest.mark.cuda
-def test_device_name(cuda_be):
-    assert "compute capability" in cuda_be.device_name and "driver" in cuda_be.device_name
+def test_a_stack_that_does_not_fit_stops_before_allocating(cuda_be):
+    """Never more than the card has free: the check refuses, naming the sizes, and takes nothing."""
+    from gpustack.stages.footprint import stack_footprint
+
+    free = cuda_be.free_device_bytes()
+    side = 1024
+    while stack_footprint(3, side, side, 8, frame_bytes=6 * side * side).peak < 1.5 * free:
+        side *= 2
+    before = cupy_free()
+    with pytest.raises(BackendUnavailableError, match=rf"out of GPU memory for {side}x{side} frames: need about "
+                                                       r"\d+\.\d\d GiB at its peak \(\w+\).*GiB free.*--backend cpu"):
+        cuda_be.check_memory(stack_footprint(3, side, side, 8, frame_bytes=6 * side * side), f"{side}x{side} frames")
+    assert abs(cupy_free() - before) < 64 * 2**20
+    small = stack_footprint(3, 100, 100, 4, frame_bytes=60000)
+    assert cuda_be.check_memory(small, "100x100 frames") >= small.peak
+
+
+def cupy_free():
+    import cupy
+
+    return cupy.cuda.runtime.memGetInfo()[0]
 
 
 @pytest.mark.cuda
-def test_managed_memory_gives_the_same_bytes(monkeypatch):
-    """Frames larger than the GPU run in CUDA managed memory (forced here): same kernels, same bytes."""
-    ok, why = cuda_status()
-    if not ok:
-        pytest.skip(f"no CUDA device: {why}")
+@pytest.mark.parametrize("kind", ["jpeg", "tiff16", "dng"])
+@pytest.mark.parametrize("method", ["pyramid", "depthmap"])
+def test_stack_from_files_cuda_equals_cpu(cuda_be, tmp_path, kind, method):
+    """Whole stacks from files, with motion (breathing, shift, rotation): JPEG, 16-bit TIFF and
+    DNG (developed on the device), both methods: the same output bytes, written files included."""
+    folder = write_moving_stack(tmp_path / "in", kind)
+    results = {}
+    for name in ("cpu", "cuda"):
+        out = tmp_path / name
+        out.mkdir()
+        results[name] = gpustack.stack(folder, backend=name, method=method, output=out / "fused.tif",
+                                       depth_map=out / "depth.tif")
+    got, want = results["cuda"], results["cpu"]
+    assert got.backend == "cuda" and any(t is not None and not np.allclose(t, np.eye(2, 3)) for t in want.transforms)
+    for field in ("image", "linear", "depth", "depth_raw", "confidence"):
+        assert_bits_equal(getattr(got, field), getattr(want, field))
+    for file in ("fused.tif", "depth.tif"):
+        assert (tmp_path / "cuda" / file).read_bytes() == (tmp_path / "cpu" / file).read_bytes()
+
+
+@pytest.mark.cuda
+def test_sync_after_every_launch_gives_the_same_bytes(cuda_be, monkeypatch):
+    monkeypatch.setenv("GPUSTACK_CUDA_SYNC", "1")
+    synced = CudaBackend()
     import gpustack.pipeline
 
-    monkeypatch.setenv("GPUSTACK_CUDA_MANAGED", "1")
-    managed = CudaBackend()
-    assert managed._managed is not None
-    monkeypatch.setattr(gpustack.pipeline, "get_backend", lambda name: managed)
     frames = make_frames(n=4, shape=(97, 131, 3), dtype=np.uint16)
-    got = gpustack.stack(frames, backend="cuda", align="similarity")
-    monkeypatch.undo()
     want = gpustack.stack(frames, backend="cpu", align="similarity")
+    monkeypatch.setattr(gpustack.pipeline, "get_backend", lambda name: synced)
+    got = gpustack.stack(frames, backend="cuda", align="similarity")
     for field in ("image", "linear", "depth", "confidence"):
         assert_bits_equal(getattr(got, field), getattr(want, field))
 
 
+FAULT = """
+import numpy as np, cupy
+from gpustack.backends.cuda import CudaBackend, _kernels as K
+from gpustack.errors import KernelLaunchError
+be = CudaBackend()
+acc, g = be.full((4,), 0.0, np.float32), be.full((4,), 1.0, np.float32)
+n = 2**31 - 1  # far past both arrays: the kernel reads and writes memory it does not own
+plan = K.Launch("gs_fuse_accumulate", "int", K._grid_1d(n), K.BLOCK_1D, (acc, g, np.int32(n)))
+try:
+    be._run(plan)
+    be.synchronize()
+except KernelLaunchError as exc:
+    print("ERROR", exc)
+"""
+
+
 @pytest.mark.cuda
-def test_check_memory_switches_to_managed_or_says_what_to_do(cuda_be):
-    free = cuda_be.free_device_bytes()
-    side = 1024
-    while estimate_device_bytes(3, side, side) < 1.2 * free:
-        side *= 2
-    fresh = CudaBackend()
-    try:
-        fresh.check_memory(3, side, side)
-    except BackendUnavailableError as exc:  # no managed memory, or not enough host memory either
-        assert "out of GPU memory" in str(exc) and "--backend cpu" in str(exc)
+@pytest.mark.parametrize("sync", ["0", "1"])
+def test_a_kernel_fault_is_reported_and_named_when_synchronised(cuda_be, sync):
+    """In a child process (a fault spoils the CUDA context for good): one KernelLaunchError; with
+    GPUSTACK_CUDA_SYNC=1 it names the kernel and its grid, without it it says how to find out."""
+    import os
+
+    env = dict(os.environ, GPUSTACK_CUDA_SYNC=sync, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", FAULT], capture_output=True, text=True, env=env, timeout=120)
+    assert "ERROR" in out.stdout, out.stdout + out.stderr
+    if sync == "1":
+        assert "gs_fuse_accumulate" in out.stdout and "grid" in out.stdout
     else:
-        assert fresh._managed is not None
+        assert "GPUSTACK_CUDA_SYNC=1" in out.stdout
+
+
+@pytest.mark.cuda
+def test_backend_starts_with_every_module_loaded(cuda_be):
+    import cupy
+
+    kernels = K.load_modules("int")
+    assert set(kernels) == set(K.KERNEL_FAMILY)
+    assert (cupy.cuda.Device().id, "int") in K._loaded
+
+
+@pytest.mark.cuda
+def test_device_name(cuda_be):
+    assert "compute capability" in cuda_be.device_name and "driver" in cuda_be.device_name
 
 
 @pytest.mark.cuda

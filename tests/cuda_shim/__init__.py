@@ -212,44 +212,112 @@ def build(kdir: Path, cache_dir: Path, index_t: str = "int") -> ShimLibrary:
     return ShimLibrary(lib_path, kernels, index_t)
 
 
-def emulated_backend(lib: ShimLibrary, *, retype_index: bool = False):
-    """A ``CudaBackend`` whose kernels run through ``lib`` on NumPy arrays.
+class DeviceArray:
+    """A stand-in for ``cupy.ndarray`` in the emulation: NumPy memory that, like CuPy, refuses to
+    become a NumPy array implicitly (``np.asarray`` raises ``TypeError``), so code that would
+    read device memory as if it were on the host fails here too."""
 
-    Every op goes through the real ``CudaBackend`` method (its dispatch and the
-    ``_kernels.plan_*`` wrappers); only ``_run`` (the launch) and the memory ops
-    differ: memory is NumPy (the cpu backend's), with ``empty`` filled with all-ones
-    bits (NaN for floats) so that a sample no kernel writes shows. ``launched`` lists
-    the kernels run.
+    __slots__ = ("host",)
+
+    def __init__(self, host: np.ndarray):
+        self.host = host
+
+    shape = property(lambda self: self.host.shape)
+    dtype = property(lambda self: self.host.dtype)
+    size = property(lambda self: self.host.size)
+    nbytes = property(lambda self: self.host.nbytes)
+    ndim = property(lambda self: self.host.ndim)
+    flags = property(lambda self: self.host.flags)
+
+    def __len__(self):
+        return len(self.host)
+
+    def __getitem__(self, key):
+        return DeviceArray(self.host[key])
+
+    def reshape(self, *shape):
+        return DeviceArray(self.host.reshape(*shape))
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed (emulated device array); "
+                        "use to_host")
+
+
+def _host(a):
+    return a.host if isinstance(a, DeviceArray) else a
+
+
+def emulated_backend(lib: ShimLibrary | None, *, retype_index: bool = False):
+    """A ``CudaBackend`` whose kernels run through ``lib`` on host memory (``lib`` None: the
+    launches are only recorded, nothing is computed; no compiler is needed).
+
+    Every op goes through the real ``CudaBackend`` method (its dispatch, the
+    ``_kernels.plan_*`` wrappers and the copy plans); only ``_run`` (the launch),
+    ``_copy`` (device copies) and the memory ops differ: memory is NumPy wrapped in
+    ``DeviceArray`` (which refuses implicit conversion, as CuPy does), ``empty``
+    filled with all-ones bits (NaN for floats) so that a sample no kernel writes
+    shows. ``launched`` lists the kernels run; ``plans`` the launches recorded (``lib`` None).
     """
-    from gpustack.backends.cpu import CpuBackend
+    import dataclasses
+
     from gpustack.backends.cuda import CudaBackend
+
+    def wrap(a):
+        return DeviceArray(a)
 
     class EmulatedCudaBackend(CudaBackend):
         name = "cuda-emulated"
-        xp = np
+        xp = None  # the stages and the pipeline must not need an array module
 
         def __init__(self):  # no CuPy, no device
-            self.device_name = f"g++ emulation of kernels/*.cu ({lib.path.name}, index type {lib.index_t})"
+            self.device_name = ("launches recorded, not run" if lib is None else
+                                f"g++ emulation of kernels/*.cu ({lib.path.name}, index type {lib.index_t})")
             self.launched = []
+            self.plans = []
+            self._sync = False
+            self._what = "this stack"
 
         def _run(self, plan):
             self.launched.append(plan.kernel)
-            lib.run(plan, retype_index=retype_index)
+            if lib is None:  # record (the plans keep their arrays alive), do not run
+                self.plans.append(plan)
+                return
+            lib.run(dataclasses.replace(plan, args=tuple(_host(a) for a in plan.args)), retype_index=retype_index)
+
+        def _copy(self, plans):
+            for p in plans:
+                dst = _host(p.dst).reshape(-1).view(np.uint8)
+                src = _host(p.src).reshape(-1).view(np.uint8)
+                for i in range(p.rows):
+                    d, s = p.dst_offset + i * p.dst_pitch, p.src_offset + i * p.src_pitch
+                    dst[d:d + p.width] = src[s:s + p.width]
 
         @staticmethod
         def empty(shape, dtype):
             out = np.empty(shape, dtype)
             out.view(np.uint8).fill(0xFF)
-            return out
+            return wrap(out)
 
-        def check_memory(self, channels, height, width, levels=None):  # host memory: only the estimate
-            return self.estimate_device_bytes(channels, height, width, levels)
+        @staticmethod
+        def full(shape, value, dtype):
+            return wrap(np.full(shape, value, dtype))
 
-        copy = staticmethod(CpuBackend.copy)
-        crop = staticmethod(CpuBackend.crop)
-        full = staticmethod(CpuBackend.full)
-        to_device = staticmethod(CpuBackend.to_device)
-        to_host = staticmethod(CpuBackend.to_host)
-        synchronize = staticmethod(CpuBackend.synchronize)
+        def check_memory(self, footprint, what):  # host memory: nothing to check
+            self._what = what
+            return footprint.peak
+
+        @staticmethod
+        def to_device(host_array):
+            if isinstance(host_array, DeviceArray):
+                return wrap(np.array(host_array.host, order="C", copy=True))
+            return wrap(np.array(host_array, order="C", copy=True))
+
+        @staticmethod
+        def to_host(array):
+            return np.array(_host(array), copy=True)
+
+        @staticmethod
+        def synchronize():
+            return None
 
     return EmulatedCudaBackend()

@@ -1,14 +1,16 @@
 """The CUDA kernels of the ``cuda`` backend: the only code that reads ``kernels/``.
 
 Each op family is one file, ``kernels/<family>.cu`` (plus the shared
-``common.cuh``), compiled by NVRTC with ``--fmad=false --ftz=false`` once per
-device and index type (``_get_module``) and loaded as a ``cupy.RawModule``.
-NVRTC is called directly (``nvrtc_job``, ``compile_job``), not through
+``common.cuh``), compiled by NVRTC with ``--fmad=false --ftz=false`` for the
+device's architecture, all families at once when the backend starts
+(``load_modules``), and loaded from memory (``cuModuleLoadData``). NVRTC is
+called directly (``nvrtc_job``, ``compile_job``), not through
 ``cupy.RawModule(code=...)``: CuPy appends ``-ftz=true`` to every compilation
 it does, and the last option wins, so denormal inputs and results would be
 flushed to zero on the GPU but kept by the Numba twins. The compiled images
 are cached in CuPy's kernel cache folder (``CUPY_CACHE_DIR``), named by a hash
-of the source, the options and the NVRTC version.
+of the source, the options, the NVRTC version and ``CACHE_FORMAT``; a cached
+cubin is used only when it is as long as its ELF header says (``_elf``).
 
 Every kernel has one typed wrapper, ``plan_<op>(...)``: it validates the
 arrays (dtype, C-contiguity, shapes), casts the scalars to the kernel's C types
@@ -25,16 +27,22 @@ Rows, columns and channels are ``int``.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import hashlib
 import importlib.resources
+import logging
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ...errors import BackendUnavailableError, InputError, KernelCompileError
+from ...errors import BackendUnavailableError, InputError, KernelCompileError, KernelLaunchError
+from . import _elf
+
+logger = logging.getLogger(__name__)
 
 #: kernels/<family>.cu -> the kernels it defines (each has a plan_/launch wrapper below)
 FAMILIES = {
@@ -55,7 +63,7 @@ KERNEL_FAMILY = {name: family for family, names in FAMILIES.items() for name in 
 #: the two specialisations of gs_index_t (kernels/common.cuh)
 INDEX_TYPES = ("int", "long long")
 _INDEX_DTYPE = {"int": np.int32, "long long": np.int64}
-_INT32_LIMIT = 2**31
+INT32_LIMIT = 2**31
 
 BLOCK_2D = (32, 8, 1)  # 2-D kernels: x over columns, y over rows, grid z over channels
 BLOCK_1D = (128, 1, 1)  # 1-D kernels: one thread per pixel or element
@@ -124,33 +132,35 @@ def module_source(family: str, index_t: str, kdir: Path | None = None) -> str:
             f'#line 1 "{family}.cu"\n' + source)
 
 
-def _memoize_per_device(fn):
-    """``cupy.memoize(for_each_device=True)``, applied at the first call so that this module
-    imports without CuPy (the static checks of the kernel sources run on machines without it)."""
-    memo = None
-
-    @functools.wraps(fn)
-    def wrapper(*args):
-        nonlocal memo
-        if memo is None:
-            import cupy
-
-            memo = cupy.memoize(for_each_device=True)(fn)
-        return memo(*args)
-
-    return wrapper
-
-
 def _nvrtc():
+    """CuPy's NVRTC binding with the library loaded; ``BackendUnavailableError`` naming what to
+    install where it cannot be loaded."""
     try:
         from cupy_backends.cuda.libs import nvrtc
 
         nvrtc.getVersion()
     except Exception as exc:  # CuPy missing, or libnvrtc not found
-        raise BackendUnavailableError(f"CUDA backend unavailable: NVRTC cannot be loaded ({type(exc).__name__}: "
-                                      f"{exc}); pip install 'cupy-cuda13x[ctk]' (or the CUDA toolkit), or run "
-                                      f"with --backend cpu") from exc
+        raise BackendUnavailableError(f"CUDA backend unavailable: {nvrtc_problem(exc)}; run with --backend cpu"
+                                      ) from exc
     return nvrtc
+
+
+def nvrtc_problem(exc: BaseException) -> str:
+    return f"NVRTC cannot be loaded ({type(exc).__name__}: {exc}); {install_hint()}"
+
+
+def install_hint() -> str:
+    """What to install for the CUDA backend, for the CUDA major version of the installed CuPy."""
+    major = None
+    try:
+        import cupy
+
+        major = cupy.cuda.runtime.runtimeGetVersion() // 1000
+    except Exception:  # noqa: BLE001 - no CuPy, or no runtime: name both
+        pass
+    if major in (12, 13):
+        return f"pip install 'gpustack[cuda{major}]' (CuPy >= 14 and the NVRTC of CUDA {major})"
+    return "pip install 'gpustack[cuda13]' (CUDA 13 driver) or 'gpustack[cuda12]' (CUDA 12 driver)"
 
 
 @dataclass(frozen=True)
@@ -163,6 +173,11 @@ class NvrtcJob:
     options: tuple[str, ...]
     kind: str  # "cubin" or "ptx"
     key: str
+
+
+#: part of every cache key: bump it when what is stored changes (2: whole cubins; the cubins
+#: cached by format 1 were one byte short)
+CACHE_FORMAT = 2
 
 
 def nvrtc_job(family: str, index_t: str, arch: int, *, kind: str | None = None,
@@ -181,12 +196,14 @@ def nvrtc_job(family: str, index_t: str, arch: int, *, kind: str | None = None,
         kind = "cubin" if arch in supported else "ptx"
     arch_option = f"-arch=sm_{arch}" if kind == "cubin" else f"-arch=compute_{max(supported)}"
     options = (*nvrtc_options(kdir), arch_option)
-    key = hashlib.sha256("\0".join([code, *options, str(nvrtc.getVersion())]).encode()).hexdigest()[:32]
+    key = hashlib.sha256("\0".join([code, *options, str(nvrtc.getVersion()), f"format {CACHE_FORMAT}"])
+                         .encode()).hexdigest()[:32]
     return NvrtcJob(family, index_t, code, options, kind, key)
 
 
 def compile_job(job: NvrtcJob) -> bytes:
-    """The cubin or PTX of ``job``; a compile error raises ``KernelCompileError`` with NVRTC's log."""
+    """The cubin or PTX of ``job``, whole; a compile error raises ``KernelCompileError`` with NVRTC's log.
+    Releases the GIL while NVRTC compiles, so several jobs compile at once on threads."""
     nvrtc = _nvrtc()
     prog = nvrtc.createProgram(job.code, f"{job.family}.cu", [], [])
     try:
@@ -195,49 +212,122 @@ def compile_job(job: NvrtcJob) -> bytes:
         except nvrtc.NVRTCError as exc:
             raise KernelCompileError(f"kernels/{job.family}.cu (index type {job.index_t}) failed to compile "
                                      f"with NVRTC ({exc}):\n{nvrtc.getProgramLog(prog)}") from exc
-        return nvrtc.getCUBIN(prog) if job.kind == "cubin" else nvrtc.getPTX(prog)
+        if job.kind == "ptx":
+            return nvrtc.getPTX(prog)
+        return _whole_cubin(nvrtc.getCUBIN(prog), job)
     finally:
         nvrtc.destroyProgram(prog)
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("CUPY_CACHE_DIR", Path.home() / ".cupy" / "kernel_cache"))
+def _whole_cubin(image: bytes, job: NvrtcJob) -> bytes:
+    """``image`` padded back to the length its ELF header declares: CuPy's ``getCUBIN`` drops the
+    image's last byte (a 0), as if it ended a C string (every CuPy from 13.0 to 14.2)."""
+    try:
+        missing = _elf.image_size(image) - len(image)
+    except _elf.ElfError as exc:
+        raise KernelCompileError(f"kernels/{job.family}.cu (index type {job.index_t}): NVRTC returned no "
+                                 f"usable cubin ({exc})") from exc
+    if not 0 <= missing <= 1:
+        raise KernelCompileError(f"kernels/{job.family}.cu (index type {job.index_t}): the cubin is {len(image)} "
+                                 f"bytes but declares {len(image) + missing}")
+    return image + b"\0" * missing
 
 
-def _build_module(family: str, index_t: str):
-    """Load ``kernels/<family>.cu`` for the current device, compiled now or found in the cache."""
-    import tempfile
+def _cache_dir() -> Path | None:
+    """CuPy's kernel cache folder (``CUPY_CACHE_DIR``, else ``~/.cupy/kernel_cache``); None where
+    there is no home to put it in."""
+    env = os.environ.get("CUPY_CACHE_DIR")
+    if env:
+        return Path(env)
+    try:
+        return Path.home() / ".cupy" / "kernel_cache"
+    except RuntimeError:  # no HOME and no passwd entry
+        return None
 
+
+def _usable(image: bytes, kind: str) -> bool:
+    """Whether a cached ``image`` is whole (a cubin as long as it declares; PTX text)."""
+    if kind == "ptx":
+        return image.startswith(b"//") and b"\0" not in image
+    try:
+        _elf.check_whole(image)
+    except _elf.ElfError:
+        return False
+    return True
+
+
+def module_image(job: NvrtcJob) -> bytes:
+    """The compiled image of ``job``: from the disk cache when a whole one is there, else compiled
+    now and stored (atomically; silently not stored where the cache folder is not writable).
+    Compiling all eight families takes about 1 s of one core (NVRTC 13.5, 2-core EPYC); a
+    cached load, a few milliseconds."""
+    folder = _cache_dir()
+    path = None if folder is None else folder / f"gpustack_{job.family}_{job.key}.{job.kind}"
+    if path is not None:
+        try:
+            image = path.read_bytes()
+        except OSError:
+            pass
+        else:
+            if _usable(image, job.kind):
+                return image
+            logger.info("kernel cache: %s is damaged; compiling it again", path)
+    image = compile_job(job)
+    if path is not None:
+        staged = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staged.write_bytes(image)
+            os.replace(staged, path)  # atomic: a concurrent process sees all of it or nothing
+        except OSError as exc:
+            logger.debug("kernel cache: cannot store %s (%s); compiled in memory only", path, exc)
+            with contextlib.suppress(OSError):
+                staged.unlink()
+    return image
+
+
+def _load(job: NvrtcJob, image: bytes):
+    """``{kernel: cupy.cuda.function.Function}`` of ``image`` loaded on the current device, from
+    memory (``cuModuleLoadData``; PTX NUL-terminated as the driver reads it)."""
+    from cupy.cuda.function import Module
+
+    module = Module()
+    try:
+        module.load(image + b"\0" if job.kind == "ptx" else image)
+        return {name: module.get_function(name) for name in FAMILIES[job.family]}
+    except Exception as exc:  # noqa: BLE001 - CUDADriverError and the like: the driver refused the image
+        hint = ("the driver is older than this NVRTC and cannot compile its PTX; update the driver or "
+                "install the CuPy/NVRTC of the driver's CUDA version" if job.kind == "ptx" else "")
+        raise BackendUnavailableError(f"CUDA backend unavailable: the driver could not load kernels/{job.family}.cu "
+                                      f"(index type {job.index_t}, {job.kind}, {' '.join(job.options[-1:])}): "
+                                      f"{type(exc).__name__}: {exc}; {hint + '; ' if hint else ''}"
+                                      f"run with --backend cpu") from exc
+
+
+_loaded: dict[tuple[int, str], dict] = {}  # (device id, index type) -> {kernel: Function}
+_loading = threading.Lock()
+
+
+def load_modules(index_t: str = "int") -> dict:
+    """Every kernel of every family for ``index_t`` on the current device, compiled (several at
+    once, on threads) or taken from the cache, and loaded; once per device and index type.
+    The cuda backend calls it when it starts, so that a missing NVRTC, a compile error or an
+    image the driver refuses stops the run before its first frame."""
     import cupy
 
-    job = nvrtc_job(family, index_t, int(cupy.cuda.Device().compute_capability))
-    path = _cache_dir() / f"gpustack_{family}_{job.key}.{job.kind}"
-    with tempfile.TemporaryDirectory() as tmp:
-        if not path.exists():
-            image = compile_job(job)
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                staged = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-                staged.write_bytes(image)
-                os.replace(staged, path)  # atomic: a concurrent process sees all of it or nothing
-            except OSError:  # cache folder not writable: load from a temporary file
-                path = Path(tmp) / f"{family}.{job.kind}"
-                path.write_bytes(image)
-        module = cupy.RawModule(path=str(path))
-        for name in FAMILIES[family]:
-            module.get_function(name)  # loads the module now, while the file exists
-    return module
-
-
-@_memoize_per_device
-def _get_module(family: str, index_t: str):
-    """The compiled ``kernels/<family>.cu`` for ``index_t``, once per device and process."""
-    return _build_module(family, index_t)
-
-
-@_memoize_per_device
-def _get_kernel(name: str, index_t: str):
-    return _get_module(KERNEL_FAMILY[name], index_t).get_function(name)
+    device = cupy.cuda.Device()
+    with _loading:
+        key = (device.id, index_t)
+        if key not in _loaded:
+            arch = int(device.compute_capability)
+            jobs = [nvrtc_job(family, index_t, arch) for family in FAMILIES]
+            with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
+                images = list(pool.map(module_image, jobs))
+            kernels = {}
+            for job, image in zip(jobs, images):
+                kernels.update(_load(job, image))
+            _loaded[key] = kernels
+        return _loaded[key]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +365,7 @@ def _check(a, name: str, dtype, shape=None, ndim=None):
 
 def _index_type(*arrays) -> str:
     """``int`` while every array has fewer than 2**31 elements, else ``long long``."""
-    return "long long" if max(a.size for a in arrays) >= _INT32_LIMIT else "int"
+    return "long long" if max(a.size for a in arrays) >= INT32_LIMIT else "int"
 
 
 def _grid_2d(w: int, h: int, c: int = 1) -> tuple[int, int, int]:
@@ -627,14 +717,89 @@ def plan_develop_rcd(mosaic, cfa, black, scale, matrix, work, dst) -> list[Launc
 # Launching on the GPU
 
 
-def launch(plan: Launch, stream) -> None:
-    """Run ``plan`` on ``stream`` (a ``cupy.cuda.Stream``); asynchronous like any launch."""
+@dataclass(frozen=True)
+class Copy2D:
+    """A strided copy on the device: ``rows`` rows of ``width`` bytes, row i read at byte
+    ``src_offset + i * src_pitch`` of ``src`` and written at byte ``dst_offset + i * dst_pitch``
+    of ``dst`` (cudaMemcpy2DAsync's arguments, offsets relative to each array's first byte)."""
+
+    dst: object
+    dst_offset: int
+    dst_pitch: int
+    src: object
+    src_offset: int
+    src_pitch: int
+    width: int
+    rows: int
+
+
+def plan_copy(src, dst) -> list[Copy2D]:
+    """``dst[...] = src``: the same shape and dtype, C-contiguous; one flat copy (none when empty)."""
+    from ..cpu._common import check_copy
+
+    check_copy(src, dst)
+    return [Copy2D(dst, 0, src.nbytes, src, 0, src.nbytes, src.nbytes, 1)] if src.nbytes else []
+
+
+def plan_crop(src, row0, col0, dst) -> list[Copy2D]:
+    """``dst`` (..., h, w) = ``src[..., row0:row0 + h, col0:col0 + w]`` (same dtype and leading
+    dimensions, C-contiguous): one strided copy per leading index."""
+    from ..cpu._common import check_crop
+
+    check_crop(src, row0, col0, dst)
+    (hs, ws), (h, w) = src.shape[-2:], dst.shape[-2:]
+    size = src.dtype.itemsize
+    if h == 0 or w == 0:
+        return []
+    return [Copy2D(dst, p * h * w * size, w * size, src, (p * hs * ws + int(row0) * ws + int(col0)) * size, ws * size,
+                   w * size, h) for p in range(int(np.prod(dst.shape[:-2], dtype=np.int64)))]
+
+
+def run_copy(plan: Copy2D, stream) -> None:
+    """Run ``plan`` on ``stream``; asynchronous."""
+    import cupy
+
+    rt = cupy.cuda.runtime
+    rt.memcpy2DAsync(plan.dst.data.ptr + plan.dst_offset, plan.dst_pitch, plan.src.data.ptr + plan.src_offset,
+                     plan.src_pitch, plan.width, plan.rows, rt.memcpyDeviceToDevice, stream.ptr)
+
+
+#: set to 1 to synchronise after every launch, so that a kernel that faults is named (debugging)
+SYNC_ENV = "GPUSTACK_CUDA_SYNC"
+
+
+def sync_requested() -> bool:
+    return os.environ.get(SYNC_ENV, "0") not in ("", "0")
+
+
+def launch(plan: Launch, stream, *, sync: bool = False) -> None:
+    """Run ``plan`` on ``stream`` (a ``cupy.cuda.Stream``); asynchronous like any launch, unless
+    ``sync``: then wait for it, so that a fault is reported with this kernel's name."""
     if 0 in plan.grid:
         return
     for arg in plan.args:
         if isinstance(arg, np.ndarray):
             raise TypeError(f"{plan.kernel}: got a NumPy array; the cuda backend needs device arrays "
                             f"(move it with be.to_device)")
-    kernel = _get_kernel(plan.kernel, plan.index_t)
-    with stream:
-        kernel(plan.grid, plan.block, plan.args)
+    kernel = load_modules(plan.index_t)[plan.kernel]
+    from cupy_backends.cuda.api.driver import CUDADriverError
+    from cupy_backends.cuda.api.runtime import CUDARuntimeError
+
+    try:
+        kernel(plan.grid, plan.block, plan.args, stream=stream)
+        if sync:
+            stream.synchronize()
+    except (CUDADriverError, CUDARuntimeError) as exc:
+        raise KernelLaunchError(f"CUDA kernel {plan.kernel} (kernels/{plan.family}.cu) failed: {exc}; "
+                                f"{describe(plan)}; run with --backend cpu") from exc
+
+
+def describe(plan: Launch) -> str:
+    """The launch in words: grid, block, index type and each argument's type (and shape)."""
+    def arg(a):
+        if hasattr(a, "shape") and not isinstance(a, np.generic):
+            return f"{a.dtype}{list(a.shape)}"
+        return f"{type(a).__name__} {a}"
+
+    return (f"grid {plan.grid}, block {plan.block}, index type {plan.index_t}, arguments "
+            f"({', '.join(arg(a) for a in plan.args)})")

@@ -1,0 +1,83 @@
+"""How much backend memory a stack needs at its peak: the largest of its phases, not their sum.
+
+The pipeline asks a device backend, before the first frame is uploaded, whether
+this much is free (``check_memory``), so a stack that does not fit stops with
+the sizes instead of failing halfway. Each phase below counts the arrays that
+are alive together in it, as ``pipeline.run`` and ``stages`` allocate them
+(``tests/test_footprint.py`` tracks every allocation of real runs and checks
+that the estimate covers the peak by a small margin):
+
+- **fold** (pass 1): the fusion state (``PyramidFusion``), the frame being
+  uploaded with the backend's two staging buffers, the decode table, and for a
+  RAW mosaic the RCD work planes and, when frames move, the developed frame
+  that is then warped;
+- **finish**: the state still whole while the depth planes are made, then
+  the depth smoothing planes beside the fused image;
+- **blend** (``depthmap`` method, pass 2): the fused image, the depth planes,
+  the blend accumulator and a converted frame, and a frame in flight again;
+- **output**: the cropped copies beside the uncropped planes, the summed
+  confidence, and the encoded image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..color import ENCODE_LUT_SIZE
+from .fuse import level_shapes
+
+F32 = 4
+RCD_PAD = 10  # the RCD work planes' mirrored border (backends/cpu/develop.py RCD_PAD)
+RCD_PLANES = 5
+MARGIN = 1.05  # allocator rounding (CuPy's pool rounds every block up to 512 bytes)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """The peak and the phase it falls in, in bytes."""
+
+    peak: int
+    phase: str
+    phases: dict
+    largest: int  # elements of the largest single array (the kernels' index type depends on it)
+
+
+def stack_footprint(channels: int, height: int, width: int, levels: int, *, frame_bytes: int, mosaic: bool = False,
+                    moved: bool = True, method: str = "pyramid", demosaic: str = "rcd",
+                    output_bytes: int = 2) -> Footprint:
+    """The peak memory of a stack of (``height``, ``width``, ``channels``) frames fused over
+    ``levels`` pyramid levels; ``frame_bytes`` is one decoded frame as uploaded (the mosaic
+    for camera RAW, ``mosaic=True``); ``moved``: frames may be warped (alignment on);
+    ``output_bytes``: bytes per sample of the encoded image (1 or 2)."""
+    c, plane = channels, height * width
+    areas = [h * w for h, w in level_shapes(height, width, levels)]
+    all_levels, coarsest = sum(areas), areas[-1]
+    state = F32 * (c * all_levels                  # the frame's pyramid (Gaussian, then Laplacian)
+                   + c * (all_levels - coarsest)    # best coefficient per level
+                   + (all_levels - coarsest)        # best energy per level
+                   + c * coarsest                   # running sum of the coarsest level
+                   + 2 * plane                      # squared sums and row box sums
+                   + 6 * plane                      # depth bookkeeping (DepthState)
+                   + plane)                         # the first frame's scores, kept for the turn of the chain
+    decode_table = F32 * 65536                      # the largest decode table (16-bit samples)
+    encode_table = output_bytes * ENCODE_LUT_SIZE   # the output's encoding table, uploaded at the end
+    image = F32 * c * plane
+    developed = image if mosaic and moved else 0    # a RAW frame developed before its warp
+    rcd = F32 * RCD_PLANES * (height + 2 * RCD_PAD) * (width + 2 * RCD_PAD) if mosaic and demosaic == "rcd" else 0
+    held = 2 * frame_bytes + decode_table + developed  # the upload slots (two frames), kept to the end
+    in_flight = frame_bytes + rcd + held
+    encoded = output_bytes * c * plane
+    phases = {
+        "fold": state + in_flight,
+        "finish": max(state + 2 * F32 * plane,                      # depth and confidence beside the whole state
+                      image + 2 * F32 * plane + 4 * F32 * plane)    # fused, depth planes, smoothing planes
+        + held,
+        "output": max(2 * (image + 3 * F32 * plane),                # cropped copies beside the planes
+                      image + 3 * F32 * plane + encoded + encode_table)  # the encoding
+        + F32 * plane + held + max(0, encode_table - frame_bytes),  # summed confidence; a slot grows to the table
+    }
+    if method == "depthmap":
+        phases["blend"] = 3 * image + 4 * F32 * plane + in_flight
+    phase = max(phases, key=phases.get)
+    largest = max(c * plane, rcd // F32)
+    return Footprint(int(MARGIN * phases[phase]), phase, phases, largest)
