@@ -154,7 +154,11 @@ class StackResult:
 
 
 def _is_array(x) -> bool:
-    return hasattr(x, "__array_interface__") or hasattr(x, "__cuda_array_interface__")
+    if hasattr(x, "__cuda_array_interface__") and not hasattr(x, "__array_interface__"):
+        raise InputError(f"a frame is a {type(x).__module__}.{type(x).__name__} in GPU memory; pass frames as NumPy "
+                         f"arrays (e.g. cupy.asnumpy(frame)): they are read and aligned on the host, and the "
+                         f"cuda backend uploads them itself")
+    return hasattr(x, "__array_interface__")
 
 
 def _plan_sources(inputs, options: StackOptions):

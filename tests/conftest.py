@@ -53,3 +53,13 @@ def _cli_in_process(monkeypatch):
     """``gpustack.cli.main`` runs ``stack`` in a supervised child process; the tests that call it
     in-process want it here (``tests/test_cli.py`` tests the supervisor itself)."""
     monkeypatch.setenv("GPUSTACK_SUPERVISE", "0")
+
+
+def pytest_configure(config):
+    """``GPUSTACK_TEST_NO_POOL=1`` (ci/gpu_first_light.sh, under compute-sanitizer): every CuPy
+    allocation is its own cudaMalloc, so that an out-of-bounds access is not hidden inside a pool."""
+    if os.environ.get("GPUSTACK_TEST_NO_POOL") == "1":
+        import cupy
+
+        cupy.cuda.set_allocator(None)
+        cupy.cuda.set_pinned_memory_allocator(None)

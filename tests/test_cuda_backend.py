@@ -122,6 +122,18 @@ def test_compile_error_names_the_file(tmp_path):
         K.compile_job(job)
 
 
+class _FrameOnTheGpu:
+    """What a CuPy array looks like to gpustack.stack: the CUDA array interface, no NumPy one."""
+
+    __cuda_array_interface__ = {"shape": (16, 16), "typestr": "<u2", "data": (0, False), "version": 3}
+
+
+@pytest.mark.parametrize("wrap", [lambda f: [f, f], lambda f: f, lambda f: iter([f, f])])
+def test_frames_in_gpu_memory_are_an_input_error(wrap):
+    with pytest.raises(InputError, match=r"_FrameOnTheGpu in GPU memory; pass frames as NumPy arrays.*asnumpy"):
+        gpustack.stack(wrap(_FrameOnTheGpu()), backend="cpu")
+
+
 def _arrays(*shapes, dtype=F):
     return [np.zeros(s, dtype) for s in shapes]
 
