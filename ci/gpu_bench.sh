@@ -11,18 +11,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/gpustack-bench}"
-mkdir -p "$out"
-EXITCODE=0
-trap 'EXITCODE=1' ERR
-PY="${PYTHON:-python3}"
-export PYTHONUNBUFFERED=1
-nvidia-smi 2>&1 | tee "$out/nvidia-smi.txt"
-nvidia-smi -q -d CLOCK,MEMORY,PERFORMANCE > "$out/nvidia-smi-q.txt" 2>&1 || true
-if ls .whl/*.whl >/dev/null 2>&1; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/gpustack-site .whl/*.whl
-  export PYTHONPATH="/tmp/gpustack-site"
-fi
-export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
+. ci/gpu_env.sh
 CORES="$(nproc)"
 timeout 120 "$PY" bench/device.py --backend cuda --size 6000x4000 --frames 40 --out "$out" 2>&1 | grep -v '^{' | tee "$out/device.txt"
 {

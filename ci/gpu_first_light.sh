@@ -16,17 +16,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/gpustack-first-light}"
-mkdir -p "$out"
-EXITCODE=0
-trap 'EXITCODE=1' ERR
-PY="${PYTHON:-python3}"
-export PYTHONUNBUFFERED=1
-nvidia-smi 2>&1 | tee "$out/nvidia-smi.txt"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/gpustack-site .whl/*.whl
-  export PYTHONPATH="/tmp/gpustack-site"
-fi
-export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
+. ci/gpu_env.sh
 export GPUSTACK_REQUIRE_TOOLCHAIN=1
 "$PY" - <<'PY' 2>&1 | tee "$out/versions.txt"
 import cupy, numba, numpy, gpustack
