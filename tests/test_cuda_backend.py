@@ -122,6 +122,50 @@ def test_compile_error_names_the_file(tmp_path):
         K.compile_job(job)
 
 
+def _pretend_a_device(monkeypatch):
+    cupy = pytest.importorskip("cupy")
+    monkeypatch.setattr(cupy.cuda.runtime, "getDeviceCount", lambda: 1)
+
+
+def test_cuda_status_needs_nvrtc_too(monkeypatch):
+    """A device without NVRTC is not a usable backend: auto would otherwise pick it and die at the
+    first kernel."""
+    import gpustack.backends
+
+    _pretend_a_device(monkeypatch)
+
+    def no_nvrtc():
+        try:
+            raise OSError("libnvrtc.so.13: cannot open shared object file")
+        except OSError as exc:
+            raise BackendUnavailableError("CUDA backend unavailable: ...") from exc
+
+    monkeypatch.setattr(K, "_nvrtc", no_nvrtc)
+    ok, why = gpustack.backends.cuda_status()
+    assert not ok and "NVRTC cannot be loaded" in why and "libnvrtc.so.13" in why and "pip install" in why
+    with pytest.raises(BackendUnavailableError, match="NVRTC cannot be loaded.*--backend cpu"):
+        gpustack.backends.get_backend("cuda")
+
+
+def test_auto_uses_the_cpu_when_the_cuda_backend_cannot_start(monkeypatch, caplog):
+    """auto with a device whose kernels cannot be built or loaded: a warning naming why, then the cpu."""
+    import gpustack.backends
+    import gpustack.backends.cuda
+
+    monkeypatch.setattr(gpustack.backends, "cuda_status", lambda: (True, "1 CUDA device(s)"))
+
+    def refuse():
+        raise KernelCompileError("kernels/warp.cu (index type int) failed to compile with NVRTC")
+
+    monkeypatch.setattr(gpustack.backends.cuda, "CudaBackend", refuse)
+    with caplog.at_level("WARNING", logger="gpustack.backends"):
+        be = gpustack.backends.get_backend("auto")
+    assert be.name == "cpu"
+    assert "the cuda backend cannot start: kernels/warp.cu" in caplog.text
+    with pytest.raises(KernelCompileError):
+        gpustack.backends.get_backend("cuda")
+
+
 class _FrameOnTheGpu:
     """What a CuPy array looks like to gpustack.stack: the CUDA array interface, no NumPy one."""
 
