@@ -21,7 +21,7 @@ from gpustack.backends.base import Backend
 from gpustack.backends.cpu import CpuBackend
 from gpustack.backends.cuda import CudaBackend
 from gpustack.backends.cuda import _kernels as K
-from gpustack.errors import BackendUnavailableError, InputError, KernelCompileError
+from gpustack.errors import BackendUnavailableError, InputError, KernelCompileError, KernelLaunchError
 
 F = np.float32
 KERNEL_DEF = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(gs_\w+)\s*\(')
@@ -164,6 +164,37 @@ def test_auto_uses_the_cpu_when_the_cuda_backend_cannot_start(monkeypatch, caplo
     assert "the cuda backend cannot start: kernels/warp.cu" in caplog.text
     with pytest.raises(KernelCompileError):
         gpustack.backends.get_backend("cuda")
+
+
+def _bare_backend():
+    """A CudaBackend object without a device behind it, for its error paths."""
+    pytest.importorskip("cupy")
+    be = CudaBackend.__new__(CudaBackend)
+    be._what = "6000x4000 frames with 3 channel(s)"
+    return be
+
+
+def test_failed_pinned_allocation_says_what_to_do():
+    from cupy_backends.cuda.api.runtime import CUDARuntimeError
+
+    be = _bare_backend()
+    with pytest.raises(BackendUnavailableError, match=r"out of pinned host memory for 6000x4000 frames .*"
+                                                      r"0\.13 GiB.*--backend cpu"):
+        with be._allocating(144_000_000):
+            raise CUDARuntimeError(2)  # cudaErrorMemoryAllocation
+    with pytest.raises(CUDARuntimeError):  # anything else is not an allocation problem
+        with be._allocating(144_000_000):
+            raise CUDARuntimeError(700)
+
+
+def test_device_errors_at_a_synchronisation_say_how_to_find_the_kernel():
+    from cupy_backends.cuda.api.runtime import CUDARuntimeError
+
+    be = _bare_backend()
+    with pytest.raises(KernelLaunchError, match=r"while copying a result to the host: cudaErrorIllegalAddress.*"
+                                                r"GPUSTACK_CUDA_SYNC=1"):
+        with be._checked("copying a result to the host"):
+            raise CUDARuntimeError(700)
 
 
 class _FrameOnTheGpu:

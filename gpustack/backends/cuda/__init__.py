@@ -28,6 +28,7 @@ except Exception as _exc:  # noqa: BLE001 - missing, or a broken CUDA install (r
     _CUPY_ERROR = f"{type(_exc).__name__}: {_exc}"
 
 GIB = 2**30
+_CUDA_ERROR_MEMORY_ALLOCATION = 2  # cudaErrorMemoryAllocation (a failed cudaHostAlloc, say)
 logger = logging.getLogger(__name__)
 
 
@@ -140,7 +141,7 @@ class CudaBackend:
         except cupy.cuda.memory.OutOfMemoryError as exc:
             raise BackendUnavailableError(self._oom_message(nbytes)) from exc
         except cupy.cuda.runtime.CUDARuntimeError as exc:
-            if exc.status != cupy.cuda.runtime.errorMemoryAllocation:
+            if exc.status != _CUDA_ERROR_MEMORY_ALLOCATION:
                 raise
             raise BackendUnavailableError(f"out of pinned host memory for {self._what} ({nbytes / GIB:.2f} GiB "
                                           f"for an upload buffer): {exc}; run with --backend cpu, or use "
