@@ -326,6 +326,30 @@ def test_to_device_round_trips_through_the_staging_slots(cuda_be):
 
 
 @pytest.mark.cuda
+def test_frames_decoded_into_host_buffers_upload_intact(cuda_be):
+    """Pinned frame buffers are uploaded without a host copy and dropped at once, back to back: the
+    staging slot keeps each alive until its copy is done, so the pool never hands out a buffer a
+    copy is still reading."""
+    from gpustack.backends.cuda import _is_pinned
+
+    uploads = []
+    for k in range(12):
+        b = cuda_be.host_buffer((300, 200, 3), np.uint16)
+        assert _is_pinned(b) and not _is_pinned(np.array(b))
+        b[:] = k
+        uploads.append(cuda_be.to_device(b[::1]))
+        del b
+    for k, dev in enumerate(uploads):
+        got = cuda_be.to_host(dev)
+        assert got.min() == got.max() == k
+
+
+def test_cpu_host_buffer_is_a_plain_array():
+    b = CpuBackend.host_buffer((4, 5, 3), np.uint16)
+    assert b.shape == (4, 5, 3) and b.dtype == np.uint16 and b.flags.writeable and b.flags.c_contiguous
+
+
+@pytest.mark.cuda
 def test_out_of_memory_says_what_to_do(cuda_be):
     with pytest.raises(BackendUnavailableError, match="out of GPU memory.*--backend cpu"):
         cuda_be.empty((2**40,), np.float32)

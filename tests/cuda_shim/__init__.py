@@ -307,6 +307,10 @@ def emulated_backend(lib: ShimLibrary | None, *, retype_index: bool = False):
             return footprint.peak
 
         @staticmethod
+        def host_buffer(shape, dtype):
+            return np.empty(shape, dtype)
+
+        @staticmethod
         def to_device(host_array):
             if isinstance(host_array, DeviceArray):
                 return wrap(np.array(host_array.host, order="C", copy=True))

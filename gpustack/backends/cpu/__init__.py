@@ -35,6 +35,10 @@ class CpuBackend:
         return np.full(shape, value, dtype=dtype)
 
     @staticmethod
+    def host_buffer(shape, dtype):
+        return np.empty(shape, dtype=dtype)
+
+    @staticmethod
     def to_device(host_array):
         return np.ascontiguousarray(host_array)
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import threading
+import weakref
 
 import numpy as np
 
@@ -39,6 +41,7 @@ class _Staging:
 
     def __init__(self):
         self.nbytes = 0
+        self.source = None     # a pinned frame being uploaded straight from (kept until ``copied``)
         self.host = None       # np.uint8 view of pinned host memory
         self._pinned = None    # the cupy.cuda.PinnedMemoryPointer that owns it
         self.dev = None        # cupy.cuda.MemoryPointer
@@ -52,6 +55,43 @@ class _Staging:
         self.host = np.frombuffer(self._pinned, np.uint8, nbytes)
         self.dev = cupy.cuda.alloc(nbytes)
         self.nbytes = nbytes
+
+
+class _PinnedFrames:
+    """Pinned host buffers for decoded frames (``host_buffer``), reused by exact size: the frames of
+    a stack are all one size, so after the first few frames no buffer is allocated, and a
+    reader that decodes into one saves the upload its host copy into the staging buffer."""
+
+    def __init__(self):
+        self._free: dict[int, list] = {}
+        self._lock = threading.Lock()
+
+    def array(self, shape, dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        nbytes = count * dtype.itemsize
+        with self._lock:
+            spare = self._free.get(nbytes)
+            mem = spare.pop() if spare else None
+        if mem is None:
+            mem = cupy.cuda.pinned_memory.PinnedMemory(nbytes)
+        base = np.frombuffer(cupy.cuda.PinnedMemoryPointer(mem, 0), dtype, count)
+        weakref.finalize(base, self._give_back, nbytes, mem)
+        return base.reshape(shape)
+
+    def _give_back(self, nbytes, mem) -> None:
+        with self._lock:
+            self._free.setdefault(nbytes, []).append(mem)
+
+
+def _is_pinned(a: np.ndarray) -> bool:
+    """Whether ``a`` lies in pinned host memory of CuPy's (a ``host_buffer``, or a view of one)."""
+    owner = a
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    if isinstance(owner, memoryview):
+        owner = owner.obj
+    return cupy is not None and isinstance(owner, cupy.cuda.PinnedMemoryPointer)
 
 
 def _op(plan):
@@ -100,6 +140,7 @@ class CudaBackend:
         except cupy.cuda.runtime.CUDARuntimeError as exc:
             raise BackendUnavailableError(f"CUDA backend unavailable: {exc}; run with --backend cpu") from exc
         self._next_slot = 0
+        self._pinned_frames = _PinnedFrames()
         self._sync = _k.sync_requested()
         self._what = "this stack"  # the frames' size in words, for the out-of-memory message
         _k.load_modules("int")
@@ -175,7 +216,9 @@ class CudaBackend:
 
         Synchronisation (two slots used in turn, each a pinned host buffer plus a device
         staging buffer): (1) the host waits until the slot's previous host-to-device copy
-        has read its pinned buffer, then copies the array into it; (2) the copy stream waits
+        has read its pinned buffer, then copies the array into it (unless the array is itself
+        in pinned memory, a ``host_buffer``: then the copy reads it directly, and the slot
+        holds it until its next use, after that wait); (2) the copy stream waits
         until the compute stream has read the slot's device buffer (event ``consumed``),
         then copies host -> device staging and records ``copied``; (3) the compute stream
         waits for ``copied``, copies staging -> a fresh array from the pool (allocated on the
@@ -197,15 +240,19 @@ class CudaBackend:
                 return out
             slot = self._slots[self._next_slot]
             self._next_slot ^= 1
+            direct = _is_pinned(a) and a.flags.c_contiguous  # decoded into a host_buffer: no host copy
             with self._checked("uploading a frame"):
                 if slot.nbytes < a.nbytes:
                     self.synchronize()  # nothing may still use the slot's old buffers
                     with self.stream:
                         slot.allocate(a.nbytes)
                 slot.copied.synchronize()                                            # (1)
-                np.copyto(slot.host[:a.nbytes].view(a.dtype).reshape(a.shape), a, casting="no")
+                slot.source = a if direct else None  # held until this slot's next upload has waited (1)
+                if not direct:
+                    np.copyto(slot.host[:a.nbytes].view(a.dtype).reshape(a.shape), a, casting="no")
+                source = a.ctypes.data if direct else slot.host.ctypes.data
                 self.copy_stream.wait_event(slot.consumed)                           # (2)
-                cupy.cuda.runtime.memcpyAsync(slot.dev.ptr, slot.host.ctypes.data, a.nbytes,
+                cupy.cuda.runtime.memcpyAsync(slot.dev.ptr, source, a.nbytes,
                                               cupy.cuda.runtime.memcpyHostToDevice, self.copy_stream.ptr)
                 slot.copied.record(self.copy_stream)
                 self.stream.wait_event(slot.copied)                                  # (3)
@@ -213,6 +260,14 @@ class CudaBackend:
                                               cupy.cuda.runtime.memcpyDeviceToDevice, self.stream.ptr)
                 slot.consumed.record(self.stream)
         return out
+
+    def host_buffer(self, shape, dtype) -> np.ndarray:
+        """A host array in pinned memory for a frame to be decoded into: ``to_device`` then
+        uploads it without first copying it into its staging buffer (so the array must not be
+        written once it has been passed to ``to_device``). Returned to a pool of its own when
+        the array (and every view of it) is gone."""
+        with self._allocating(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize):
+            return self._pinned_frames.array(shape, dtype)
 
     def to_host(self, array):
         """A NumPy copy of ``array``, once every op queued before has finished (synchronises).
