@@ -78,6 +78,68 @@ def test_same_file_twice(tmp_path):
         list_frames([tmp_path, path])
 
 
+LIST_AND_READ = """
+import sys
+from gpustack.errors import GpustackError
+from gpustack.io import list_frames, read_frame
+try:
+    for source in list_frames(sys.argv[1:]):
+        read_frame(source, 0)
+except GpustackError as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.parametrize("case", ["folder", "file", "raw_file", "parent"])
+def test_what_cannot_be_read_is_one_decode_error_naming_it(case):
+    """A folder that cannot be listed (r missing, as ``chmod 311``), a file that cannot be opened,
+    a path inside a folder that cannot be entered: DecodeError (exit 1 in the CLI) naming it. Run
+    as an unprivileged user: root reads everything."""
+    from unprivileged import run_python, shared_folder
+
+    with shared_folder() as top:
+        folder = top / "in"
+        folder.mkdir()
+        for k in range(2):
+            save_jpeg(folder / f"f{k}.jpg")
+        (folder / "f2.dng").write_bytes(b"II*\0" + bytes(100))
+        target, arg = {"folder": (folder, folder), "file": (folder / "f1.jpg", folder),
+                       "raw_file": (folder / "f2.dng", folder), "parent": (folder, folder / "f0.jpg")}[case]
+        target.chmod({"folder": 0o311, "parent": 0o600}.get(case, 0o200))
+        res = run_python(["-c", LIST_AND_READ, str(arg)])
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    named = target if case != "parent" else folder / "f0.jpg"
+    what = "cannot list the folder" if case == "folder" else "cannot read"
+    assert res.stdout.startswith(f"DecodeError {named}: {what}: Permission denied; "), res.stdout
+    assert len(res.stdout.splitlines()) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
+def test_broken_symbolic_links_are_skipped_with_a_warning(tmp_path):
+    for k in range(2):
+        save_jpeg(tmp_path / f"f{k}.jpg")
+    (tmp_path / "f2.jpg").symlink_to(tmp_path / "gone.jpg")  # dangling
+    (tmp_path / "f3.jpg").symlink_to(tmp_path / "f3.jpg")  # loops
+    (tmp_path / "f4.jpg").symlink_to(tmp_path / "f0.jpg")  # fine (and a repeat of f0)
+    (tmp_path / "notes.txt").symlink_to(tmp_path / "nothing.txt")  # not an image name: no word about it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(InputError, match="given twice"):
+            list_frames([tmp_path])
+    said = sorted(str(w.message) for w in caught)
+    assert said == [f"{tmp_path / 'f2.jpg'} is a symbolic link to {tmp_path / 'gone.jpg'}, which does not exist; "
+                    "skipped",
+                    f"{tmp_path / 'f3.jpg'} is a symbolic link that loops (it leads back to itself); skipped"], said
+    (tmp_path / "f4.jpg").unlink()
+    with warnings.catch_warnings(record=True) as caught:  # the same through a glob pattern
+        warnings.simplefilter("always")
+        assert names(list_frames([str(tmp_path / "f*.jpg")])) == ["f0.jpg", "f1.jpg"]
+    assert sorted(str(w.message) for w in caught) == said
+    with pytest.raises(InputError, match=r"f2.jpg is a symbolic link to .*gone.jpg, which does not exist; check "
+                                         r"the path$"):
+        list_frames([tmp_path / "f2.jpg"])
+
+
 def test_text_file_is_not_an_image(tmp_path):
     path = tmp_path / "frame.jpg"
     path.write_text("not really a picture\n")

@@ -20,11 +20,13 @@ and carries their Orientation tag, so viewers turn it as they turn the frames.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import io
 import logging
 import os
 import re
+import stat
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -157,12 +159,19 @@ def list_frames(inputs: Iterable[str | os.PathLike] | str | os.PathLike, order: 
     Raises
     ------
     InputError
-        No inputs, a path that does not exist, a folder without image files, a
-        pattern matching none, the same file given twice, a multi-page TIFF
-        with pages of different sizes.
+        No inputs, a path that does not exist (or a symbolic link to nothing), a
+        folder without image files, a pattern matching none, the same file given
+        twice, a multi-page TIFF with pages of different sizes.
     DecodeError
-        A file that is not an image (by its first bytes) or a TIFF whose
-        structure cannot be read.
+        A folder that cannot be listed, a file that cannot be read, a file that
+        is not an image (by its first bytes) or a TIFF whose structure cannot be
+        read.
+
+    Warns
+    -----
+    UserWarning
+        For each symbolic link in a folder (or among a pattern's matches) whose
+        target is missing or loops: it is skipped.
     """
     if order not in ORDERS:
         raise InputError(f"order must be one of {', '.join(ORDERS)}; got {order!r}")
@@ -200,26 +209,72 @@ def _expand(item) -> list[Path]:
     """The frame files one input names."""
     text = os.fspath(item)
     path = Path(text)
-    if path.is_dir():
-        files = [p for p in path.iterdir() if _is_image_name(p) and p.is_file()]
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except OSError as exc:  # a parent folder we may not enter, a symbolic link that loops, an I/O error
+        raise DecodeError(path, f"cannot read: {exc.strerror or exc}; check the path and its permissions") from exc
+    if mode is not None and stat.S_ISDIR(mode):
+        try:
+            entries = list(path.iterdir())
+        except OSError as exc:
+            raise DecodeError(path, f"cannot list the folder: {exc.strerror or exc}; check that you may read it "
+                                    "(its r permission) or pass the frame files") from exc
+        files = _frame_files(entries)
         if not files:
             raise InputError(
                 f"folder {path} holds no image files {_IMAGE_KINDS}; pass the frame files or the folder that holds them"
             )
         return files
-    if path.is_file():
+    if mode is not None and stat.S_ISREG(mode):
         return [path]
-    if path.exists():
+    if mode is not None:
         raise InputError(f"{path} is neither a file nor a folder; pass image files or the folder that holds them")
+    broken = _broken_link(path)
+    if broken:
+        raise InputError(f"{path} is {broken}; check the path")
     if any(c in text for c in "*?["):
         matches = [Path(m) for m in glob.glob(text, recursive=True)]
         if not matches:
             raise InputError(f"pattern {text} matches nothing; check the pattern")
-        files = [p for p in matches if _is_image_name(p) and p.is_file()]
+        files = _frame_files(matches)
         if not files:
             raise InputError(f"pattern {text} matches no image files {_IMAGE_KINDS}; check the pattern")
         return sorted(files, key=lambda p: _natural_key(str(p)))
     raise InputError(f"no such file or folder: {text}; check the path")
+
+
+def _frame_files(candidates: Iterable[Path]) -> list[Path]:
+    """The image files among a folder's entries or a pattern's matches; a symbolic link with an
+    image name whose target is missing or loops is skipped with a warning naming it."""
+    files = []
+    for p in candidates:
+        if not _is_image_name(p):
+            continue
+        broken = _broken_link(p)
+        if broken:
+            warnings.warn(f"{p} is {broken}; skipped", stacklevel=3)
+        elif p.is_file():
+            files.append(p)
+    return files
+
+
+def _broken_link(path: Path) -> str | None:
+    """What is wrong with ``path`` if it is a symbolic link that cannot be followed; else None."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link that loops (it leads back to itself)"
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        return f"a symbolic link to {target}, which does not exist"
+    return None
 
 
 def _is_image_name(path: Path) -> bool:
@@ -258,14 +313,15 @@ def _name_key(source: FrameSource) -> tuple:
 
 
 def _sniff(path: Path) -> str:
-    """``"jpeg"``, ``"png"``, ``"tiff"`` or ``"raw"``; DecodeError for anything else."""
-    if path.suffix.lower() in RAW_EXTENSIONS:
-        return "raw"
+    """``"jpeg"``, ``"png"``, ``"tiff"`` or ``"raw"``; DecodeError for anything else, or a file that
+    cannot be read."""
     try:
         with open(path, "rb") as f:
             head = f.read(16)
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}; check that the file is readable") from exc
+        raise DecodeError(path, f"cannot read: {exc.strerror or exc}; check that the file is readable") from exc
+    if path.suffix.lower() in RAW_EXTENSIONS:
+        return "raw"
     if head.startswith(b"\xff\xd8\xff"):
         return "jpeg"
     if head.startswith(_PNG_MAGIC):
@@ -420,10 +476,9 @@ def read_frame(source: FrameSource, index: int, raw_develop: str = "backend") ->
     Raises
     ------
     DecodeError
-        The file cannot be decoded (truncated, corrupt, unsupported sample
-        type or colour model); the message names the file and what to do.
-    InputError
-        The file cannot be opened (permissions).
+        The file cannot be read (permissions, I/O error) or decoded (truncated,
+        corrupt, unsupported sample type or colour model); the message names the
+        file and what to do.
     """
     start = time.perf_counter()
     exif = icc = mosaic = None
@@ -498,7 +553,8 @@ def _to_hwc(array: np.ndarray) -> np.ndarray:
     if dtype.kind == "f" and dtype != np.float32:
         dtype = np.dtype(np.float32)
     if array.dtype != dtype:
-        array = array.astype(dtype)
+        with np.errstate(over="ignore"):  # float64 beyond float32's range: inf, refused by the frame checks
+            array = array.astype(dtype)
     return np.ascontiguousarray(array)
 
 
