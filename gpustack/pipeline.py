@@ -31,6 +31,7 @@ from .io import (check_outputs, list_frames, read_frame, sidecar_path, sources_f
 from .options import StackOptions
 from .prefetch import prefetch
 from .stages.align import Aligner, coverage_mask, covered_box, processing_order, resolve_reference
+from .stages.check import FrameSpec, check_frame, check_like
 from .stages.depthmap import blend_params, smooth_depth
 from .stages.estimate import prepare_proxy
 from .stages.proxy import channel_means, make_proxy
@@ -215,41 +216,6 @@ class _Luts:
         return self._cache[key]
 
 
-def _check_like_first(frame, first) -> None:
-    """Every frame must be like the first one read (the reference): size, channels, kind, and for
-    RAW mosaics the CFA pattern and the camera."""
-    ref = f"frame {first.index} ({first.name})"
-    if frame.shape[:2] != first.shape[:2]:
-        h, w = frame.shape[:2]
-        h0, w0 = first.shape[:2]
-        raise InputError(f"frame {frame.index} ({frame.name}) is {w}x{h} but {ref} is {w0}x{h0}; "
-                         f"all frames must have the same size")
-    if frame.shape[2] != first.shape[2]:
-        raise InputError(f"frame {frame.index} ({frame.name}) has {frame.shape[2]} channel(s) but {ref} "
-                         f"has {first.shape[2]}; all frames must be all colour or all grayscale")
-    if frame.data.dtype != first.data.dtype or frame.kind != first.kind or (frame.raw is None) != (first.raw is None):
-        raise InputError(f"frame {frame.index} ({frame.name}) is {_describe_kind(frame)} but {ref} is "
-                         f"{_describe_kind(first)}; all frames of a stack must be of one kind")
-    if frame.raw is not None:
-        a, b = frame.raw, first.raw
-        if not np.array_equal(a.cfa, b.cfa):
-            raise InputError(f"frame {frame.index} ({frame.name}) has the CFA pattern {a.info['color_desc']} "
-                             f"{a.cfa.tolist()} but {ref} has {b.cfa.tolist()}; all frames must come from one camera")
-        cam_a, cam_b = (a.info.get("make"), a.info.get("model")), (b.info.get("make"), b.info.get("model"))
-        if cam_a != cam_b:
-            raise InputError(f"frame {frame.index} ({frame.name}) is from {' '.join(filter(None, cam_a)) or 'an unknown camera'} "
-                             f"but {ref} is from {' '.join(filter(None, cam_b)) or 'an unknown camera'}; "
-                             f"all frames must come from one camera")
-
-
-def _describe_kind(frame) -> str:
-    if frame.raw is not None:
-        return "a camera RAW (Bayer mosaic)"
-    if frame.kind == "raw":
-        return f"a camera RAW developed by LibRaw ({frame.info.get('develop', '')})"
-    return f"{frame.kind} {frame.data.dtype}"
-
-
 def run(inputs, options: StackOptions | None = None, *, progress: Callable[[ProgressEvent], None] | None = None,
         **kwargs) -> StackResult:
     """Stack ``inputs`` with ``options`` (or keyword options); see ``gpustack.stack``."""
@@ -315,8 +281,6 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
                 logger.info("%dx%d, %d channel(s), %s %s, %d pyramid levels, reference frame %d (%s)", w, h, c,
                             frame.kind, "mosaic" if frame.raw is not None else frame.data.dtype, levels,
                             frame.index, frame.name)
-            else:
-                _check_like_first(frame, first)
             t0 = time.perf_counter()
             loader.load(frame, fa, fusion.input)
             fusion.fold(frame.index)
@@ -433,7 +397,7 @@ def _read_stream(sources, order, options, aligner):
     def read(item):
         return _timed_read(item, options, with_proxy, with_means)
 
-    frames = prefetch(read, items, workers=options.workers, ahead=ahead)
+    frames = _checked(prefetch(read, items, workers=options.workers, ahead=ahead))
     if aligner is None:
         return ((f, None) for f in frames)
 
@@ -470,6 +434,21 @@ def _read_stream(sources, order, options, aligner):
     return _mapped(compose, prefetch(estimate, planned(), workers=n, ahead=n))
 
 
+def _checked(frames):
+    """The decoded frames, each checked against the first one (the reference) before any stage pairs
+    or fuses it; closing it closes ``frames``."""
+    first = None
+    try:
+        for frame in frames:
+            if first is None:
+                first = FrameSpec.of(frame)
+            else:
+                check_like(frame, first)
+            yield frame
+    finally:
+        frames.close()
+
+
 def _mapped(fn, stream):
     """``fn`` of each item of ``stream``, closing ``stream`` when closed."""
     try:
@@ -496,6 +475,7 @@ def _timed_read(item, options, with_proxy=False, with_means=False):
     index, src = item
     t0 = time.perf_counter()
     frame = read_frame(src, index, raw_develop=options.raw_develop)
+    check_frame(frame, aligned=options.align != "none")  # before any stage (the proxy below) uses it
     if frame.raw is not None:
         params = develop_params(frame.raw, options.color)
         frame.info["_develop"] = params
@@ -560,8 +540,8 @@ def _depthmap_pass(be, pyr, depth, conf_sum, area, sources, order, aligner, load
     acc = be.full((c, h, w), 0.0, np.float32)
     planar = be.empty((c, h, w), np.float32)
     items = ((i, sources[i]) for i in order)
-    reader = prefetch(lambda item: _timed_read(item, options), items, workers=options.workers,
-                      ahead=options.workers + options.queue_size)
+    reader = _checked(prefetch(lambda item: _timed_read(item, options), items, workers=options.workers,
+                               ahead=options.workers + options.queue_size))
     try:
         for done, frame in enumerate(reader, 1):
             loader.load(frame, aligner.results.get(frame.index) if aligner else None, planar)
