@@ -26,8 +26,8 @@ from .backends import get_backend
 from .color import decode_lut, encode_lut
 from .errors import InputError
 from .io.raw import bin2x2, develop_params
-from .io import (check_outputs, list_frames, read_frame, sidecar_path, sources_from_arrays, write_depth,
-                 write_image, write_sidecar)
+from .io import (StagedOutputs, check_outputs, list_frames, read_frame, sidecar_path, sources_from_arrays,
+                 write_depth, write_image, write_sidecar)
 from .options import StackOptions
 from .prefetch import prefetch
 from .stages.align import Aligner, coverage_mask, covered_box, processing_order, resolve_reference
@@ -348,24 +348,26 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
                          device=getattr(be, "device_name", ""), timings=timings, outputs={},
                          reference=reference, crop=crop)
     t0 = time.perf_counter()
-    if options.output is not None:
-        write_image(options.output, image, fmt=options.output_format, exif=first.exif, icc=first.icc,
-                    overwrite=options.overwrite)
-        result.outputs["image"] = str(options.output)
-    if options.depth_map is not None:
-        unit = f"microns (z_step {options.z_step})" if options.z_step else "frame index"
-        write_depth(options.depth_map, depth_h, overwrite=options.overwrite,
-                    description=f"gpustack {__version__} depth map, {unit}")
-        result.outputs["depth_map"] = str(options.depth_map)
-    timings["write_s"] = time.perf_counter() - t0
-    timings["total_s"] = time.perf_counter() - t_start
-    mp = h * w / 1e6
-    timings["frames_per_s"] = n / timings["total_s"]
-    timings["mp_frames_per_s"] = mp * n / timings["total_s"]
-    if options.output is not None and options.sidecar:
-        side = sidecar_path(options.output)
-        result.outputs["sidecar"] = str(side)
-        write_sidecar(side, result.to_dict(), overwrite=options.overwrite)
+    with StagedOutputs() as staged:  # every output written first, then all published, or none
+        if options.output is not None:
+            write_image(options.output, image, fmt=options.output_format, exif=first.exif, icc=first.icc,
+                        overwrite=options.overwrite, stage=staged)
+            result.outputs["image"] = str(options.output)
+        if options.depth_map is not None:
+            unit = f"microns (z_step {options.z_step})" if options.z_step else "frame index"
+            write_depth(options.depth_map, depth_h, overwrite=options.overwrite,
+                        description=f"gpustack {__version__} depth map, {unit}", stage=staged)
+            result.outputs["depth_map"] = str(options.depth_map)
+        timings["write_s"] = time.perf_counter() - t0
+        timings["total_s"] = time.perf_counter() - t_start
+        mp = h * w / 1e6
+        timings["frames_per_s"] = n / timings["total_s"]
+        timings["mp_frames_per_s"] = mp * n / timings["total_s"]
+        if options.output is not None and options.sidecar:
+            side = sidecar_path(options.output)
+            result.outputs["sidecar"] = str(side)
+            write_sidecar(side, result.to_dict(), overwrite=options.overwrite, stage=staged)
+        staged.commit()
     emit("write", n, total or n, str(options.output or ""))
     logger.info("%d frames of %.1f MP in %.2f s (%.1f MP-frames/s)", n, mp, timings["total_s"],
                 timings["mp_frames_per_s"])
