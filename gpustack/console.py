@@ -4,8 +4,9 @@ The library only logs (the ``gpustack`` logger), warns and reports progress thro
 this module turns that into lines for a person:
 
 - :func:`configure_logging`: our records as ``gpustack: LEVEL: message``; other libraries'
-  records (tifffile's complaints about a broken file, ...) only with ``-vv``, so the one error
-  line about that file is ours; Python warnings as messages, without a source path and line.
+  records and warnings (tifffile's complaints about a broken file, Pillow's about its EXIF block)
+  only with ``-vv``, so the one error line about that file is ours; our warnings as messages,
+  without a source path and line.
 - :func:`quiet_native_stderr`: C libraries that print on the process's stderr themselves
   (LibRaw's ``<file>: Unexpected end of file`` for a truncated RAW) are filtered: their known lines
   become debug records, anything else passes through unchanged.
@@ -24,6 +25,7 @@ import time
 import warnings
 
 logger = logging.getLogger("gpustack")
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 #: Lines LibRaw's default data-error callback prints with fprintf(stderr) (rawpy cannot replace it).
 NATIVE_NOISE = re.compile(rb"^.*: (Unexpected end of file|data corrupted at -?\d+)\r?$")
@@ -45,7 +47,8 @@ def configure_logging(verbosity: int, stream=None) -> None:
     logging.root.handlers[:] = [handler if level <= 10 else logging.NullHandler()]
 
     def show(message, category, filename, lineno, file=None, line=None):  # a message, not a code location
-        logging.getLogger("gpustack").warning("%s", message)
+        ours = os.path.abspath(filename).startswith(_PACKAGE)
+        logging.getLogger("gpustack.warnings").log(logging.WARNING if ours else logging.DEBUG, "%s", message)
 
     warnings.showwarning = show
 

@@ -371,6 +371,54 @@ def test_tiff_with_broken_header(tmp_path):
         read_path(path)
 
 
+def _retagged(path, tags, **tiff):
+    """A 48x64 RGB uint16 TIFF at ``path`` whose tags (name -> value, LONG-sized) are then
+    overwritten in place, as a corrupt file would hold them."""
+    import struct
+
+    tifffile.imwrite(path, rgb16(48, 64), photometric="rgb", **tiff)
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tf:
+        page = tf.pages[0]
+        places = {name: (page.tags[name].valueoffset, page.tags[name].dtype) for name in tags}
+    for name, value in tags.items():
+        at, dtype = places[name]
+        struct.pack_into("<H" if dtype == 3 else "<I", data, at, value)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("tags, tiff, says", [
+    ({"ImageWidth": 200000, "ImageLength": 200000}, {}, r"declares a 200000x200000 image \(240.0 GB decoded\), "
+                                                        r"more than half this machine's memory"),
+    ({"ImageLength": 4000000}, {"rowsperstrip": 8}, r"cannot decode: its size \(64x4000000\) needs 500000 strips or "
+                                                    r"tiles but it holds 6"),
+    ({"ImageWidth": 0}, {}, r"cannot decode: the image decoded to an array of shape \(0,\)"),
+    ({"TileWidth": 4294901760}, {"tile": (16, 16)}, r"declares a 4294901760x16 image"),
+])
+def test_a_corrupt_size_field_is_refused_before_decoding(tmp_path, tags, tiff, says):
+    """Sizes the fuzz found (tests/fuzz.py): a huge image, far more strips than the file holds (a
+    minutes-long walk), an empty page, a huge tile: refused at once, naming the file."""
+    path = _retagged(tmp_path / "c.tif", tags, **tiff)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tifffile's own complaints (logging, not warnings, but be sure)
+        with pytest.raises(DecodeError, match=rf"c\.tif: {says}"):
+            read_path(path)
+
+
+def test_a_decoder_out_of_memory_names_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.tif"
+    tifffile.imwrite(path, rgb16(), photometric="rgb")
+
+    def no_memory(self, *args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", no_memory)
+    with pytest.raises(DecodeError, match=r"m\.tif: cannot decode: out of memory while decoding it; the file may be "
+                                          r"corrupt"):
+        read_path(path)
+
+
 @pytest.mark.parametrize("name", ["x.dng", "x.NEF"])
 def test_corrupt_raw(tmp_path, name):
     path = tmp_path / name

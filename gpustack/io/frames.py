@@ -24,6 +24,7 @@ import errno
 import glob
 import io
 import logging
+import math
 import os
 import re
 import stat
@@ -359,7 +360,7 @@ def _tiff_sources(path: Path) -> list[FrameSource]:
             _require_pages(path, tf)
             if len(tf.pages) == 1:
                 return [FrameSource(path, 0, path.name)]
-            full = [(i, page.shape) for i, page in enumerate(tf.pages) if not page.is_reduced]
+            full = [(i, _page_shape(path, page)) for i, page in enumerate(tf.pages) if not page.is_reduced]
     shapes = sorted({shape for _, shape in full})
     if len(shapes) > 1:
         raise InputError(
@@ -529,11 +530,17 @@ def _decode_file(path: Path, page: int, raw_develop: str):
 
 @contextlib.contextmanager
 def _decoding(path: Path):
-    """Turn any decoder failure into one DecodeError (our own errors and MemoryError pass through)."""
+    """Turn any decoder failure into one DecodeError naming the file (our own errors pass through).
+    A decoder out of memory is one too: a size field that a corruption made huge is the usual
+    cause (the sizes checked up front are the image's, not each strip's or tile's)."""
     try:
         yield
-    except (GpustackError, MemoryError):
+    except GpustackError:
         raise
+    except MemoryError as exc:
+        raise DecodeError(path, f"cannot decode: out of memory while decoding it; the file may be corrupt (a "
+                                f"wrong size field) — re-copy it or remove it from the frames; if it is sound, "
+                                f"lower --workers") from exc
     except Exception as exc:  # noqa: BLE001 - Pillow, tifffile and imagecodecs raise many types
         lines = str(exc).strip().splitlines()
         reason = type(exc).__name__ + (f": {lines[0][:120]}" if lines else "")
@@ -565,6 +572,7 @@ def _read_pillow(path: Path, kind: str, page: int):
             raw_bytes = f.read()
         png_bits = raw_bytes[24] if kind == "png" and len(raw_bytes) > 25 else 8
         with Image.open(io.BytesIO(raw_bytes)) as im:
+            _check_declared_size(path, (im.height, im.width, len(im.getbands())), 2 if png_bits == 16 else 1)
             icc = im.info.get("icc_profile") or None
             if png_bits == 16:
                 # Pillow reduces 16-bit RGB(A) PNGs to 8 bits: decode the samples with imagecodecs.
@@ -574,7 +582,36 @@ def _read_pillow(path: Path, kind: str, page: int):
                 _reject_truncated(path, kind, raw_bytes)
                 array = _pillow_array(im, path)
             exif = parse_exif_bytes(im.info.get("exif"))  # getexif() would decode a 16-bit PNG again
+    _require_pixels(path, array)
     return _to_hwc(array), icc, exif, {"bits": int(png_bits)}
+
+
+def _require_pixels(path: Path, array: np.ndarray) -> None:
+    """A decoded image must be a non-empty (H, W) or (H, W, C) array (a corrupt size field can make
+    a decoder return an empty or flat one)."""
+    if array.ndim not in (2, 3) or array.size == 0:
+        raise DecodeError(path, f"cannot decode: the image decoded to an array of shape {array.shape}; "
+                                f"{CORRUPT_HINT}")
+
+
+def _memory_bytes() -> int | None:
+    """This machine's physical memory, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_declared_size(path: Path, shape, itemsize: int) -> None:
+    """Refuse, before decoding, an image whose header declares more samples than half this
+    machine's memory holds: a corrupt size field would otherwise have the decoder allocate (and
+    fill) it all. No frame that size could be stacked here anyway."""
+    need = int(np.prod(shape, dtype=np.float64) * itemsize)
+    memory = _memory_bytes()
+    if memory is not None and need > memory // 2:
+        h, w = shape[:2]
+        raise DecodeError(path, f"declares a {w}x{h} image ({need / 1e9:.1f} GB decoded), more than half this "
+                                f"machine's memory ({memory / 1e9:.1f} GB); {CORRUPT_HINT}")
 
 
 def _reject_truncated(path: Path, kind: str, raw_bytes: bytes) -> None:
@@ -619,12 +656,23 @@ def _read_tiff(path: Path, kind: str, page_index: int):
                 )
             page = tf.pages[page_index]
             _check_tiff_page(path, page)
+            _check_declared_size(path, (page.imagelength, page.imagewidth, page.imagedepth * page.samplesperpixel),
+                                 page.dtype.itemsize)
+            if page.is_tiled:  # each tile is decoded whole, however little of it the image uses
+                _check_declared_size(path, (page.tilelength, page.tilewidth, page.tiledepth * page.samplesperpixel),
+                                     page.dtype.itemsize)
+            segments = math.prod(page.chunked)
+            if len(page.dataoffsets) < segments:  # tifffile would allocate and walk them all: minutes
+                raise DecodeError(path, f"cannot decode: its size ({page.imagewidth}x{page.imagelength}) needs "
+                                        f"{segments} strips or tiles but it holds {len(page.dataoffsets)}; "
+                                        f"{CORRUPT_HINT}")
             array = page.asarray()
             bits = int(page.bitspersample)
             tag = page.tags.get(34675)  # InterColorProfile
             icc = bytes(tag.value) if tag is not None else None
             if page.axes.startswith("S") and array.ndim == 3:  # planar (C, H, W)
                 array = np.moveaxis(array, 0, -1)
+    _require_pixels(path, array)
     if array.ndim == 3 and array.shape[2] > 4:
         raise DecodeError(
             path, f"has {array.shape[2]} samples per pixel; gpustack reads grayscale and RGB frames — convert to RGB"
@@ -640,7 +688,16 @@ def _require_pages(path: Path, tf: tifffile.TiffFile) -> None:
         raise DecodeError(path, f"cannot decode: no readable image in the TIFF structure; {CORRUPT_HINT}")
 
 
+def _page_shape(path: Path, page) -> tuple[int, ...]:
+    """The page's shape; DecodeError when a corrupt tag makes it something else than a few sizes."""
+    shape = page.shape
+    if not (isinstance(shape, tuple) and 1 <= len(shape) <= 6 and all(isinstance(d, int) for d in shape)):
+        raise DecodeError(path, f"cannot decode: a page's size tags are unreadable; {CORRUPT_HINT}")
+    return shape
+
+
 def _check_tiff_page(path: Path, page) -> None:
+    _page_shape(path, page)
     dtype = page.dtype
     if dtype is None or not (dtype.kind == "f" or dtype in (np.dtype(np.uint8), np.dtype(np.uint16))):
         raise DecodeError(

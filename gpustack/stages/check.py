@@ -43,7 +43,11 @@ def check_frame(frame, aligned: bool) -> None:
         raise InputError(f"frame {frame.index} ({frame.name}) is {w}x{h} pixels; frames must be at least "
                          f"{need}x{need} pixels{why}")
     data = frame.data
-    if data.dtype.kind == "f" and not np.isfinite(np.sum(data, dtype=np.float64)):  # no temporary of the frame's size
+    if data.dtype.kind != "f":
+        return
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: NaN, which is what is looked for
+        total = np.sum(data, dtype=np.float64)  # no temporary of the frame's size
+    if not np.isfinite(total):
         bad = data.size - int(np.count_nonzero(np.isfinite(data)))
         raise InputError(f"frame {frame.index} ({frame.name}) has {bad} non-finite sample{'s' if bad != 1 else ''} "
                          f"(NaN or infinity) of {data.size}; float frames must be finite: replace or mask them "
