@@ -93,8 +93,8 @@ def test_too_small_frames_say_the_minimum(shape, align, need):
     frames = [RNG.integers(0, 65535, (*shape, 3), dtype=np.uint16) for _ in range(3)]
     h, w = shape
     extra = " to be aligned \\(8x8 with --align none\\)" if need == 16 else ""
-    with pytest.raises(gpustack.InputError, match=rf"^frame 1 \(array\[1\]\) is {w}x{h} pixels; frames must be at "
-                                                  rf"least {need}x{need} pixels{extra}$"):
+    with pytest.raises(gpustack.InputError, match=rf"^frame 1 \(array\[1\]\) is {w}x{h} pixels, too small: frames must "
+                                                  rf"be at least {need}x{need} pixels{extra}$"):
         gpustack.stack(frames, backend="cpu", align=align)
 
 
@@ -112,7 +112,7 @@ def test_the_smallest_accepted_frames_stack():
 def test_raw_frames_need_32_pixels_to_be_aligned(tmp_path):
     st = synth.make_stack(n_frames=2, shape=(24, 40), seed=3)
     dngs = write_dng_stack(st.frames, tmp_path)
-    with pytest.raises(gpustack.InputError, match=r"is 40x24 pixels; frames must be at least 32x32 pixels to be "
-                                                  r"aligned \(8x8 with --align none\)"):
+    with pytest.raises(gpustack.InputError, match=r"is 40x24 pixels, too small: frames must be at least 32x32 pixels "
+                                                  r"to be aligned \(8x8 with --align none\)"):
         gpustack.stack(dngs, backend="cpu")
     assert gpustack.stack(dngs, backend="cpu", align="none").image.shape[:2] == (24, 40)

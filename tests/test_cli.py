@@ -168,7 +168,7 @@ def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, capsys, case
     elif case == "too_small":
         for k in range(3):
             tifffile.imwrite(frames[k], np.zeros((2, 2, 3), np.uint16))
-        args, expect = args + ["--align", "similarity"], "is 2x2 pixels; frames must be at least 16x16 pixels"
+        args, expect = args + ["--align", "similarity"], "is 2x2 pixels, too small: frames must be at least 16x16"
     before = _digest([p for p in src.iterdir()])
     code, _, err = _run(["stack", *args, "-o", str(out), "--depth-map", str(tmp_path / "out" / "d.tif")], capsys)
     line = _one_error_line(err)

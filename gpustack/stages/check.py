@@ -40,8 +40,8 @@ def check_frame(frame, aligned: bool) -> None:
         why = ""
         if need > MIN_FRAME:
             why = f" to be aligned ({MIN_FRAME}x{MIN_FRAME} with --align none)"
-        raise InputError(f"frame {frame.index} ({frame.name}) is {w}x{h} pixels; frames must be at least "
-                         f"{need}x{need} pixels{why}")
+        raise InputError(f"frame {frame.index} ({frame.name}) is {w}x{h} pixels, too small: frames must be at "
+                         f"least {need}x{need} pixels{why}")
     data = frame.data
     if data.dtype.kind != "f":
         return
