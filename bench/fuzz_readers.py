@@ -30,7 +30,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", type=int, default=20000, help="mutated files per seed")
     ap.add_argument("--seeds", default="1", help="comma-separated seeds")
     ap.add_argument("--time-limit", type=float, default=20.0, help="seconds a file may take before it counts as a hang")
-    ap.add_argument("--dir", type=Path, default=None, help="where to write the files (kept); default: a temporary folder")
+    ap.add_argument("--dir", type=Path, default=None,
+                    help="where to write the files (kept); default: a temporary folder, removed")
     args = ap.parse_args(argv)
 
     import fuzz
