@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unprivileged import _prefix, run_python, shared_folder
+from unprivileged import command_prefix, run_python, shared_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,7 +77,7 @@ def test_first_run_with_nothing_writable_but_the_output():
         site = _read_only_install(top)
         _frames(top / "in")
         (top / "out").mkdir()
-        user = " ".join(map(shlex.quote, _prefix()))
+        user = " ".join(map(shlex.quote, command_prefix()))
         run_python(["-c", "pass"])  # skips if the unprivileged user cannot run Python here
         py = shlex.quote(sys.executable)
         script = f"""

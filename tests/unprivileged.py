@@ -22,7 +22,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _prefix() -> list[str]:
+def command_prefix() -> list[str]:
+    """What to put before a command to run it as the unprivileged user (nothing when not root)."""
     if os.geteuid() != 0:
         return []
     setpriv = shutil.which("setpriv")
@@ -39,16 +40,16 @@ def _prefix() -> list[str]:
 def _can_run() -> str | None:
     """None if the unprivileged user can run this interpreter and import gpustack from the checkout;
     else why not."""
-    res = subprocess.run([*_prefix(), sys.executable, "-c", "import gpustack"], capture_output=True, text=True,
+    res = subprocess.run([*command_prefix(), sys.executable, "-c", "import gpustack"], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=str(REPO)), cwd="/", timeout=120)
-    return None if res.returncode == 0 else res.stderr.strip().splitlines()[-1:]
+    return None if res.returncode == 0 else (res.stderr.strip().splitlines() or ["?"])[-1]
 
 
 def run_python(args: list[str], *, env: dict | None = None, cwd="/", timeout=300,
                pythonpath: str | None = None) -> subprocess.CompletedProcess:
     """``python *args`` as the unprivileged user (skips the test if that user cannot run Python with
     gpustack importable), with ``pythonpath`` (default: this checkout) and ``env`` added."""
-    prefix = _prefix()
+    prefix = command_prefix()
     why = _can_run()
     if why is not None:
         pytest.skip(f"an unprivileged user cannot run this interpreter with gpustack: {why}")
