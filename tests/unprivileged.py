@@ -1,9 +1,12 @@
-"""Running Python as a user without privileges, for the tests of permissions and unwritable homes.
+"""Running Python without privileges, for the tests of permissions and unwritable homes.
 
 Root (as CI runs) reads and writes everything whatever the mode bits say, so those tests run their
-code in a subprocess as ``nobody`` (``setpriv``) when this process is root, and as this user
-otherwise. Their files must then live where that user can reach them: :func:`shared_folder`, not
-pytest's ``tmp_path`` (mode 0700, root's)."""
+code in a subprocess that mode bits do stop: as ``nobody`` (``setpriv``) when that user can run this
+interpreter and read this checkout, else as root without the capabilities that override mode bits
+(``CAP_DAC_OVERRIDE``, ``CAP_DAC_READ_SEARCH``: a checkout under /root is still readable, as its
+owner); as this user when it is not root. Their files must then live where that user can reach
+them: :func:`shared_folder`, not pytest's ``tmp_path`` (mode 0700, root's), and whatever must not be
+writable must have no write bit at all (root without those capabilities is still the owner)."""
 
 from __future__ import annotations
 
@@ -22,40 +25,57 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def command_prefix() -> list[str]:
-    """What to put before a command to run it as the unprivileged user (nothing when not root)."""
+@functools.cache
+def _how() -> tuple[list[str], int] | str:
+    """(command prefix, uid) of a way to run this interpreter with gpustack importable, subject to
+    mode bits; or why there is none."""
     if os.geteuid() != 0:
-        return []
+        return [], os.getuid()
     setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return "running as root without setpriv"
+    ways = []
     try:
         nobody = pwd.getpwnam("nobody")
+        ways.append(([setpriv, f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups"],
+                     nobody.pw_uid))
     except KeyError:
-        nobody = None
-    if setpriv is None or nobody is None:
-        pytest.skip("running as root without setpriv or a 'nobody' user: cannot drop privileges")
-    return [setpriv, f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups"]
+        pass
+    ways.append(([setpriv, "--bounding-set=-dac_override,-dac_read_search"], 0))
+    why = ""
+    for prefix, uid in ways:
+        res = subprocess.run([*prefix, sys.executable, "-c", "import gpustack"], capture_output=True, text=True,
+                             env=dict(os.environ, PYTHONPATH=str(REPO)), cwd="/", timeout=120)
+        if res.returncode == 0:
+            return prefix, uid
+        why = (res.stderr.strip().splitlines() or ["?"])[-1]
+    return f"neither 'nobody' nor root without CAP_DAC_OVERRIDE can run Python here: {why}"
 
 
-@functools.cache
-def _can_run() -> str | None:
-    """None if the unprivileged user can run this interpreter and import gpustack from the checkout;
-    else why not."""
-    res = subprocess.run([*command_prefix(), sys.executable, "-c", "import gpustack"], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=str(REPO)), cwd="/", timeout=120)
-    return None if res.returncode == 0 else (res.stderr.strip().splitlines() or ["?"])[-1]
+def _way() -> tuple[list[str], int]:
+    how = _how()
+    if isinstance(how, str):
+        pytest.skip(how)
+    return how
+
+
+def command_prefix() -> list[str]:
+    """What to put before a command to run it without privileges (nothing when not root)."""
+    return _way()[0]
+
+
+def uid() -> int:
+    """The user id such a command runs as."""
+    return _way()[1]
 
 
 def run_python(args: list[str], *, env: dict | None = None, cwd="/", timeout=300,
                pythonpath: str | None = None) -> subprocess.CompletedProcess:
-    """``python *args`` as the unprivileged user (skips the test if that user cannot run Python with
-    gpustack importable), with ``pythonpath`` (default: this checkout) and ``env`` added."""
-    prefix = command_prefix()
-    why = _can_run()
-    if why is not None:
-        pytest.skip(f"an unprivileged user cannot run this interpreter with gpustack: {why}")
+    """``python *args`` without privileges (skips the test where that is impossible), with
+    ``pythonpath`` (default: this checkout) and ``env`` added."""
     full = dict(os.environ, PYTHONPATH=pythonpath or str(REPO), **(env or {}))
-    return subprocess.run([*prefix, sys.executable, *args], capture_output=True, text=True, env=full, cwd=cwd,
-                          timeout=timeout)
+    return subprocess.run([*command_prefix(), sys.executable, *args], capture_output=True, text=True, env=full,
+                          cwd=cwd, timeout=timeout)
 
 
 @contextlib.contextmanager
@@ -66,4 +86,8 @@ def shared_folder():
         path.chmod(0o755)
         yield path
     finally:
+        for p in (path, *path.rglob("*")):  # give back the write bits taken away, so it can be removed
+            with contextlib.suppress(OSError):
+                if p.is_dir() and not p.is_symlink():
+                    p.chmod(0o755)
         shutil.rmtree(path, ignore_errors=True)
