@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from . import _numba_cache  # noqa: F401 - first: a cache folder for the kernels before any is decorated
 from ._version import __version__
 from .errors import (AlignmentError, BackendUnavailableError, DecodeError, GpustackError, InputError,
                      KernelCompileError, KernelLaunchError, OutputError)

@@ -13,11 +13,12 @@ class GpustackError(Exception):
 
 
 class InputError(GpustackError, ValueError):
-    """Bad options, paths or frames (missing, unreadable, mismatched sizes...)."""
+    """Bad options, paths or frames (missing, mismatched sizes, non-finite samples...)."""
 
 
 class DecodeError(GpustackError, OSError):
-    """A frame file exists but cannot be decoded (corrupt, truncated, unsupported)."""
+    """A frame file or folder exists but cannot be read (permissions, I/O error) or decoded
+    (corrupt, truncated, unsupported)."""
 
     def __init__(self, path, message):
         self.path = str(path)

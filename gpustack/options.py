@@ -8,6 +8,8 @@ registries below, so the two cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +110,8 @@ class StackOptions:
     align : {"none", "translation", "scale", "similarity", "affine"}
         Transform model between neighbouring frames, composed along the chain to the reference.
     reference : int or None
-        Index (in shot order) of the frame whose geometry the output has; the middle frame when None.
+        Index (0-based, in shot order; negative indices are refused) of the frame whose geometry the
+        output has; the middle frame when None.
     brightness : bool
         Match each frame's per-channel brightness to the reference (linear-light gain).
     crop : bool
@@ -167,17 +170,21 @@ class StackOptions:
         _choice("raw_develop", self.raw_develop, RAW_DEVELOP)
         _choice("demosaic", self.demosaic, DEMOSAIC)
         _choice("color", self.color, COLORS)
-        if self.reference is not None and (isinstance(self.reference, bool) or not isinstance(self.reference, int)):
-            raise InputError(f"reference must be a frame index (a whole number); got {self.reference!r}")
+        if self.reference is not None and (isinstance(self.reference, bool) or not isinstance(self.reference, int)
+                                           or self.reference < 0):
+            raise InputError(f"reference must be a frame index: 0 for the first frame in shot order, 1 for the "
+                             f"next...; got {self.reference!r}")
         for name in ("output", "depth_map"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
         if self.output is not None and self.output.suffix.lower() not in OUTPUT_FORMATS:
-            raise InputError(
-                f"output {self.output}: unknown extension {self.output.suffix!r}; "
-                f"use one of {', '.join(sorted(OUTPUT_FORMATS))}"
-            )
+            kinds = ", ".join(sorted(OUTPUT_FORMATS))
+            if self.output.is_dir():
+                raise InputError(f"output {self.output} is a folder; give the file to write, such as "
+                                 f"{self.output / 'fused.tif'} (one of {kinds})")
+            what = f"unknown extension {self.output.suffix!r}" if self.output.suffix else "no extension"
+            raise InputError(f"output {self.output}: {what}; use one of {kinds}")
         if self.depth_map is not None and self.depth_map.suffix.lower() not in (".tif", ".tiff"):
             raise InputError(f"depth map {self.depth_map}: must be a .tif or .tiff file (float32 TIFF)")
         if self.bits is not None:
@@ -191,10 +198,10 @@ class StackOptions:
         _int_range("depth_smooth", self.depth_smooth, 0, 64)
         _int_range("workers", self.workers, 1, 256)
         _int_range("queue_size", self.queue_size, 1, 64)
-        if not 0.0 <= float(self.contrast_threshold) <= 1.0:
-            raise InputError(f"contrast_threshold must be between 0 and 1; got {self.contrast_threshold}")
-        if self.z_step is not None and not float(self.z_step) > 0:
-            raise InputError(f"z_step must be a positive number of microns; got {self.z_step}")
+        if not (_finite(self.contrast_threshold) and 0.0 <= self.contrast_threshold <= 1.0):
+            raise InputError(f"contrast_threshold must be a number from 0 to 1; got {self.contrast_threshold!r}")
+        if self.z_step is not None and not (_finite(self.z_step) and self.z_step > 0):
+            raise InputError(f"z_step must be a positive, finite number of microns; got {self.z_step!r}")
 
     @property
     def output_format(self) -> str | None:
@@ -223,6 +230,11 @@ class StackOptions:
 def _choice(name, value, choices):
     if value not in choices:
         raise InputError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+def _finite(value) -> bool:
+    """A real number (not a bool), neither NaN nor infinite: every float option must be one."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _int_range(name, value, lo, hi):

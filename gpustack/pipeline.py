@@ -26,11 +26,12 @@ from .backends import get_backend
 from .color import decode_lut, encode_lut
 from .errors import InputError
 from .io.raw import bin2x2, develop_params
-from .io import (check_outputs, list_frames, read_frame, sidecar_path, sources_from_arrays, write_depth,
-                 write_image, write_sidecar)
+from .io import (StagedOutputs, check_outputs, list_frames, read_frame, sidecar_path, sources_from_arrays,
+                 write_depth, write_image, write_sidecar)
 from .options import StackOptions
 from .prefetch import prefetch
 from .stages.align import Aligner, coverage_mask, covered_box, processing_order, resolve_reference
+from .stages.check import FrameSpec, check_frame, check_like
 from .stages.depthmap import blend_params, smooth_depth
 from .stages.estimate import prepare_proxy
 from .stages.footprint import stack_footprint
@@ -220,41 +221,6 @@ class _Luts:
         return self._cache[key]
 
 
-def _check_like_first(frame, first) -> None:
-    """Every frame must be like the first one read (the reference): size, channels, kind, and for
-    RAW mosaics the CFA pattern and the camera."""
-    ref = f"frame {first.index} ({first.name})"
-    if frame.shape[:2] != first.shape[:2]:
-        h, w = frame.shape[:2]
-        h0, w0 = first.shape[:2]
-        raise InputError(f"frame {frame.index} ({frame.name}) is {w}x{h} but {ref} is {w0}x{h0}; "
-                         f"all frames must have the same size")
-    if frame.shape[2] != first.shape[2]:
-        raise InputError(f"frame {frame.index} ({frame.name}) has {frame.shape[2]} channel(s) but {ref} "
-                         f"has {first.shape[2]}; all frames must be all colour or all grayscale")
-    if frame.data.dtype != first.data.dtype or frame.kind != first.kind or (frame.raw is None) != (first.raw is None):
-        raise InputError(f"frame {frame.index} ({frame.name}) is {_describe_kind(frame)} but {ref} is "
-                         f"{_describe_kind(first)}; all frames of a stack must be of one kind")
-    if frame.raw is not None:
-        a, b = frame.raw, first.raw
-        if not np.array_equal(a.cfa, b.cfa):
-            raise InputError(f"frame {frame.index} ({frame.name}) has the CFA pattern {a.info['color_desc']} "
-                             f"{a.cfa.tolist()} but {ref} has {b.cfa.tolist()}; all frames must come from one camera")
-        cam_a, cam_b = (a.info.get("make"), a.info.get("model")), (b.info.get("make"), b.info.get("model"))
-        if cam_a != cam_b:
-            raise InputError(f"frame {frame.index} ({frame.name}) is from {' '.join(filter(None, cam_a)) or 'an unknown camera'} "
-                             f"but {ref} is from {' '.join(filter(None, cam_b)) or 'an unknown camera'}; "
-                             f"all frames must come from one camera")
-
-
-def _describe_kind(frame) -> str:
-    if frame.raw is not None:
-        return "a camera RAW (Bayer mosaic)"
-    if frame.kind == "raw":
-        return f"a camera RAW developed by LibRaw ({frame.info.get('develop', '')})"
-    return f"{frame.kind} {frame.data.dtype}"
-
-
 def run(inputs, options: StackOptions | None = None, *, progress: Callable[[ProgressEvent], None] | None = None,
         **kwargs) -> StackResult:
     """Stack ``inputs`` with ``options`` (or keyword options); see ``gpustack.stack``."""
@@ -324,8 +290,6 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
                 logger.info("%dx%d, %d channel(s), %s %s, %d pyramid levels, reference frame %d (%s)", w, h, c,
                             frame.kind, "mosaic" if frame.raw is not None else frame.data.dtype, levels,
                             frame.index, frame.name)
-            else:
-                _check_like_first(frame, first)
             t0 = time.perf_counter()
             loader.load(frame, fa, fusion.input)
             fusion.fold(frame.index)
@@ -393,24 +357,26 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
                          device=getattr(be, "device_name", ""), timings=timings, outputs={},
                          reference=reference, crop=crop)
     t0 = time.perf_counter()
-    if options.output is not None:
-        write_image(options.output, image, fmt=options.output_format, exif=first.exif, icc=first.icc,
-                    overwrite=options.overwrite)
-        result.outputs["image"] = str(options.output)
-    if options.depth_map is not None:
-        unit = f"microns (z_step {options.z_step})" if options.z_step else "frame index"
-        write_depth(options.depth_map, depth_h, overwrite=options.overwrite,
-                    description=f"gpustack {__version__} depth map, {unit}")
-        result.outputs["depth_map"] = str(options.depth_map)
-    timings["write_s"] = time.perf_counter() - t0
-    timings["total_s"] = time.perf_counter() - t_start
-    mp = h * w / 1e6
-    timings["frames_per_s"] = n / timings["total_s"]
-    timings["mp_frames_per_s"] = mp * n / timings["total_s"]
-    if options.output is not None and options.sidecar:
-        side = sidecar_path(options.output)
-        result.outputs["sidecar"] = str(side)
-        write_sidecar(side, result.to_dict(), overwrite=options.overwrite)
+    with StagedOutputs() as staged:  # every output written first, then all published, or none
+        if options.output is not None:
+            write_image(options.output, image, fmt=options.output_format, exif=first.exif, icc=first.icc,
+                        overwrite=options.overwrite, stage=staged)
+            result.outputs["image"] = str(options.output)
+        if options.depth_map is not None:
+            unit = f"microns (z_step {options.z_step})" if options.z_step else "frame index"
+            write_depth(options.depth_map, depth_h, overwrite=options.overwrite,
+                        description=f"gpustack {__version__} depth map, {unit}", stage=staged)
+            result.outputs["depth_map"] = str(options.depth_map)
+        timings["write_s"] = time.perf_counter() - t0
+        timings["total_s"] = time.perf_counter() - t_start
+        mp = h * w / 1e6
+        timings["frames_per_s"] = n / timings["total_s"]
+        timings["mp_frames_per_s"] = mp * n / timings["total_s"]
+        if options.output is not None and options.sidecar:
+            side = sidecar_path(options.output)
+            result.outputs["sidecar"] = str(side)
+            write_sidecar(side, result.to_dict(), overwrite=options.overwrite, stage=staged)
+        staged.commit()
     emit("write", n, total or n, str(options.output or ""))
     logger.info("%d frames of %.1f MP in %.2f s (%.1f MP-frames/s)", n, mp, timings["total_s"],
                 timings["mp_frames_per_s"])
@@ -442,7 +408,7 @@ def _read_stream(sources, order, options, aligner):
     def read(item):
         return _timed_read(item, options, with_proxy, with_means)
 
-    frames = prefetch(read, items, workers=options.workers, ahead=ahead)
+    frames = _checked(prefetch(read, items, workers=options.workers, ahead=ahead))
     if aligner is None:
         return ((f, None) for f in frames)
 
@@ -479,6 +445,21 @@ def _read_stream(sources, order, options, aligner):
     return _mapped(compose, prefetch(estimate, planned(), workers=n, ahead=n))
 
 
+def _checked(frames):
+    """The decoded frames, each checked against the first one (the reference) before any stage pairs
+    or fuses it; closing it closes ``frames``."""
+    first = None
+    try:
+        for frame in frames:
+            if first is None:
+                first = FrameSpec.of(frame)
+            else:
+                check_like(frame, first)
+            yield frame
+    finally:
+        frames.close()
+
+
 def _mapped(fn, stream):
     """``fn`` of each item of ``stream``, closing ``stream`` when closed."""
     try:
@@ -505,6 +486,7 @@ def _timed_read(item, options, with_proxy=False, with_means=False):
     index, src = item
     t0 = time.perf_counter()
     frame = read_frame(src, index, raw_develop=options.raw_develop)
+    check_frame(frame, aligned=options.align != "none")  # before any stage (the proxy below) uses it
     if frame.raw is not None:
         params = develop_params(frame.raw, options.color)
         frame.info["_develop"] = params
@@ -569,8 +551,8 @@ def _depthmap_pass(be, pyr, depth, conf_sum, area, sources, order, aligner, load
     acc = be.full((c, h, w), 0.0, np.float32)
     planar = be.empty((c, h, w), np.float32)
     items = ((i, sources[i]) for i in order)
-    reader = prefetch(lambda item: _timed_read(item, options), items, workers=options.workers,
-                      ahead=options.workers + options.queue_size)
+    reader = _checked(prefetch(lambda item: _timed_read(item, options), items, workers=options.workers,
+                               ahead=options.workers + options.queue_size))
     try:
         for done, frame in enumerate(reader, 1):
             loader.load(frame, aligner.results.get(frame.index) if aligner else None, planar)

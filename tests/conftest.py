@@ -39,13 +39,16 @@ def backend(request):
 @pytest.fixture(autouse=True)
 def _restore_gpustack_logger():
     """``gpustack.cli.main`` configures the ``gpustack`` logger for a terminal (its own handler, no
-    propagation); undo that after each test so that ``caplog`` sees the library's records."""
+    propagation) and the root logger's handlers; undo that after each test so that ``caplog`` sees
+    the library's records."""
     import logging
 
     log = logging.getLogger("gpustack")
     saved = (list(log.handlers), log.level, log.propagate)
+    root = list(logging.root.handlers)
     yield
     log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+    logging.root.handlers[:] = root
 
 
 @pytest.fixture(autouse=True)

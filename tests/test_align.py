@@ -50,9 +50,10 @@ def test_processing_order_and_reference():
     assert processing_order(5, 2) == [2, 3, 4, 1, 0]
     assert processing_order(4, 0) == [0, 1, 2, 3]
     assert processing_order(4, 3) == [3, 2, 1, 0]
-    assert resolve_reference(None, 7) == 3 and resolve_reference(-1, 7) == 6
-    with pytest.raises(gpustack.InputError, match="out of range"):
-        resolve_reference(7, 7)
+    assert resolve_reference(None, 7) == 3 and resolve_reference(6, 7) == 6
+    for bad in (7, -1):  # negative indices are refused, not read from the end (the README's promise)
+        with pytest.raises(gpustack.InputError, match="out of range"):
+            resolve_reference(bad, 7)
 
 
 def test_round_affine():

@@ -78,6 +78,68 @@ def test_same_file_twice(tmp_path):
         list_frames([tmp_path, path])
 
 
+LIST_AND_READ = """
+import sys
+from gpustack.errors import GpustackError
+from gpustack.io import list_frames, read_frame
+try:
+    for source in list_frames(sys.argv[1:]):
+        read_frame(source, 0)
+except GpustackError as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.parametrize("case", ["folder", "file", "raw_file", "parent"])
+def test_what_cannot_be_read_is_one_decode_error_naming_it(case):
+    """A folder that cannot be listed (r missing, as ``chmod 311``), a file that cannot be opened,
+    a path inside a folder that cannot be entered: DecodeError (exit 1 in the CLI) naming it. Run
+    as an unprivileged user: root reads everything."""
+    from unprivileged import run_python, shared_folder
+
+    with shared_folder() as top:
+        folder = top / "in"
+        folder.mkdir()
+        for k in range(2):
+            save_jpeg(folder / f"f{k}.jpg")
+        (folder / "f2.dng").write_bytes(b"II*\0" + bytes(100))
+        target, arg = {"folder": (folder, folder), "file": (folder / "f1.jpg", folder),
+                       "raw_file": (folder / "f2.dng", folder), "parent": (folder, folder / "f0.jpg")}[case]
+        target.chmod({"folder": 0o311, "parent": 0o600}.get(case, 0o200))
+        res = run_python(["-c", LIST_AND_READ, str(arg)])
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    named = target if case != "parent" else folder / "f0.jpg"
+    what = "cannot list the folder" if case == "folder" else "cannot read"
+    assert res.stdout.startswith(f"DecodeError {named}: {what}: Permission denied; "), res.stdout
+    assert len(res.stdout.splitlines()) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
+def test_broken_symbolic_links_are_skipped_with_a_warning(tmp_path):
+    for k in range(2):
+        save_jpeg(tmp_path / f"f{k}.jpg")
+    (tmp_path / "f2.jpg").symlink_to(tmp_path / "gone.jpg")  # dangling
+    (tmp_path / "f3.jpg").symlink_to(tmp_path / "f3.jpg")  # loops
+    (tmp_path / "f4.jpg").symlink_to(tmp_path / "f0.jpg")  # fine (and a repeat of f0)
+    (tmp_path / "notes.txt").symlink_to(tmp_path / "nothing.txt")  # not an image name: no word about it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(InputError, match="given twice"):
+            list_frames([tmp_path])
+    said = sorted(str(w.message) for w in caught)
+    assert said == [f"{tmp_path / 'f2.jpg'} is a symbolic link to {tmp_path / 'gone.jpg'}, which does not exist; "
+                    "skipped",
+                    f"{tmp_path / 'f3.jpg'} is a symbolic link that loops (it leads back to itself); skipped"], said
+    (tmp_path / "f4.jpg").unlink()
+    with warnings.catch_warnings(record=True) as caught:  # the same through a glob pattern
+        warnings.simplefilter("always")
+        assert names(list_frames([str(tmp_path / "f*.jpg")])) == ["f0.jpg", "f1.jpg"]
+    assert sorted(str(w.message) for w in caught) == said
+    with pytest.raises(InputError, match=r"f2.jpg is a symbolic link to .*gone.jpg, which does not exist; check "
+                                         r"the path$"):
+        list_frames([tmp_path / "f2.jpg"])
+
+
 def test_text_file_is_not_an_image(tmp_path):
     path = tmp_path / "frame.jpg"
     path.write_text("not really a picture\n")
@@ -306,6 +368,54 @@ def test_tiff_with_broken_header(tmp_path):
     path = tmp_path / "h.tif"
     path.write_bytes(b"II*\0" + b"\xff" * 20)
     with pytest.raises(DecodeError, match=r"h\.tif: cannot decode"):
+        read_path(path)
+
+
+def _retagged(path, tags, **tiff):
+    """A 48x64 RGB uint16 TIFF at ``path`` whose tags (name -> value, LONG-sized) are then
+    overwritten in place, as a corrupt file would hold them."""
+    import struct
+
+    tifffile.imwrite(path, rgb16(48, 64), photometric="rgb", **tiff)
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tf:
+        page = tf.pages[0]
+        places = {name: (page.tags[name].valueoffset, page.tags[name].dtype) for name in tags}
+    for name, value in tags.items():
+        at, dtype = places[name]
+        struct.pack_into("<H" if dtype == 3 else "<I", data, at, value)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("tags, tiff, says", [
+    ({"ImageWidth": 200000, "ImageLength": 200000}, {}, r"declares a 200000x200000 image \(240.0 GB decoded\), "
+                                                        r"more than half this machine's memory"),
+    ({"ImageLength": 4000000}, {"rowsperstrip": 8}, r"cannot decode: its size \(64x4000000\) needs 500000 strips or "
+                                                    r"tiles but it holds 6"),
+    ({"ImageWidth": 0}, {}, r"cannot decode: the image decoded to an array of shape \(0,\)"),
+    ({"TileWidth": 4294901760}, {"tile": (16, 16)}, r"declares a 4294901760x16 image"),
+])
+def test_a_corrupt_size_field_is_refused_before_decoding(tmp_path, tags, tiff, says):
+    """Sizes the fuzz found (tests/fuzz.py): a huge image, far more strips than the file holds (a
+    minutes-long walk), an empty page, a huge tile: refused at once, naming the file."""
+    path = _retagged(tmp_path / "c.tif", tags, **tiff)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tifffile's own complaints (logging, not warnings, but be sure)
+        with pytest.raises(DecodeError, match=rf"c\.tif: {says}"):
+            read_path(path)
+
+
+def test_a_decoder_out_of_memory_names_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.tif"
+    tifffile.imwrite(path, rgb16(), photometric="rgb")
+
+    def no_memory(self, *args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", no_memory)
+    with pytest.raises(DecodeError, match=r"m\.tif: cannot decode: out of memory while decoding it; the file may be "
+                                          r"corrupt"):
         read_path(path)
 
 

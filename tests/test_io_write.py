@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -13,6 +14,7 @@ from PIL import Image, ImageCms
 
 from gpustack.errors import InputError, OutputError
 from gpustack.io import (
+    StagedOutputs,
     check_outputs,
     list_frames,
     read_frame,
@@ -219,6 +221,101 @@ def test_no_clobber_when_output_appears_during_write(tmp_path, monkeypatch):
     with pytest.raises(OutputError, match="appeared while it was written"):
         write_image(path, np.zeros((4, 4, 3), np.uint8), fmt="png")
     assert path.read_bytes() == b"someone else" and leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- staged outputs: all or none
+
+
+IMG = np.zeros((4, 4, 3), np.uint8)
+
+
+def _stage_three(tmp_path, stage, overwrite=False):
+    write_image(tmp_path / "a.png", IMG, fmt="png", overwrite=overwrite, stage=stage)
+    write_depth(tmp_path / "b.tif", np.zeros((4, 4), np.float32), overwrite=overwrite, stage=stage)
+    write_sidecar(tmp_path / "c.json", {"k": 1}, overwrite=overwrite, stage=stage)
+
+
+def test_staged_outputs_appear_only_at_the_commit(tmp_path):
+    with StagedOutputs() as stage:
+        _stage_three(tmp_path, stage)
+        assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == []
+        assert len(leftovers(tmp_path)) == 3
+        stage.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.tif", "c.json"]
+    with StagedOutputs() as stage:  # leaving the block without a commit deletes the temporaries
+        write_image(tmp_path / "d.png", IMG, fmt="png", stage=stage)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.tif", "c.json"]
+
+
+def test_a_failed_publish_undoes_the_others(tmp_path, monkeypatch):
+    """The second output appears meanwhile (no overwrite): the first, already moved, is removed
+    again; nothing is published and no temporary is left."""
+    real_link = os.link
+
+    def link(src, dst, **kw):
+        if Path(dst).name == "b.tif":
+            Path(dst).write_bytes(b"someone else's")
+        return real_link(src, dst, **kw)
+
+    monkeypatch.setattr(os, "link", link)
+    with StagedOutputs() as stage:
+        _stage_three(tmp_path, stage)
+        with pytest.raises(OutputError, match=r"b.tif appeared while it was written"):
+            stage.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tif"]
+    assert (tmp_path / "b.tif").read_bytes() == b"someone else's"
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, PermissionError])
+def test_an_interrupted_commit_restores_the_files_it_replaced(tmp_path, monkeypatch, failure):
+    for name in ("a.png", "b.tif", "c.json"):
+        (tmp_path / name).write_bytes(b"old " + name.encode())
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(Path(dst).name)
+        if len(calls) == 2:  # between the first output and the second: Ctrl-C, or a permission change
+            raise failure(13, "Permission denied") if failure is PermissionError else failure()
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with StagedOutputs() as stage:
+        _stage_three(tmp_path, stage, overwrite=True)
+        with pytest.raises(KeyboardInterrupt if failure is KeyboardInterrupt else OutputError):
+            stage.commit()
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.tif", "c.json"]  # no temporary, no backup
+    for name in ("a.png", "b.tif", "c.json"):
+        assert (tmp_path / name).read_bytes() == b"old " + name.encode()
+
+
+def test_a_failed_write_discards_the_whole_stage(tmp_path, monkeypatch):
+    def full_disk(f, data, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(write_module, "_tiff", full_disk)
+    with StagedOutputs() as stage:
+        write_image(tmp_path / "a.png", IMG, fmt="png", stage=stage)
+        with pytest.raises(OutputError, match=r"cannot write .*b.tif: No space left on device"):
+            write_depth(tmp_path / "b.tif", np.zeros((4, 4), np.float32), stage=stage)
+        stage.commit()  # nothing left to publish
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cancelled_outputs_are_deleted_and_never_published(tmp_path, monkeypatch):
+    """What a supervised worker does when its parent is gone: delete every temporary of its runs;
+    a commit after that publishes nothing."""
+    monkeypatch.setattr(write_module, "_cancelled", False)
+    with StagedOutputs() as stage:
+        _stage_three(tmp_path, stage)
+        assert len(leftovers(tmp_path)) == 3
+        write_module.cancel_outputs()
+        assert list(tmp_path.iterdir()) == []
+        with pytest.raises(OutputError, match="process that started this run is gone"):
+            stage.commit()
+        with pytest.raises(OutputError, match="process that started this run is gone"):
+            write_image(tmp_path / "d.png", IMG, fmt="png", stage=stage)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- depth and sidecar

@@ -20,11 +20,14 @@ and carries their Orientation tag, so viewers turn it as they turn the frames.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import io
 import logging
+import math
 import os
 import re
+import stat
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -157,12 +160,19 @@ def list_frames(inputs: Iterable[str | os.PathLike] | str | os.PathLike, order: 
     Raises
     ------
     InputError
-        No inputs, a path that does not exist, a folder without image files, a
-        pattern matching none, the same file given twice, a multi-page TIFF
-        with pages of different sizes.
+        No inputs, a path that does not exist (or a symbolic link to nothing), a
+        folder without image files, a pattern matching none, the same file given
+        twice, a multi-page TIFF with pages of different sizes.
     DecodeError
-        A file that is not an image (by its first bytes) or a TIFF whose
-        structure cannot be read.
+        A folder that cannot be listed, a file that cannot be read, a file that
+        is not an image (by its first bytes) or a TIFF whose structure cannot be
+        read.
+
+    Warns
+    -----
+    UserWarning
+        For each symbolic link in a folder (or among a pattern's matches) whose
+        target is missing or loops: it is skipped.
     """
     if order not in ORDERS:
         raise InputError(f"order must be one of {', '.join(ORDERS)}; got {order!r}")
@@ -200,26 +210,72 @@ def _expand(item) -> list[Path]:
     """The frame files one input names."""
     text = os.fspath(item)
     path = Path(text)
-    if path.is_dir():
-        files = [p for p in path.iterdir() if _is_image_name(p) and p.is_file()]
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except OSError as exc:  # a parent folder we may not enter, a symbolic link that loops, an I/O error
+        raise DecodeError(path, f"cannot read: {exc.strerror or exc}; check the path and its permissions") from exc
+    if mode is not None and stat.S_ISDIR(mode):
+        try:
+            entries = list(path.iterdir())
+        except OSError as exc:
+            raise DecodeError(path, f"cannot list the folder: {exc.strerror or exc}; check that you may read it "
+                                    "(its r permission) or pass the frame files") from exc
+        files = _frame_files(entries)
         if not files:
             raise InputError(
                 f"folder {path} holds no image files {_IMAGE_KINDS}; pass the frame files or the folder that holds them"
             )
         return files
-    if path.is_file():
+    if mode is not None and stat.S_ISREG(mode):
         return [path]
-    if path.exists():
+    if mode is not None:
         raise InputError(f"{path} is neither a file nor a folder; pass image files or the folder that holds them")
+    broken = _broken_link(path)
+    if broken:
+        raise InputError(f"{path} is {broken}; check the path")
     if any(c in text for c in "*?["):
         matches = [Path(m) for m in glob.glob(text, recursive=True)]
         if not matches:
             raise InputError(f"pattern {text} matches nothing; check the pattern")
-        files = [p for p in matches if _is_image_name(p) and p.is_file()]
+        files = _frame_files(matches)
         if not files:
             raise InputError(f"pattern {text} matches no image files {_IMAGE_KINDS}; check the pattern")
         return sorted(files, key=lambda p: _natural_key(str(p)))
     raise InputError(f"no such file or folder: {text}; check the path")
+
+
+def _frame_files(candidates: Iterable[Path]) -> list[Path]:
+    """The image files among a folder's entries or a pattern's matches; a symbolic link with an
+    image name whose target is missing or loops is skipped with a warning naming it."""
+    files = []
+    for p in candidates:
+        if not _is_image_name(p):
+            continue
+        broken = _broken_link(p)
+        if broken:
+            warnings.warn(f"{p} is {broken}; skipped", stacklevel=3)
+        elif p.is_file():
+            files.append(p)
+    return files
+
+
+def _broken_link(path: Path) -> str | None:
+    """What is wrong with ``path`` if it is a symbolic link that cannot be followed; else None."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link that loops (it leads back to itself)"
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        return f"a symbolic link to {target}, which does not exist"
+    return None
 
 
 def _is_image_name(path: Path) -> bool:
@@ -258,14 +314,15 @@ def _name_key(source: FrameSource) -> tuple:
 
 
 def _sniff(path: Path) -> str:
-    """``"jpeg"``, ``"png"``, ``"tiff"`` or ``"raw"``; DecodeError for anything else."""
-    if path.suffix.lower() in RAW_EXTENSIONS:
-        return "raw"
+    """``"jpeg"``, ``"png"``, ``"tiff"`` or ``"raw"``; DecodeError for anything else, or a file that
+    cannot be read."""
     try:
         with open(path, "rb") as f:
             head = f.read(16)
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}; check that the file is readable") from exc
+        raise DecodeError(path, f"cannot read: {exc.strerror or exc}; check that the file is readable") from exc
+    if path.suffix.lower() in RAW_EXTENSIONS:
+        return "raw"
     if head.startswith(b"\xff\xd8\xff"):
         return "jpeg"
     if head.startswith(_PNG_MAGIC):
@@ -303,7 +360,7 @@ def _tiff_sources(path: Path) -> list[FrameSource]:
             _require_pages(path, tf)
             if len(tf.pages) == 1:
                 return [FrameSource(path, 0, path.name)]
-            full = [(i, page.shape) for i, page in enumerate(tf.pages) if not page.is_reduced]
+            full = [(i, _page_shape(path, page)) for i, page in enumerate(tf.pages) if not page.is_reduced]
     shapes = sorted({shape for _, shape in full})
     if len(shapes) > 1:
         raise InputError(
@@ -420,10 +477,9 @@ def read_frame(source: FrameSource, index: int, raw_develop: str = "backend") ->
     Raises
     ------
     DecodeError
-        The file cannot be decoded (truncated, corrupt, unsupported sample
-        type or colour model); the message names the file and what to do.
-    InputError
-        The file cannot be opened (permissions).
+        The file cannot be read (permissions, I/O error) or decoded (truncated,
+        corrupt, unsupported sample type or colour model); the message names the
+        file and what to do.
     """
     start = time.perf_counter()
     exif = icc = mosaic = None
@@ -474,11 +530,17 @@ def _decode_file(path: Path, page: int, raw_develop: str):
 
 @contextlib.contextmanager
 def _decoding(path: Path):
-    """Turn any decoder failure into one DecodeError (our own errors and MemoryError pass through)."""
+    """Turn any decoder failure into one DecodeError naming the file (our own errors pass through).
+    A decoder out of memory is one too: a size field that a corruption made huge is the usual
+    cause (the sizes checked up front are the image's, not each strip's or tile's)."""
     try:
         yield
-    except (GpustackError, MemoryError):
+    except GpustackError:
         raise
+    except MemoryError as exc:
+        raise DecodeError(path, f"cannot decode: out of memory while decoding it; the file may be corrupt (a "
+                                f"wrong size field) — re-copy it or remove it from the frames; if it is sound, "
+                                f"lower --workers") from exc
     except Exception as exc:  # noqa: BLE001 - Pillow, tifffile and imagecodecs raise many types
         lines = str(exc).strip().splitlines()
         reason = type(exc).__name__ + (f": {lines[0][:120]}" if lines else "")
@@ -498,7 +560,8 @@ def _to_hwc(array: np.ndarray) -> np.ndarray:
     if dtype.kind == "f" and dtype != np.float32:
         dtype = np.dtype(np.float32)
     if array.dtype != dtype:
-        array = array.astype(dtype)
+        with np.errstate(over="ignore"):  # float64 beyond float32's range: inf, refused by the frame checks
+            array = array.astype(dtype)
     return np.ascontiguousarray(array)
 
 
@@ -509,6 +572,7 @@ def _read_pillow(path: Path, kind: str, page: int):
             raw_bytes = f.read()
         png_bits = raw_bytes[24] if kind == "png" and len(raw_bytes) > 25 else 8
         with Image.open(io.BytesIO(raw_bytes)) as im:
+            _check_declared_size(path, (im.height, im.width, len(im.getbands())), 2 if png_bits == 16 else 1)
             icc = im.info.get("icc_profile") or None
             if png_bits == 16:
                 # Pillow reduces 16-bit RGB(A) PNGs to 8 bits: decode the samples with imagecodecs.
@@ -518,7 +582,36 @@ def _read_pillow(path: Path, kind: str, page: int):
                 _reject_truncated(path, kind, raw_bytes)
                 array = _pillow_array(im, path)
             exif = parse_exif_bytes(im.info.get("exif"))  # getexif() would decode a 16-bit PNG again
+    _require_pixels(path, array)
     return _to_hwc(array), icc, exif, {"bits": int(png_bits)}
+
+
+def _require_pixels(path: Path, array: np.ndarray) -> None:
+    """A decoded image must be a non-empty (H, W) or (H, W, C) array (a corrupt size field can make
+    a decoder return an empty or flat one)."""
+    if array.ndim not in (2, 3) or array.size == 0:
+        raise DecodeError(path, f"cannot decode: the image decoded to an array of shape {array.shape}; "
+                                f"{CORRUPT_HINT}")
+
+
+def _memory_bytes() -> int | None:
+    """This machine's physical memory, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_declared_size(path: Path, shape, itemsize: int) -> None:
+    """Refuse, before decoding, an image whose header declares more samples than half this
+    machine's memory holds: a corrupt size field would otherwise have the decoder allocate (and
+    fill) it all. No frame that size could be stacked here anyway."""
+    need = int(np.prod(shape, dtype=np.float64) * itemsize)
+    memory = _memory_bytes()
+    if memory is not None and need > memory // 2:
+        h, w = shape[:2]
+        raise DecodeError(path, f"declares a {w}x{h} image ({need / 1e9:.1f} GB decoded), more than half this "
+                                f"machine's memory ({memory / 1e9:.1f} GB); {CORRUPT_HINT}")
 
 
 def _reject_truncated(path: Path, kind: str, raw_bytes: bytes) -> None:
@@ -563,12 +656,23 @@ def _read_tiff(path: Path, kind: str, page_index: int):
                 )
             page = tf.pages[page_index]
             _check_tiff_page(path, page)
+            _check_declared_size(path, (page.imagelength, page.imagewidth, page.imagedepth * page.samplesperpixel),
+                                 page.dtype.itemsize)
+            if page.is_tiled:  # each tile is decoded whole, however little of it the image uses
+                _check_declared_size(path, (page.tilelength, page.tilewidth, page.tiledepth * page.samplesperpixel),
+                                     page.dtype.itemsize)
+            segments = math.prod(page.chunked)
+            if len(page.dataoffsets) < segments:  # tifffile would allocate and walk them all: minutes
+                raise DecodeError(path, f"cannot decode: its size ({page.imagewidth}x{page.imagelength}) needs "
+                                        f"{segments} strips or tiles but it holds {len(page.dataoffsets)}; "
+                                        f"{CORRUPT_HINT}")
             array = page.asarray()
             bits = int(page.bitspersample)
             tag = page.tags.get(34675)  # InterColorProfile
             icc = bytes(tag.value) if tag is not None else None
             if page.axes.startswith("S") and array.ndim == 3:  # planar (C, H, W)
                 array = np.moveaxis(array, 0, -1)
+    _require_pixels(path, array)
     if array.ndim == 3 and array.shape[2] > 4:
         raise DecodeError(
             path, f"has {array.shape[2]} samples per pixel; gpustack reads grayscale and RGB frames — convert to RGB"
@@ -584,7 +688,16 @@ def _require_pages(path: Path, tf: tifffile.TiffFile) -> None:
         raise DecodeError(path, f"cannot decode: no readable image in the TIFF structure; {CORRUPT_HINT}")
 
 
+def _page_shape(path: Path, page) -> tuple[int, ...]:
+    """The page's shape; DecodeError when a corrupt tag makes it something else than a few sizes."""
+    shape = page.shape
+    if not (isinstance(shape, tuple) and 1 <= len(shape) <= 6 and all(isinstance(d, int) for d in shape)):
+        raise DecodeError(path, f"cannot decode: a page's size tags are unreadable; {CORRUPT_HINT}")
+    return shape
+
+
 def _check_tiff_page(path: Path, page) -> None:
+    _page_shape(path, page)
     dtype = page.dtype
     if dtype is None or not (dtype.kind == "f" or dtype in (np.dtype(np.uint8), np.dtype(np.uint16))):
         raise DecodeError(

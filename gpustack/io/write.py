@@ -3,11 +3,14 @@
 Every write is atomic: the file is written to a hidden temporary file in the
 destination folder (``.fused.tif.<random>.tmp``), flushed and fsync'ed, then
 moved into place; on any failure the temporary file is deleted, so a crash or
-a full disk never leaves a partial output. Without ``overwrite`` the move is a
-hard link, which fails if the destination appeared meanwhile (no clobbering,
-no race). On file systems without hard links (FAT, some network shares) it
-falls back to "check that the destination is absent, then rename": a file
-created by another process between the check and the rename is replaced.
+a full disk never leaves a partial output. A run's outputs are published
+together (:class:`StagedOutputs`): every one is written to its temporary first,
+then all are moved into place, or none (a failed move undoes the others).
+Without ``overwrite`` the move is a hard link, which fails if the destination
+appeared meanwhile (no clobbering, no race). On file systems without hard
+links (FAT, some network shares) it falls back to "check that the destination
+is absent, then rename": a file created by another process between the check
+and the rename is replaced.
 
 What each format carries (``exif`` is a frame's sanitised EXIF block, see
 :mod:`gpustack.io._meta`):
@@ -34,6 +37,7 @@ import math
 import os
 import secrets
 import struct
+import threading
 import warnings
 import zlib
 from collections.abc import Callable, Mapping
@@ -161,6 +165,7 @@ def write_image(
     icc: bytes | None = None,
     overwrite: bool = False,
     metadata: dict | None = None,
+    stage: StagedOutputs | None = None,
 ) -> None:
     """Write an image atomically as TIFF, PNG or JPEG.
 
@@ -182,6 +187,9 @@ def write_image(
     metadata : dict, optional
         Text entries (values that are not str are written as JSON): TIFF
         ImageDescription (JSON of the dict), PNG iTXt chunks, JPEG comment (JSON).
+    stage : StagedOutputs, optional
+        Leave the file staged, to be published with the other outputs of the
+        run when ``stage`` commits (a failed write discards the whole stage).
 
     Raises
     ------
@@ -204,12 +212,13 @@ def write_image(
         raise InputError(f"output {path}: JPEG holds 8 bits per sample, got {image.dtype}; write uint8 or a .tif/.png")
     image = np.ascontiguousarray(image)
     encode = {"tiff": _encode_tiff, "png": _encode_png, "jpeg": _encode_jpeg}[fmt]
-    _atomic_write(path, lambda f: encode(f, image, exif, icc, metadata), overwrite=overwrite)
+    _atomic_write(path, lambda f: encode(f, image, exif, icc, metadata), overwrite=overwrite, stage=stage)
     logger.debug("wrote %s (%s, %s %s)", path, fmt, image.shape, image.dtype)
 
 
 def write_depth(
-    path: Path | str, depth: np.ndarray, *, overwrite: bool = False, description: str | None = None
+    path: Path | str, depth: np.ndarray, *, overwrite: bool = False, description: str | None = None,
+    stage: StagedOutputs | None = None,
 ) -> None:
     """Write a depth map atomically as a float32 TIFF (zlib, floating-point predictor).
 
@@ -223,6 +232,8 @@ def write_depth(
         Replace an existing file.
     description : str, optional
         ImageDescription text (e.g. the unit).
+    stage : StagedOutputs, optional
+        Publish with the other outputs of the run (see :func:`write_image`).
 
     Raises
     ------
@@ -236,12 +247,15 @@ def write_depth(
     if depth.ndim != 2 or depth.dtype.kind != "f":
         raise InputError(f"depth map {path}: got {depth.dtype} {depth.shape}; expected a 2-D float array (H, W)")
     depth = np.ascontiguousarray(depth, dtype=np.float32)
-    _atomic_write(path, lambda f: _tiff(f, depth, "minisblack", description=description), overwrite=overwrite)
+    _atomic_write(path, lambda f: _tiff(f, depth, "minisblack", description=description), overwrite=overwrite,
+                  stage=stage)
     logger.debug("wrote depth map %s %s", path, depth.shape)
 
 
-def write_sidecar(path: Path | str, data: dict, *, overwrite: bool = False) -> None:
-    """Write a JSON sidecar atomically (indent 2, UTF-8).
+def write_sidecar(path: Path | str, data: dict, *, overwrite: bool = False,
+                  stage: StagedOutputs | None = None) -> None:
+    """Write a JSON sidecar atomically (indent 2, UTF-8); with ``stage``, published with the other
+    outputs of the run (see :func:`write_image`).
 
     NumPy scalars and arrays, paths, dates, enums and dataclasses are
     converted; NaN and infinities become null; bytes are summarised by length;
@@ -253,7 +267,7 @@ def write_sidecar(path: Path | str, data: dict, *, overwrite: bool = False) -> N
         The file exists and ``overwrite`` is False, or it cannot be written.
     """
     text = json.dumps(_jsonable(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    _atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")), overwrite=overwrite)
+    _atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")), overwrite=overwrite, stage=stage)
 
 
 # --------------------------------------------------------------------------- encoders
@@ -326,31 +340,192 @@ def _encode_jpeg(f, image, exif, icc, metadata) -> None:
     Image.fromarray(image if image.shape[2] == 3 else image[:, :, 0]).save(f, format="JPEG", **options)
 
 
-# --------------------------------------------------------------------------- atomic write
+# --------------------------------------------------------------------------- staging and commit
+
+#: Held while temporaries are created, committed or cancelled: a commit is never half done when
+#: :func:`cancel_outputs` runs, and nothing is published after it.
+_LOCK = threading.Lock()
+_LIVE: set["StagedOutputs"] = set()
+_cancelled = False
+_commits = 0  # commits begun in this process (see commits_started)
+_CANCELLED = "the process that started this run is gone, so its outputs are not published; nothing was written"
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object], *, overwrite: bool) -> None:
-    """Write through ``write(file)`` into a temporary file, then move it to ``path``."""
+class StagedOutputs:
+    """The outputs of one run, written to temporary files and published together: all or none.
+
+    A writer given ``stage=`` (:func:`write_image`, :func:`write_depth`, :func:`write_sidecar`)
+    writes a hidden temporary file beside its destination, flushed and fsync'ed, and leaves it
+    there; :meth:`commit` then moves every one into place, and if any move fails (or is
+    interrupted) it undoes those already made, restoring the files they replaced. Leaving the
+    ``with`` block without a commit deletes the temporaries.
+
+    >>> with StagedOutputs() as stage:                                  # doctest: +SKIP
+    ...     write_image("fused.tif", image, fmt="tiff", stage=stage)
+    ...     write_depth("depth.tif", depth, stage=stage)
+    ...     stage.commit()
+    """
+
+    def __init__(self):
+        self._staged: list[tuple[Path, Path, bool]] = []  # (temporary, destination, overwrite)
+
+    def __enter__(self) -> "StagedOutputs":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.discard()
+
+    def open(self, path: Path, overwrite: bool) -> tuple[Path, BinaryIO]:
+        """A new temporary file beside ``path``, to be published there by :meth:`commit`."""
+        with _LOCK:
+            if _cancelled:
+                raise OutputError(_CANCELLED)
+            tmp, f = _open_temp(path)
+            self._staged.append((tmp, path, overwrite))
+            _LIVE.add(self)
+        return tmp, f
+
+    def discard(self) -> None:
+        """Delete every temporary not yet published."""
+        with _LOCK:
+            self._discard()
+
+    def _discard(self) -> None:
+        for tmp, _, _ in self._staged:
+            _unlink(tmp)
+        self._staged = []
+        _LIVE.discard(self)
+
+    def commit(self) -> None:
+        """Move every temporary into place, or none (OutputError, after undoing the moves made)."""
+        global _commits
+        with _LOCK:
+            if _cancelled:
+                self._discard()
+                raise OutputError(_CANCELLED)
+            _commits += 1
+            moves, path = [], None
+            try:
+                for tmp, path, overwrite in self._staged:
+                    move = _Move(tmp, path)
+                    moves.append(move)
+                    move.publish(overwrite)
+            except BaseException as exc:
+                for move in reversed(moves):
+                    move.undo()
+                self._discard()
+                if isinstance(exc, OSError) and not isinstance(exc, GpustackError):
+                    raise OutputError(f"cannot write {path}: {exc.strerror or exc}; check the permissions of "
+                                      f"{path.parent}; nothing was written") from exc
+                raise
+            for move in moves:
+                move.done()
+            folders = {path.parent for _, path, _ in self._staged}
+            self._staged = []
+            _LIVE.discard(self)
+        for folder in folders:
+            _sync_folder(folder)
+
+
+def commits_started() -> int:
+    """How many commits this process has begun: a stop signal handler compares it with the count
+    at the start of a run to tell whether the run has begun to publish (then it lets it finish)."""
+    return _commits
+
+
+def cancel_outputs() -> None:
+    """Publish nothing more from this process and delete every temporary file of its runs. For a
+    worker whose supervising process is gone (see ``gpustack.supervise``); a commit under way
+    finishes first."""
+    global _cancelled
+    with _LOCK:
+        _cancelled = True
+        for stage in list(_LIVE):
+            stage._discard()
+
+
+class _Move:
+    """One temporary moved onto its destination, and how to undo that."""
+
+    def __init__(self, tmp: Path, path: Path):
+        self.tmp, self.path = tmp, path
+        self.inode = os.stat(tmp).st_ino  # the destination is ours to delete only while it is this file
+        self.backup: Path | None = None  # the file it replaces, kept until the commit is done
+
+    def publish(self, overwrite: bool) -> None:
+        if overwrite:
+            if os.path.lexists(self.path):
+                self.backup = _temp_name(self.path, secrets.token_hex(4) + ".old")
+                try:
+                    os.link(self.path, self.backup)  # the destination stays in place meanwhile
+                except OSError:
+                    os.replace(self.path, self.backup)  # no hard links here
+            os.replace(self.tmp, self.path)
+            return
+        try:
+            os.link(self.tmp, self.path)  # fails if path exists: no clobbering, no race
+        except FileExistsError:
+            raise OutputError(f"output {self.path} appeared while it was written; pass --overwrite to replace "
+                              f"it") from None
+        except OSError:
+            # no hard links here (FAT, some network shares): check, then rename (racy, see the module docstring)
+            if os.path.lexists(self.path):
+                raise OutputError(f"output {self.path} exists; pass --overwrite (overwrite=True) to replace "
+                                  f"it") from None
+            os.replace(self.tmp, self.path)
+            return
+        _unlink(self.tmp)
+
+    def undo(self) -> None:
+        if self.backup is not None and os.path.lexists(self.backup):
+            try:
+                os.replace(self.backup, self.path)
+            except OSError:
+                pass
+            _unlink(self.backup)  # still there if the move had not happened (both names, one file)
+            return
+        try:
+            if os.lstat(self.path).st_ino == self.inode:
+                os.unlink(self.path)
+        except OSError:
+            pass
+
+    def done(self) -> None:
+        if self.backup is not None:
+            _unlink(self.backup)
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], object], *, overwrite: bool,
+                  stage: StagedOutputs | None = None) -> None:
+    """Write through ``write(file)`` into a temporary file; move it to ``path`` now, or with the
+    other outputs of ``stage`` when it commits."""
     if not overwrite and os.path.lexists(path):
         raise OutputError(f"output {path} exists; pass --overwrite (overwrite=True) to replace it")
-    tmp, f = _open_temp(path)
+    own = stage is None
+    if own:
+        stage = StagedOutputs()
     try:
+        tmp, f = stage.open(path, overwrite)
         with f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        _publish(tmp, path, overwrite)
+        if own:
+            stage.commit()
     except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        stage.discard()
         if isinstance(exc, OSError) and not isinstance(exc, GpustackError):
             raise OutputError(
                 f"cannot write {path}: {exc.strerror or exc}; check the free space and permissions of {path.parent}"
             ) from exc
         raise
-    _sync_folder(path.parent)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _temp_name(path: Path, tag: str) -> Path:
@@ -361,10 +536,7 @@ def remove_temporaries(path) -> None:
     """Delete the temporary files that a run killed while writing ``path`` left beside it."""
     path = Path(path)
     for tmp in path.parent.glob(_temp_name(Path(glob.escape(path.name)), "*").name):
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+        _unlink(tmp)
 
 
 def _open_temp(path: Path) -> tuple[Path, BinaryIO]:
@@ -379,23 +551,6 @@ def _open_temp(path: Path) -> tuple[Path, BinaryIO]:
                 f"cannot write {path}: {exc.strerror or exc} in folder {path.parent}; "
                 "check that it exists and is writable, or choose another path"
             ) from exc
-
-
-def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
-    if overwrite:
-        os.replace(tmp, path)
-        return
-    try:
-        os.link(tmp, path)  # fails if path exists: no clobbering, no race
-    except FileExistsError:
-        raise OutputError(f"output {path} appeared while it was written; pass --overwrite to replace it") from None
-    except OSError:
-        # no hard links here (FAT, some network shares): check, then rename (racy, see the module docstring)
-        if os.path.lexists(path):
-            raise OutputError(f"output {path} exists; pass --overwrite (overwrite=True) to replace it") from None
-        os.replace(tmp, path)
-        return
-    os.unlink(tmp)
 
 
 def _sync_folder(folder: Path) -> None:

@@ -55,10 +55,10 @@ def resolve_reference(reference: int | None, n: int) -> int:
     """The reference index (the middle frame when None); checked against the number of frames."""
     if reference is None:
         return n // 2
-    if not -n <= reference < n:
+    if not 0 <= reference < n:
         raise InputError(f"reference {reference} is out of range for {n} frames; use 0 to {n - 1} "
                          f"(or leave it unset for the middle frame)")
-    return reference % n
+    return reference
 
 
 def round_affine(a: np.ndarray) -> np.ndarray:

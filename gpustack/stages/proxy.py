@@ -14,6 +14,7 @@ from numba import njit
 
 from ..backends.cpu._common import decode, reflect
 from ..backends.cpu.pyramid import _reduce_row, combine_rows, reduce_output_row
+from .estimate import MIN_SIDE
 
 PROXY_MAX_PIXELS = 1_500_000
 LUMA = (np.float32(0.2126), np.float32(0.7152), np.float32(0.0722))  # Rec. 709 / sRGB primaries
@@ -79,19 +80,21 @@ def _reduce_plane_kernel(src, dst):
 
 
 def make_proxy(data: np.ndarray, lut: np.ndarray | None, max_pixels: int = PROXY_MAX_PIXELS):
-    """(proxy, scale): luminance of ``data`` (H, W, C) reduced by 2 until <= ``max_pixels``;
-    ``scale`` is full-resolution pixels per proxy pixel (a power of two). The first reduction
-    makes the luminance row by row, so no full-size plane is allocated."""
+    """(proxy, scale): luminance of ``data`` (H, W, C) reduced by 2 until <= ``max_pixels``, never
+    below the estimator's ``MIN_SIDE`` on the short side (so a frame of at least ``MIN_SIDE``
+    pixels always gives a proxy the estimator accepts); ``scale`` is full-resolution pixels per
+    proxy pixel (a power of two). The first reduction makes the luminance row by row, so no
+    full-size plane is allocated."""
     h, w, _ = data.shape
     lut = np.zeros(1, np.float32) if lut is None else lut
-    if h * w <= max_pixels or min(h, w) < 16:
+    if h * w <= max_pixels or min(h, w) < 2 * MIN_SIDE:
         luma = np.empty((h, w), np.float32)
         _luma_kernel(data, lut, luma)
         return luma, 1
     luma = np.empty(((h + 1) // 2, (w + 1) // 2), np.float32)
     _luma_reduce_kernel(data, lut, luma)
     scale = 2
-    while luma.size > max_pixels and min(luma.shape) >= 16:
+    while luma.size > max_pixels and min(luma.shape) >= 2 * MIN_SIDE:
         out = np.empty(((luma.shape[0] + 1) // 2, (luma.shape[1] + 1) // 2), np.float32)
         _reduce_plane_kernel(luma, out)
         luma = out
