@@ -35,6 +35,7 @@ from .stages.depthmap import blend_params, smooth_depth
 from .stages.estimate import prepare_proxy
 from .stages.proxy import channel_means, make_proxy
 from .stages.fuse import PyramidFusion, check_levels
+from .stages.soft import SoftFusion
 
 logger = logging.getLogger(__name__)
 
@@ -310,8 +311,7 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
                 levels = check_levels(h, w, options.levels)
                 if hasattr(be, "check_memory"):  # device backends: fail up front, with the sizes
                     be.check_memory(c, h, w, levels)
-                fusion = PyramidFusion(be, c, h, w, levels=levels, energy_radius=options.energy_radius,
-                                       depth_radius=options.depth_radius)
+                fusion = _make_fusion(be, options, c, h, w, levels)
                 logger.info("%dx%d, %d channel(s), %s %s, %d pyramid levels, reference frame %d (%s)", w, h, c,
                             frame.kind, "mosaic" if frame.raw is not None else frame.data.dtype, levels,
                             frame.index, frame.name)
@@ -406,6 +406,14 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
     logger.info("%d frames of %.1f MP in %.2f s (%.1f MP-frames/s)", n, mp, timings["total_s"],
                 timings["mp_frames_per_s"])
     return result
+
+
+def _make_fusion(be, options, c, h, w, levels):
+    """The fusion state of ``options.method`` (the depthmap method's first pass is the pyramid's)."""
+    if options.method == "soft":
+        return SoftFusion(be, c, h, w)
+    return PyramidFusion(be, c, h, w, levels=levels, energy_radius=options.energy_radius,
+                         depth_radius=options.depth_radius)
 
 
 def _cropped(be, a, r0, r1, c0, c1):

@@ -242,7 +242,8 @@ def test_windowed_op_cuda_equals_cpu(cuda_be, name, shape, r):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("method,align,dtype", [("pyramid", "similarity", np.uint16), ("depthmap", "none", np.uint8),
-                                                ("pyramid", "none", np.float32)])
+                                                ("pyramid", "none", np.float32), ("soft", "similarity", np.uint16),
+                                                ("soft", "none", np.float32)])
 def test_stack_cuda_equals_cpu(cuda_be, method, align, dtype):
     frames = make_frames(n=5, shape=(181, 243, 3), dtype=dtype)
     opts = {'method': method, 'align': align, 'depth_smooth': 2}

@@ -77,7 +77,7 @@ def test_wide_index_variant_matches_numba_twin(shim_dir, shape):
         check_case(wide, name, shape, 2, 1)
 
 
-@pytest.mark.parametrize("method,align", [("pyramid", "similarity"), ("depthmap", "none")])
+@pytest.mark.parametrize("method,align", [("soft", "similarity"), ("pyramid", "similarity"), ("depthmap", "none")])
 def test_emulated_stack_matches_cpu(emu, monkeypatch, method, align):
     """A whole stack through the pipeline on the emulated cuda backend gives the cpu backend's bytes."""
     import gpustack.pipeline
@@ -93,7 +93,7 @@ def test_emulated_stack_matches_cpu(emu, monkeypatch, method, align):
 
 def test_emulated_raw_stack_matches_cpu(emu, monkeypatch, tmp_path):
     """Bayer DNGs with motion through the pipeline: develop (the default rcd, and mhc), then
-    warp_planar, on the emulated cuda backend give the cpu backend's bytes."""
+    warp_planar and the default (soft) fusion, on the emulated cuda backend give the cpu backend's bytes."""
     import gpustack.pipeline
     from dng import write_dng_stack
     from gpustack import synth
