@@ -272,7 +272,7 @@ def soft_fusion(frames_planar, order, floor, power, rmin):
     c, h, w = frames_planar[0].shape
     max_s, den, dnum, sum_s = (np.zeros((h, w), F) for _ in range(4))
     acc, acc_lap = np.zeros((c, h, w), F), np.zeros((c, h, w), F)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for k in order:
             frame = frames_planar[k]
             score, _, lap = soft_score(frame)

@@ -10,10 +10,12 @@ sharpest, rather than the frame in which a defocused neighbour's blur skirt cros
 
 Each frame's weight at a pixel is ``((score + floor) / best)^POWER``, ``best`` the highest
 ``score + floor`` of the stack there (streaming: what was accumulated is rescaled whenever a
-frame beats the best so far, ``backends/*/soft.py``). ``floor`` is the stack's noise level,
-measured once on the first frame folded (the median of its finest level's squared sums, times
-the score's window area): where no frame is clearly sharper than the noise, several frames
-share the pixel and their noise averages out; where one frame stands out, it takes the pixel.
+frame beats the best so far, ``backends/*/soft.py``). ``floor`` is the stack's noise level in the
+score's units, measured once on the first frame folded (``noise_floor``: the median absolute
+diagonal difference of 2x2 blocks, which texture hardly reaches, as a noise variance, times the
+score's window area and the channels): where no frame is clearly sharper than the noise, several
+frames share the pixel and their noise averages out; on a clean stack the high power lets the
+sharpest frame take it alone.
 The fold keeps two weighted sums per pixel: of the frames and of their finest Laplacian level.
 The result is the first's low-pass (one reduce and expand) plus the second: every pixel's tone
 comes from the frames sharp at that pixel (no coarse level averaged over the stack, so no tone
@@ -33,12 +35,11 @@ import numpy as np
 
 from .fuse import FrameLevels, level_shapes
 
-POWER = 12          # exponent of the weight (score ratio); even values only matter for the twins' cost
-RMIN = np.float32(0.25)  # ratios below this weigh 0 (0.25**12 = 6e-8, a normal float)
+POWER = 24         # exponent of the weight (score ratio)
+RMIN = np.float32(0.5)  # ratios below this weigh 0 (0.5**24 = 6e-8, a normal float)
 RADIUS = 1          # the score's window at every level: 3x3
 SCORE_LEVELS = 3    # the finest levels summed into the score
-FLOOR_SCALE = 1.0   # the noise floor in units of the median window energy of the first frame's finest level
-FLOOR_STRIDE = 2    # the median is taken over every FLOOR_STRIDE-th row and column
+FLOOR_SCALE = 6.0   # the floor in units of the noise's expected score (bench/quality.py: 3 to 10 within 0.3 dB)
 
 
 @dataclass
@@ -53,14 +54,21 @@ class SoftState:
     acc_lap: object    # sum of weight * finest Laplacian level (C, H, W)
 
 
-def noise_floor(q0) -> np.float32:
-    """The floor added to every score: ``FLOOR_SCALE`` times the median of the finest level's
-    squared sums ``q0`` (a host (H, W) array, the first frame's), times the score's window area
-    (the same 3x3 at each of ``SCORE_LEVELS`` levels). Computed in float64 from bit-identical
+def noise_floor(frame) -> np.float32:
+    """The floor added to every score, from a host (C, H, W) frame (the first one folded): the
+    noise variance sigma^2 estimated from the diagonal differences d = x00 - x01 - x10 + x11 of the
+    2x2 blocks of every channel (sigma = median|d| / 0.6745 / 2, Donoho's estimate; natural images,
+    and a lens-blurred camera's even more, have little energy along both diagonals at the pixel
+    pitch, so texture barely raises it), times the channels and the score's window area (3x3 at
+    each of ``SCORE_LEVELS`` levels), times ``FLOOR_SCALE``. Computed in float64 from bit-identical
     inputs, so every backend gets the same float32."""
+    x = np.asarray(frame, dtype=np.float64)
+    c, h, w = x.shape
+    x = x[:, : h - h % 2, : w - w % 2]
+    d = x[:, 0::2, 0::2] - x[:, 0::2, 1::2] - x[:, 1::2, 0::2] + x[:, 1::2, 1::2]
+    sigma = float(np.median(np.abs(d))) / 0.6745 / 2.0
     area = SCORE_LEVELS * (2 * RADIUS + 1) ** 2
-    median = float(np.median(np.asarray(q0)[::FLOOR_STRIDE, ::FLOOR_STRIDE]))
-    return np.float32(FLOOR_SCALE * area * median)
+    return np.float32(FLOOR_SCALE * area * c * sigma * sigma)
 
 
 class SoftFusion(FrameLevels):
@@ -91,8 +99,10 @@ class SoftFusion(FrameLevels):
                                acc_lap=be.full((c, height, width), 0.0, f32))
 
     def _focus(self) -> None:
-        """``self.score`` = the frame's focus score; on the first frame also the noise floor."""
+        """``self.score`` = the frame's focus score (on the first frame, first the noise floor)."""
         be, g = self.be, self.g
+        if self.floor is None:
+            self.floor = noise_floor(be.to_host(g[0]))  # sync: once per stack
         for lv in range(SCORE_LEVELS):
             be.pyramid_reduce(g[lv], g[lv + 1])
         be.pyramid_laplacian(g[0], g[1], self.lap0)
@@ -102,8 +112,6 @@ class SoftFusion(FrameLevels):
         for lv in range(SCORE_LEVELS - 1, -1, -1):
             q, rowbox = self._scratch(lv)
             be.fuse_sqsum(laps[lv], q)
-            if lv == 0 and self.floor is None:
-                self.floor = noise_floor(be.to_host(q))  # sync: once per stack
             be.filter_box_rows(q, rowbox, RADIUS)
             be.filter_box_cols(rowbox, self.scores[lv], RADIUS)
             if lv + 1 < SCORE_LEVELS:
