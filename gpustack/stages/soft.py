@@ -55,18 +55,24 @@ class SoftState:
 
 
 def noise_floor(frame) -> np.float32:
-    """The floor added to every score, from a host (C, H, W) frame (the first one folded): the
-    noise variance sigma^2 estimated from the diagonal differences d = x00 - x01 - x10 + x11 of the
-    2x2 blocks of every channel (sigma = median|d| / 0.6745 / 2, Donoho's estimate; natural images,
-    and a lens-blurred camera's even more, have little energy along both diagonals at the pixel
-    pitch, so texture barely raises it), times the channels and the score's window area (3x3 at
-    each of ``SCORE_LEVELS`` levels), times ``FLOOR_SCALE``. Computed in float64 from bit-identical
-    inputs, so every backend gets the same float32."""
-    x = np.asarray(frame, dtype=np.float64)
-    c, h, w = x.shape
-    x = x[:, : h - h % 2, : w - w % 2]
-    d = x[:, 0::2, 0::2] - x[:, 0::2, 1::2] - x[:, 1::2, 0::2] + x[:, 1::2, 1::2]
-    sigma = float(np.median(np.abs(d))) / 0.6745 / 2.0
+    """The floor added to every score, from a host (C, H, W) float32 frame (the first one folded):
+    the noise variance sigma^2 estimated from the diagonal differences d = x00 - x01 - x10 + x11 of
+    the 2x2 blocks of every channel (sigma = median|d| / 0.6745 / 2, Donoho's estimate; natural
+    images, and a lens-blurred camera's even more, have little energy along both diagonals at the
+    pixel pitch, so texture barely raises it), times the channels and the score's window area (3x3
+    at each of ``SCORE_LEVELS`` levels), times ``FLOOR_SCALE``. The differences are float32, one
+    channel at a time (a quarter plane each, not a float64 copy of the frame); the same host code
+    on bit-identical frames, so every backend gets the same float32."""
+    c, h, w = frame.shape
+    h, w = h - h % 2, w - w % 2
+    diffs = []
+    for ch in range(c):
+        x = np.asarray(frame[ch], dtype=np.float32)
+        d = x[0:h:2, 0:w:2] - x[0:h:2, 1:w:2]
+        d -= x[1:h:2, 0:w:2]
+        d += x[1:h:2, 1:w:2]
+        diffs.append(np.abs(d, out=d).ravel())
+    sigma = float(np.median(np.concatenate(diffs))) / 0.6745 / 2.0
     area = SCORE_LEVELS * (2 * RADIUS + 1) ** 2
     return np.float32(FLOOR_SCALE * area * c * sigma * sigma)
 
