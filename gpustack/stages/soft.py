@@ -125,7 +125,8 @@ class SoftFusion(FrameLevels):
                 be.pyramid_expand_add(fine.reshape((1,) + fine.shape), coarse.reshape((1,) + coarse.shape))
 
     def fold(self, k: int) -> None:
-        """Fold frame ``k`` (shot index), written in ``input``, into the state (``input`` is overwritten)."""
+        """Fold frame ``k`` (shot index), written in ``input``, into the state (``input`` is free for
+        the next frame afterwards)."""
         self._focus()
         self.be.soft_fold(self.g[0], self.lap0, self.score, self.state, k, self.floor, POWER, RMIN)
         self.count += 1
