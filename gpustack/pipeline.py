@@ -312,9 +312,9 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
                 if hasattr(be, "check_memory"):  # device backends: fail up front, with the sizes
                     be.check_memory(c, h, w, levels)
                 fusion = _make_fusion(be, options, c, h, w, levels)
-                logger.info("%dx%d, %d channel(s), %s %s, %d pyramid levels, reference frame %d (%s)", w, h, c,
-                            frame.kind, "mosaic" if frame.raw is not None else frame.data.dtype, levels,
-                            frame.index, frame.name)
+                logger.info("%dx%d, %d channel(s), %s %s, method %s%s, reference frame %d (%s)", w, h, c,
+                            frame.kind, "mosaic" if frame.raw is not None else frame.data.dtype, options.method,
+                            "" if options.method == "soft" else f" ({levels} pyramid levels)", frame.index, frame.name)
             else:
                 _check_like_first(frame, first)
             t0 = time.perf_counter()
