@@ -34,6 +34,8 @@ def main(argv=None):
     p.add_argument("--size", default="320x240")
     p.add_argument("--optics", type=float, default=0.0)
     p.add_argument("--supersample", type=int, default=1)
+    p.add_argument("--method", default="soft", choices=("soft", "pyramid", "depthmap"),
+                   help="fusion method (the README's table was measured with pyramid, the default then)")
     p.add_argument("--seed", type=int, default=3)
     args = p.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
@@ -55,7 +57,7 @@ def main(argv=None):
                   supersample=args.supersample)
         still = synth.make_stack(**kw)
         moving = synth.make_stack(**kw, breathing=0.02, shift=5.0, rotation=0.3)
-        res = gpustack.stack(moving.frames, backend="cpu")
+        res = gpustack.stack(moving.frames, backend="cpu", method=args.method)
         r0, r1, c0, c1 = res.crop
         truth = metrics.srgb_encode(still.truth[r0:r1, c0:c1])
 
@@ -68,13 +70,14 @@ def main(argv=None):
             be.warp(np.ascontiguousarray(f), None, round_affine(np.asarray(moving.transforms[k], float)[:2]),
                     np.ones(f.shape[2], np.float32), out)
             oracle_frames.append(np.ascontiguousarray(np.moveaxis(out, 0, -1)))
-        oracle = gpustack.stack(oracle_frames, backend="cpu", align="none", brightness=False)
-        unaligned = gpustack.stack(moving.frames, backend="cpu", align="none")
-        still_res = gpustack.stack(still.frames, backend="cpu")
+        oracle = gpustack.stack(oracle_frames, backend="cpu", method=args.method, align="none",
+                                brightness=False)
+        unaligned = gpustack.stack(moving.frames, backend="cpu", method=args.method, align="none")
+        still_res = gpustack.stack(still.frames, backend="cpu", method=args.method)
         err = synth.corner_error(res.transforms, moving.transforms, moving.truth.shape)
         largest = []
         for model in ("translation", "similarity", "affine"):
-            r = gpustack.stack(still.frames, backend="cpu", align=model)
+            r = gpustack.stack(still.frames, backend="cpu", method=args.method, align=model)
             largest.append(max(_corner_motion(np.array(f.alignment["estimated"]), (h, w), 1)
                                for f in r.frames if f.alignment["estimated"] is not None))
         print(f"| {scene} / {depth} | {err:.3f} | {psnr(res.linear):.2f} | {psnr(oracle.linear[r0:r1, c0:c1]):.2f} | "

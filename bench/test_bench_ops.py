@@ -14,7 +14,9 @@ import pytest
 
 from gpustack.backends import cuda_status, get_backend
 from gpustack.color import decode_lut, encode_lut
+from gpustack.stages import soft
 from gpustack.stages.fuse import PyramidFusion, auto_levels
+from gpustack.stages.soft import SoftFusion
 
 W, H = (int(v) for v in os.environ.get("GPUSTACK_BENCH_SIZE", "4000x3000").split("x"))
 C = 3
@@ -32,9 +34,10 @@ def data(be):
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 65536, (H, W, C), dtype=np.uint16)
     planar = be.to_device(rng.uniform(0, 1, (C, H, W)).astype(np.float32))
+    planar2 = be.to_device(rng.uniform(-0.1, 0.1, (C, H, W)).astype(np.float32))
     coarse = be.to_device(rng.uniform(0, 1, (C, (H + 1) // 2, (W + 1) // 2)).astype(np.float32))
     plane = be.to_device(rng.uniform(0, 1, (H, W)).astype(np.float32))
-    return dict(frame=be.to_device(frame), planar=planar, coarse=coarse, plane=plane,
+    return dict(frame=be.to_device(frame), planar=planar, planar2=planar2, coarse=coarse, plane=plane,
                 out_plane=be.empty((H, W), np.float32), lut=be.to_device(decode_lut(np.uint16, "srgb")),
                 elut=be.to_device(encode_lut(16, "srgb")), enc=be.empty((H, W, C), np.uint16))
 
@@ -66,13 +69,32 @@ def test_filter_box_rows(benchmark, be, data):
     _run(benchmark, be, be.filter_box_rows, data["plane"], data["out_plane"], 2)
 
 
+def test_pyramid_laplacian(benchmark, be, data):
+    _run(benchmark, be, be.pyramid_laplacian, data["planar"], data["coarse"], data["planar2"])
+
+
+def test_soft_fold(benchmark, be, data):
+    """The per-pixel fold of the soft method alone (weights, rescale, six sums)."""
+    c, h, w = C, H, W
+    state = soft.SoftState(*(be.full((h, w), 0.0, np.float32) for _ in range(4)),
+                           be.full((c, h, w), 0.0, np.float32), be.full((c, h, w), 0.0, np.float32))
+    count = iter(range(10**6))
+    _run(benchmark, be, lambda: be.soft_fold(data["planar"], data["planar2"], data["plane"], state, next(count) % 1000,
+                                             np.float32(0.01), soft.POWER, soft.RMIN))
+
+
 def test_encode(benchmark, be, data):
     _run(benchmark, be, be.encode, data["planar"], data["elut"], data["enc"])
 
 
-def test_fold_one_frame(benchmark, be, data):
-    """A whole frame folded into the state: convert + pyramid + energies + select + depth."""
-    fusion = PyramidFusion(be, C, H, W, levels=auto_levels(H, W), energy_radius=2, depth_radius=4)
+@pytest.mark.parametrize("method", ["soft", "pyramid"])
+def test_fold_one_frame(benchmark, be, data, method):
+    """A whole frame folded into the state: convert + the method's fold (soft: three pyramid levels,
+    the focus score, the weighted sums; pyramid: the whole pyramid, energies, select, depth)."""
+    if method == "soft":
+        fusion = SoftFusion(be, C, H, W)
+    else:
+        fusion = PyramidFusion(be, C, H, W, levels=auto_levels(H, W), energy_radius=2, depth_radius=4)
 
     count = iter(range(10**6))
 

@@ -2,7 +2,7 @@
 """Throughput and peak memory of ``gpustack.stack``.
 
 Synthetic frames (no decoding: the fusion alone, streamed one frame at a time):
-    python bench/throughput.py --frames 30 --size 4000x3000 [--backend cpu|cuda] [--method pyramid]
+    python bench/throughput.py --frames 30 --size 4000x3000 [--backend cpu|cuda] [--method soft|pyramid|depthmap]
 A folder of files (decoding included, as the CLI runs it):
     python bench/throughput.py --folder examples/pcb
 Several frame counts, each in a fresh process (peak RSS must be flat in the count):
@@ -91,7 +91,8 @@ def run_once(args) -> dict:
         n = args.frames
         t0 = time.perf_counter()
         frames = (pool[k % len(pool)] for k in range(n))
-        res = gpustack.stack(frames if args.method == "pyramid" else [pool[k % len(pool)] for k in range(n)], **opts)
+        # depthmap reads the frames twice: a list; the one-pass methods take the one-shot iterator
+        res = gpustack.stack(frames if args.method != "depthmap" else [pool[k % len(pool)] for k in range(n)], **opts)
     total = time.perf_counter() - t0
     mp = h * w / 1e6
     fuse = res.timings["fuse_s"]
@@ -118,7 +119,7 @@ def main(argv=None):
     p.add_argument("--dtype", default="uint16", choices=("uint8", "uint16", "float32"))
     p.add_argument("--folder", default=None, help="stack this folder of files instead (decoding included)")
     p.add_argument("--backend", default="cpu", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--method", default="pyramid", choices=("pyramid", "depthmap"))
+    p.add_argument("--method", default="soft", choices=("soft", "pyramid", "depthmap"))
     p.add_argument("--align", default="similarity", help="alignment model (none: the fusion alone)")
     p.add_argument("--queue-size", type=int, default=2)
     p.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)))

@@ -8,7 +8,7 @@
 # imagecodecs, cp312 manylinux: the README, "Checking on a GPU", says how to fetch them) into a
 # temporary folder. Runs, in order:
 #   1. the NVRTC gate and every cuda-marked test: op-by-op parity with the cpu backend, whole
-#      stacks from JPEG, 16-bit TIFF and DNG files with motion, both methods, byte for byte,
+#      stacks from JPEG, 16-bit TIFF and DNG files with motion, every method, byte for byte,
 #      the memory check, the synchronised mode, a planted kernel fault;
 #   2. the CLI on the bundled example on both backends: the output files compared byte for byte;
 #   3. compute-sanitizer memcheck over one small stack, where the machine allows it.

@@ -7,7 +7,10 @@ on each side before anything is measured (the border of a fused result is
 often undefined after alignment).
 
 Also here: the two baselines every fusion method must beat
-(:func:`naive_fusion`, :func:`mean_fusion`) and the exact sRGB transfer curve.
+(:func:`naive_fusion`, :func:`mean_fusion`), the two per-pixel bounds of a
+synthetic stack (:func:`oracle_fusion`, :func:`best_pick_fusion`), the tone
+measure for stacks without a truth (:func:`tone_error`) and the exact sRGB
+transfer curve.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ __all__ = [
     "textured_mask",
     "naive_fusion",
     "mean_fusion",
+    "oracle_fusion",
+    "best_pick_fusion",
+    "tone_error",
+    "depth_correlation",
     "srgb_encode",
     "srgb_decode",
     "luminance",
@@ -215,3 +222,75 @@ def naive_fusion(frames):
 def mean_fusion(frames):
     """Baseline: the mean of the frames (float32)."""
     return _as_stack(frames).mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+# ---------------------------------------------------------------- bounds and tone
+
+
+def oracle_fusion(frames, depth):
+    """Per-pixel bound: each pixel copied from the frame nearest its true ``depth`` (frame units),
+    the sharpest frame by the lens model; what a perfect depth map and a hard per-pixel pick give."""
+    stack = _as_stack(frames)
+    k = np.clip(np.rint(np.asarray(depth)), 0, len(stack) - 1).astype(np.intp)
+    rows, cols = np.indices(k.shape)
+    return stack[k, rows, cols]
+
+
+def best_pick_fusion(frames, truth):
+    """Per-pixel bound that peeks at the truth: each pixel copied from the frame whose sRGB-encoded
+    value is nearest the encoded ``truth`` there (squared error over channels). With noise it also
+    picks the frame whose noise happens to be smallest, so it is an optimistic bound."""
+    stack = _as_stack(frames)
+    t = srgb_encode(truth).astype(np.float64)
+    best = None
+    err_best = None
+    for k in range(len(stack)):
+        d = srgb_encode(stack[k]).astype(np.float64) - t
+        err = (d * d).sum(axis=-1) if d.ndim == 3 else d * d
+        if best is None:
+            best, err_best = np.zeros(err.shape, np.intp), err
+        else:
+            better = err < err_best
+            best[better] = k
+            err_best = np.where(better, err, err_best)
+    rows, cols = np.indices(best.shape)
+    return stack[best, rows, cols]
+
+
+def tone_error(fused, frames, depth, mask, *, sigma=6.0) -> float:
+    """How far the fused image's local tone is from the frames its depth map names, in levels of 255.
+
+    Where ``mask`` (H, W) holds (the depth map is confident), frame ``k = round(depth)`` is the
+    sharpest; the measure is the mean absolute difference, over those pixels and the channels,
+    between the Gaussian local means (``sigma`` px) of the sRGB-encoded fused image and of frame
+    ``k``, times 255. ``fused`` and ``frames`` are linear light in the same geometry.
+    """
+    fused = np.asarray(fused, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    if fused.shape[:2] != mask.shape or np.shape(depth) != mask.shape:
+        raise InputError(f"fused {fused.shape}, depth {np.shape(depth)} and mask {mask.shape} must share (H, W)")
+    if not mask.any():
+        raise InputError("mask selects no pixels")
+
+    def local_mean(img):
+        enc = srgb_encode(img).astype(np.float64) * 255.0
+        sig = (sigma, sigma, 0) if enc.ndim == 3 else sigma
+        return ndimage.gaussian_filter(enc, sig, mode="reflect")
+
+    k = np.clip(np.rint(np.asarray(depth)), 0, len(frames) - 1).astype(np.intp)
+    ref = local_mean(fused)
+    total, count = 0.0, 0
+    for j in np.unique(k[mask]):
+        sel = mask & (k == j)
+        diff = np.abs(ref - local_mean(frames[j]))[sel]
+        total += float(diff.sum())
+        count += diff.size
+    return total / count
+
+
+def depth_correlation(est, true, *, crop=0) -> float:
+    """Pearson correlation of a depth map with the true depth over every (cropped) pixel."""
+    est, true = _pair(est, true, crop)
+    if est.ndim != 2:
+        raise InputError(f"depth maps must be (H, W), got shape {est.shape}")
+    return float(np.corrcoef(est.ravel(), true.ravel())[0, 1])

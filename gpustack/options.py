@@ -21,8 +21,11 @@ BACKENDS = ("auto", "cpu", "cuda")
 
 #: ``--method``: how frames are fused.
 METHODS = {
-    "pyramid": "Laplacian pyramid, per level the coefficient of highest local energy (default; best on hair and bristles)",
-    "depthmap": "pixels taken from the frame(s) the smoothed depth map names (cleanest on smooth surfaces)",
+    "soft": "per pixel a soft selection of the sharpest frames, one pass (default: cleanest at occlusion edges, "
+            "keeps the sharp frames' tone)",
+    "pyramid": "Laplacian pyramid, per level the coefficient of highest local energy (the former default; "
+               "coarsest level averaged over the frames)",
+    "depthmap": "pixels taken from the frame(s) the smoothed depth map names (reads the frames twice)",
 }
 
 #: ``--order``: the shot order of the frames.
@@ -75,8 +78,8 @@ class StackOptions:
     ----------
     backend : {"auto", "cpu", "cuda"}
         Where the pixel work runs.
-    method : {"pyramid", "depthmap"}
-        Fusion method.
+    method : {"soft", "pyramid", "depthmap"}
+        Fusion method (``soft``, the default: ``gpustack.stages.soft``).
     order : {"name", "exif", "reverse"}
         Shot order of file inputs (arrays are taken in the order given).
     linear : bool
@@ -92,14 +95,14 @@ class StackOptions:
     bits : {8, 16} or None
         Sample depth of the written image; by format when None.
     levels : int or None
-        Pyramid levels, 2 or more (the finest and the coarsest count); None picks as many as keep the
+        ``pyramid`` and ``depthmap`` methods: pyramid levels, 2 or more (the finest and the coarsest count); None picks as many as keep the
         coarsest level at least 16 pixels on its short side, at most 10.
     energy_radius : int
-        Local energy window radius: the focus measure of a pyramid coefficient
+        ``pyramid`` and ``depthmap`` methods: local energy window radius: the focus measure of a pyramid coefficient
         is the sum of squared coefficients (all channels) in a
         (2r+1) x (2r+1) window.
     depth_radius : int
-        Focus-score window radius of the depth map: the finest level's squared
+        ``pyramid`` and ``depthmap`` methods: focus-score window radius of the depth map: the finest level's squared
         coefficients summed over (2r+1) x (2r+1) (wider than ``energy_radius``:
         steadier depth, same pixel choice).
     depth_smooth : int
@@ -138,7 +141,7 @@ class StackOptions:
     """
 
     backend: str = "auto"
-    method: str = "pyramid"
+    method: str = "soft"
     order: str = "name"
     linear: bool = False
     output: Path | None = None

@@ -37,6 +37,7 @@ from .stages.estimate import prepare_proxy
 from .stages.footprint import stack_footprint
 from .stages.proxy import channel_means, make_proxy
 from .stages.fuse import PyramidFusion, check_levels
+from .stages.soft import SoftFusion
 
 logger = logging.getLogger(__name__)
 
@@ -285,11 +286,10 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
                                                     method=options.method, demosaic=options.demosaic,
                                                     output_bytes=options.output_bits // 8),
                                     f"{w}x{h} frames with {c} channel(s)")
-                fusion = PyramidFusion(be, c, h, w, levels=levels, energy_radius=options.energy_radius,
-                                       depth_radius=options.depth_radius)
-                logger.info("%dx%d, %d channel(s), %s %s, %d pyramid levels, reference frame %d (%s)", w, h, c,
-                            frame.kind, "mosaic" if frame.raw is not None else frame.data.dtype, levels,
-                            frame.index, frame.name)
+                fusion = _make_fusion(be, options, c, h, w, levels)
+                logger.info("%dx%d, %d channel(s), %s %s, method %s%s, reference frame %d (%s)", w, h, c,
+                            frame.kind, "mosaic" if frame.raw is not None else frame.data.dtype, options.method,
+                            "" if options.method == "soft" else f" ({levels} pyramid levels)", frame.index, frame.name)
             t0 = time.perf_counter()
             loader.load(frame, fa, fusion.input)
             fusion.fold(frame.index)
@@ -381,6 +381,14 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
     logger.info("%d frames of %.1f MP in %.2f s (%.1f MP-frames/s)", n, mp, timings["total_s"],
                 timings["mp_frames_per_s"])
     return result
+
+
+def _make_fusion(be, options, c, h, w, levels):
+    """The fusion state of ``options.method`` (the depthmap method's first pass is the pyramid's)."""
+    if options.method == "soft":
+        return SoftFusion(be, c, h, w)
+    return PyramidFusion(be, c, h, w, levels=levels, energy_radius=options.energy_radius,
+                         depth_radius=options.depth_radius)
 
 
 def _cropped(be, a, r0, r1, c0, c1):

@@ -69,20 +69,33 @@ static __device__ __forceinline__ float gs_expand_at(const float* __restrict__ p
     return GS_HALF * hb + GS_HALF * hn;
 }
 
+// This thread's sample of a launch over the fine plane (w, h, C): false outside it; else its flat
+// index *o in the (C, h, w) fine array and *e = expand(coarse)[ch, y, x].
+static __device__ __forceinline__ bool gs_expand_sample(const float* __restrict__ coarse, int h, int w, int hc,
+                                                        int wc, gs_index_t* o, float* e)
+{
+    const int x = gs_col();
+    const int y = gs_row();
+    const int ch = (int)blockIdx.z;
+    if (x >= w || y >= h) {
+        return false;
+    }
+    *e = gs_expand_at(coarse + (gs_index_t)ch * hc * wc, hc, wc, y, x);
+    *o = ((gs_index_t)ch * h + y) * w + x;
+    return true;
+}
+
 // fine[ch, y, x] = fine[ch, y, x] + SIGN * expand[y, x], SIGN = +1 or -1 (a plain add or
 // subtract: no multiplication). Grid over the fine plane (w, h, C).
 template <int SIGN>
 static __device__ __forceinline__ void gs_expand_into(float* __restrict__ fine, const float* __restrict__ coarse, int h,
                                                       int w, int hc, int wc)
 {
-    const int x = gs_col();
-    const int y = gs_row();
-    const int ch = (int)blockIdx.z;
-    if (x >= w || y >= h) {
+    gs_index_t o;
+    float e;
+    if (!gs_expand_sample(coarse, h, w, hc, wc, &o, &e)) {
         return;
     }
-    const float e = gs_expand_at(coarse + (gs_index_t)ch * hc * wc, hc, wc, y, x);
-    const gs_index_t o = ((gs_index_t)ch * h + y) * w + x;
     if (SIGN > 0) {
         fine[o] = fine[o] + e;
     } else {
@@ -105,4 +118,19 @@ extern "C" __global__ void gs_pyramid_expand_add(float* __restrict__ fine, const
                                                  int w, int hc, int wc)
 {
     gs_expand_into<1>(fine, coarse, h, w, hc, wc);
+}
+
+// gs_pyramid_laplacian: out (C, h, w) = fine - expand(coarse (C, hc, wc)), hc = (h + 1) / 2,
+// wc = (w + 1) / 2: out[ch, y, x] = fine[ch, y, x] - expand[y, x], the arithmetic of
+// gs_pyramid_expand_sub written to a third array (the Gaussian level is kept). Grid over the
+// fine plane (w, h, C). out may be neither fine nor coarse.
+extern "C" __global__ void gs_pyramid_laplacian(const float* __restrict__ fine, const float* __restrict__ coarse,
+                                                float* __restrict__ out, int h, int w, int hc, int wc)
+{
+    gs_index_t o;
+    float e;
+    if (!gs_expand_sample(coarse, h, w, hc, wc, &o, &e)) {
+        return;
+    }
+    out[o] = fine[o] - e;
 }

@@ -20,6 +20,7 @@ import reference as ref
 
 from gpustack.color import decode_lut, encode_lut
 from gpustack.stages.fuse import DepthState
+from gpustack.stages.soft import POWER, RMIN, SoftState
 
 F = np.float32
 
@@ -32,7 +33,7 @@ RADII = [0, 1, 2, 3, 4, 5]
 @dataclass
 class OpCase:
     op: str           # the backend method
-    args: tuple       # its arguments: NumPy arrays and scalars, a DepthState of arrays, None
+    args: tuple       # its arguments: NumPy arrays and scalars, a state dataclass of arrays, None
     written: tuple    # positions in ``args`` of what the op writes
 
 
@@ -42,8 +43,8 @@ def run_op(be, case: OpCase) -> list[np.ndarray]:
     def move(a):
         if isinstance(a, np.ndarray):
             return be.to_device(a.copy())
-        if isinstance(a, DepthState):
-            return DepthState(*(move(getattr(a, f.name)) for f in dataclasses.fields(a)))
+        if dataclasses.is_dataclass(a):
+            return type(a)(*(move(getattr(a, f.name)) for f in dataclasses.fields(a)))
         return a
 
     args = tuple(move(a) for a in case.args)
@@ -51,7 +52,7 @@ def run_op(be, case: OpCase) -> list[np.ndarray]:
     out = []
     for i in case.written:
         a = args[i]
-        parts = [getattr(a, f.name) for f in dataclasses.fields(a)] if isinstance(a, DepthState) else [a]
+        parts = [getattr(a, f.name) for f in dataclasses.fields(a)] if dataclasses.is_dataclass(a) else [a]
         out += [np.asarray(be.to_host(p)) for p in parts]
     be.synchronize()
     return out
@@ -196,6 +197,56 @@ def _depth_track_case(rng, shape, r, side):
     return OpCase("depth_track", (rowbox, state, r, k, side), (1,))
 
 
+def pyramid_laplacian(rng, shape, r):
+    c, h, w = shape
+    return OpCase("pyramid_laplacian", (rand(rng, shape), rand(rng, (c, (h + 1) // 2, (w + 1) // 2)), empty(shape)),
+                  (2,))
+
+
+def _soft_state(rng, shape, fresh):
+    """A soft-fusion state: all zeros (``fresh``: no frame folded yet), or one mid-stack, its best
+    scores near the new scores (ties, new maxima, ratios each side of RMIN) and 0 at some pixels."""
+    c, h, w = shape
+    if fresh:
+        z = np.zeros((h, w), F)
+        return SoftState(z, z.copy(), z.copy(), z.copy(), np.zeros(shape, F), np.zeros(shape, F))
+    max_s = rand(rng, (h, w), 0.0, 2.0)
+    max_s[rng.uniform(size=(h, w)) < 0.1] = 0.0
+    return SoftState(max_s, rand(rng, (h, w), 1.0, 4.0), rand(rng, (h, w), 0.0, 30.0), rand(rng, (h, w), 0.0, 20.0),
+                     rand(rng, shape), rand(rng, shape))
+
+
+def _soft_fold(fresh, floor):
+    """Scores that reach every branch: a new maximum (restart below RMIN, rescale above), ties
+    (``score + floor == max_s``, exact with ``floor`` 0), ratios a hair each side of RMIN, a best
+    score of 0 and NaN."""
+
+    def build(rng, shape, r):
+        state = _soft_state(rng, shape, fresh)
+        score = rand(rng, shape[1:], 0.0, 2.5)
+        pick = rng.uniform(size=score.shape)
+        ties = pick < 0.15
+        score[ties] = state.max_s[ties]
+        near_cut = (pick >= 0.15) & (pick < 0.3)
+        side = rng.choice([np.nextafter(RMIN, F(1)), RMIN, np.nextafter(RMIN, F(0))], size=int(near_cut.sum()))
+        score[near_cut] = (state.max_s[near_cut] * side).astype(F)  # below the best: weight cut-off
+        above = (pick >= 0.35) & (pick < 0.5)
+        side = rng.choice([np.nextafter(RMIN, F(1)), RMIN, np.nextafter(RMIN, F(0))], size=int(above.sum()))
+        score[above] = (state.max_s[above] / side).astype(F)  # a new best: restart or rescale
+        score[(pick >= 0.3) & (pick < 0.35)] = 0.0
+        score[rng.uniform(size=score.shape) < 0.03] = np.nan
+        return OpCase("soft_fold", (rand(rng, shape), rand(rng, shape), score, state, 7, F(floor), POWER, RMIN), (3,))
+
+    return build
+
+
+def soft_finish(rng, shape, r):
+    state = _soft_state(rng, shape, False)
+    state.den[rng.uniform(size=state.den.shape) < 0.05] = 0.0  # 0 / 0 and x / 0
+    plane = shape[1:]
+    return OpCase("soft_finish", (state, F(9), empty(plane), empty(plane)), (0, 2, 3))
+
+
 def fuse_accumulate(rng, shape, r):
     return OpCase("fuse_accumulate", (rand(rng, shape, -5.0, 5.0), rand(rng, shape)), (0,))
 
@@ -314,6 +365,7 @@ CASES = {
     "pyramid_reduce": pyramid_reduce,
     "pyramid_expand_sub": _expand("pyramid_expand_sub"),
     "pyramid_expand_add": _expand("pyramid_expand_add"),
+    "pyramid_laplacian": pyramid_laplacian,
     "fuse_sqsum": fuse_sqsum,
     "fuse_select": fuse_select,
     "fuse_accumulate": fuse_accumulate,
@@ -328,6 +380,11 @@ CASES = {
     "depth_ratio": depth_ratio,
     "depthmap_accumulate": depthmap_accumulate,
     "depthmap_blend": depthmap_blend,
+    "soft_fold_first": _soft_fold(True, 0.0),
+    "soft_fold_first_floor": _soft_fold(True, 0.01),
+    "soft_fold": _soft_fold(False, 0.0),
+    "soft_fold_floor": _soft_fold(False, 0.01),
+    "soft_finish": soft_finish,
     "encode_8_srgb": _encode(8, "srgb"),
     "encode_16_srgb": _encode(16, "srgb"),
     "encode_16_linear": _encode(16, "linear"),

@@ -230,3 +230,72 @@ def warp(src, lut, affine, gains, out_shape):
             v = term if v is None else (v + term).astype(F)
         out[ch] = gains[ch] * v
     return out
+
+
+def laplacian(fine, coarse):
+    """``fine - expand(coarse)`` (a Laplacian level, out of place)."""
+    return (fine - expand(coarse, *fine.shape[1:])).astype(F)
+
+
+def soft_pow(r, e):
+    """r**e by binary exponentiation on float32 arrays (the kernels' gs_soft_pow)."""
+    result = np.ones_like(r)
+    b = r.copy()
+    while e > 0:
+        if e & 1:
+            result = (result * b).astype(F)
+        b = (b * b).astype(F)
+        e >>= 1
+    return result
+
+
+def soft_score(frame, levels=3, r=1):
+    """(score (H, W), q0 (H, W)) of a (C, H, W) frame: E0 + expand(E1 + expand(E2)), E_l the
+    3x3 box sums of the squared level-l Laplacian (all channels), and the finest level's squared sums."""
+    g = [frame]
+    for _ in range(levels):
+        g.append(reduce(g[-1]))
+    laps = [laplacian(g[lv], g[lv + 1]) for lv in range(levels)]
+    q0 = sqsum(laps[0])
+    score = None
+    for lv in range(levels - 1, -1, -1):
+        e = box_cols(box_rows(sqsum(laps[lv]), r), r)
+        if score is not None:
+            e = (e + expand(score[None], *e.shape)[0]).astype(F)
+        score = e
+    return score, q0, laps[0]
+
+
+def soft_fusion(frames_planar, order, floor, power, rmin):
+    """The soft fusion of (C, H, W) frames folded in ``order`` (frame indices), written from
+    kernels/soft.cu with NumPy arrays: (fused (C, H, W), depth (H, W), confidence (H, W))."""
+    c, h, w = frames_planar[0].shape
+    max_s, den, dnum, sum_s = (np.zeros((h, w), F) for _ in range(4))
+    acc, acc_lap = np.zeros((c, h, w), F), np.zeros((c, h, w), F)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for k in order:
+            frame = frames_planar[k]
+            score, _, lap = soft_score(frame)
+            kf = F(k)
+            s = (score + floor).astype(F)
+            sum_s = (sum_s + s).astype(F)
+            new = s > max_s
+            r_new = (max_s / s).astype(F)
+            restart = new & (r_new < rmin)
+            rescale = new & ~restart
+            sc = soft_pow(r_new, power)
+            r_old = np.where(max_s > 0, s / max_s, F(1)).astype(F)
+            add = ~new & (r_old >= rmin)
+            wgt = soft_pow(r_old, power)
+            acc = np.where(restart, frame, np.where(rescale, acc * sc + frame,
+                                                    np.where(add, acc + wgt * frame, acc))).astype(F)
+            acc_lap = np.where(restart, lap, np.where(rescale, acc_lap * sc + lap,
+                                                      np.where(add, acc_lap + wgt * lap, acc_lap))).astype(F)
+            den = np.where(restart, F(1), np.where(rescale, den * sc + F(1), np.where(add, den + wgt, den))).astype(F)
+            dnum = np.where(restart, kf, np.where(rescale, dnum * sc + kf, np.where(add, dnum + wgt * kf, dnum))).astype(F)
+            max_s = np.where(new, s, max_s).astype(F)
+        mean = (acc / den).astype(F)
+        fused = ((acc_lap / den) + expand(reduce(mean), h, w)).astype(F)
+        depth = (dnum / den).astype(F)
+        conf = np.where(max_s > 0, np.maximum((max_s - sum_s / F(len(order))) / max_s, F(0)), F(0)).astype(F)
+    return fused, depth, conf

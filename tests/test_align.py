@@ -85,12 +85,14 @@ def test_aligner_none_model_gains_and_chain():
 
 @pytest.mark.parametrize("reference", [0, 2, 4])
 def test_any_reference_gives_the_same_fusion_without_motion(reference):
-    """Processing outward from any reference folds the same frames: same fused image and depth."""
+    """Processing outward from any reference folds the same frames: same fused image and depth
+    (pyramid method; the soft method measures its noise floor on the reference frame, and its
+    fold's independence of the order is tested in tests/test_soft.py)."""
     rng = np.random.default_rng(3)
     frames = [rng.uniform(0, 1, (24, 40, 3)).astype(F) for _ in range(5)]
-    base = gpustack.stack(frames, backend="cpu", align="none", brightness=False, reference=0, depth_smooth=0)
-    other = gpustack.stack(frames, backend="cpu", align="none", brightness=False, reference=reference,
-                           depth_smooth=0)
+    opts = dict(backend="cpu", method="pyramid", align="none", brightness=False, depth_smooth=0)
+    base = gpustack.stack(frames, reference=0, **opts)
+    other = gpustack.stack(frames, reference=reference, **opts)
     np.testing.assert_array_equal(other.depth_raw, base.depth_raw)
     # the score sum (confidence) and the coarsest mean are added up in another order: last-bit differences
     np.testing.assert_allclose(other.confidence, base.confidence, rtol=1e-5)
@@ -166,9 +168,9 @@ def test_no_motion_gives_identity_on_the_hardest_still_stack(model):
     assert res.crop is None
 
 
-def _psnr_against_still(still, res):
+def _psnr_against_still(still, res, method="soft"):
     """A PSNR function against ``still``'s truth cut to ``res.crop`` (sRGB, 8 px border off), and
-    the PSNR of the still stack fused by us."""
+    the PSNR of the still stack fused by us with ``method``."""
     from gpustack import metrics
 
     r0, r1, c0, c1 = res.crop
@@ -177,31 +179,34 @@ def _psnr_against_still(still, res):
     def p(img):
         return metrics.psnr(metrics.srgb_encode(np.clip(img, 0, 1)), truth, crop=8)
 
-    return p, p(gpustack.stack(still.frames, backend="cpu").linear[r0:r1, c0:c1])
+    return p, p(gpustack.stack(still.frames, backend="cpu", method=method).linear[r0:r1, c0:c1])
 
 
-def test_fused_motion_stack_is_as_good_as_with_the_true_transforms(moving_stacks):
+@pytest.mark.parametrize("method,still_loss", [("pyramid", 1.25), ("soft", 3.0)])
+def test_fused_motion_stack_is_as_good_as_with_the_true_transforms(moving_stacks, method, still_loss):
     """The estimate costs nothing against the true transforms (< 0.1 dB), and alignment is what makes
     the difference (> 2 dB over no alignment). Against the same stack rendered without motion the
-    fused result is about 1 dB lower (README, Alignment): that is the resampling of detail near the
-    Nyquist frequency, the same with the true transforms, not estimation error."""
+    fused result is lower (README, Alignment): that is the resampling of detail near the Nyquist
+    frequency of these full-band frames, the same with the true transforms, not estimation error;
+    about 1 dB for the pyramid method, 2.7 dB for the soft one, whose still result keeps more of
+    that detail (35.1 dB against 31.2; moving, 32.4 against 30.2)."""
     from gpustack.stages import align
 
     still, moving = moving_stacks
-    res = gpustack.stack(moving.frames, backend="cpu")
+    res = gpustack.stack(moving.frames, backend="cpu", method=method)
     r0, r1, c0, c1 = res.crop
-    p, p_still = _psnr_against_still(still, res)
+    p, p_still = _psnr_against_still(still, res, method)
     true = {k: align.round_affine(np.asarray(t, float)[:2]) for k, t in enumerate(moving.transforms)}
     oracle_frames = []
     for k, f in enumerate(moving.frames):
         out = np.empty((3,) + f.shape[:2], F)
         be.warp(np.ascontiguousarray(f), None, true[k], np.ones(3, F), out)
         oracle_frames.append(np.ascontiguousarray(np.moveaxis(out, 0, -1)))
-    oracle = gpustack.stack(oracle_frames, backend="cpu", align="none", brightness=False)
+    oracle = gpustack.stack(oracle_frames, backend="cpu", align="none", brightness=False, method=method)
     p_moving, p_oracle = p(res.linear), p(oracle.linear[r0:r1, c0:c1])
     assert p_moving >= p_oracle - 0.1, (p_moving, p_oracle)
-    assert p_moving >= p_still - 1.25, (p_moving, p_still)
-    unaligned = gpustack.stack(moving.frames, backend="cpu", align="none")
+    assert p_moving >= p_still - still_loss, (p_moving, p_still)
+    unaligned = gpustack.stack(moving.frames, backend="cpu", align="none", method=method)
     p_unaligned = p(unaligned.linear[r0:r1, c0:c1])
     assert p_moving > p_unaligned + 2.0, (p_moving, p_unaligned)  # the alignment is what makes the difference
 

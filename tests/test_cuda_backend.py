@@ -299,7 +299,8 @@ def test_windowed_op_cuda_equals_cpu(cuda_be, name, shape, r):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("method,align,dtype", [("pyramid", "similarity", np.uint16), ("depthmap", "none", np.uint8),
-                                                ("pyramid", "none", np.float32)])
+                                                ("pyramid", "none", np.float32), ("soft", "similarity", np.uint16),
+                                                ("soft", "none", np.float32)])
 def test_stack_cuda_equals_cpu(cuda_be, method, align, dtype):
     frames = make_frames(n=5, shape=(181, 243, 3), dtype=dtype)
     opts = {'method': method, 'align': align, 'depth_smooth': 2}
@@ -381,7 +382,7 @@ def cupy_free():
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("kind", ["jpeg", "tiff16", "dng"])
-@pytest.mark.parametrize("method", ["pyramid", "depthmap"])
+@pytest.mark.parametrize("method", ["soft", "pyramid", "depthmap"])
 def test_stack_from_files_cuda_equals_cpu(cuda_be, tmp_path, kind, method):
     """Whole stacks from files, with motion (breathing, shift, rotation): JPEG, 16-bit TIFF and
     DNG (developed on the device), both methods: the same output bytes, written files included."""

@@ -72,7 +72,7 @@ def _run(lib, monkeypatch, inputs, **opts):
     return be, result
 
 
-CASES = [(dtype, method, align) for dtype in (np.uint8, np.uint16, np.float32) for method in ("pyramid", "depthmap")
+CASES = [(dtype, method, align) for dtype in (np.uint8, np.uint16, np.float32) for method in ("soft", "pyramid", "depthmap")
          for align in ("none", "similarity")]
 
 
@@ -86,15 +86,16 @@ def test_estimate_covers_the_peak_closely(lib, monkeypatch, dtype, method, align
     assert be.peak <= fp.peak <= 1.15 * be.peak, f"estimate {fp.peak} ({fp.phase}), tracked peak {be.peak}"
 
 
+@pytest.mark.parametrize("method", ["soft", "pyramid"])
 @pytest.mark.parametrize("demosaic,align", [("rcd", "similarity"), ("mhc", "similarity"), ("rcd", "none")])
-def test_estimate_covers_the_peak_of_raw_frames(lib, monkeypatch, tmp_path, demosaic, align):
+def test_estimate_covers_the_peak_of_raw_frames(lib, monkeypatch, tmp_path, demosaic, align, method):
     from dng import write_dng_stack
 
     from gpustack import synth
 
     st = synth.make_stack(n_frames=4, shape=(240, 320), seed=4, breathing=0.02, shift=2.0, rotation=0.2)
     paths = write_dng_stack(st.frames, tmp_path)
-    be, _ = _run(lib, monkeypatch, paths, demosaic=demosaic, align=align, method="pyramid")
+    be, _ = _run(lib, monkeypatch, paths, demosaic=demosaic, align=align, method=method)
     fp = be.checked
     assert be.peak <= fp.peak <= 1.15 * be.peak, f"estimate {fp.peak} ({fp.phase}), tracked peak {be.peak}"
 

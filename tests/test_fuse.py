@@ -20,8 +20,8 @@ def _frames(n, shape, seed=0):
                                                  (2, (16, 17, 3), 2, 0, 3)])
 def test_stack_equals_batch_reference_bit_for_bit(n, shape, levels, r, dr):
     frames = _frames(n, shape)
-    res = gpustack.stack(frames, backend="cpu", levels=levels, energy_radius=r, depth_radius=dr, depth_smooth=0,
-                         align="none", brightness=False)
+    res = gpustack.stack(frames, backend="cpu", method="pyramid", levels=levels, energy_radius=r, depth_radius=dr,
+                         depth_smooth=0, align="none", brightness=False)
     planar = [np.ascontiguousarray(np.moveaxis(f, -1, 0)) for f in frames]
     fused, depth, conf = ref.pyramid_fusion(planar, levels, r, dr, processing_order(n, n // 2))
     linear = res.linear if res.linear.ndim == 3 else res.linear[:, :, None]
@@ -34,7 +34,7 @@ def test_stack_equals_batch_reference_bit_for_bit(n, shape, levels, r, dr):
 def test_identical_frames_fuse_to_the_frame():
     """Every frame the same: the pyramid reconstructs it (to float rounding), in any number of levels."""
     frame = _frames(1, (64, 80, 3), seed=3)[0]
-    res = gpustack.stack([frame] * 4, backend="cpu", align="none")
+    res = gpustack.stack([frame] * 4, backend="cpu", method="pyramid", align="none")
     np.testing.assert_allclose(res.linear, frame, atol=2e-6)
 
 
@@ -47,7 +47,8 @@ def test_sharp_region_taken_from_the_sharp_frame():
     blur = gaussian_filter(truth, 3).astype(F)
     a = np.where(np.arange(128) < 64, truth, blur).astype(F)
     b = np.where(np.arange(128) < 64, blur, truth).astype(F)
-    res = gpustack.stack([a, b], backend="cpu", linear=True, depth_smooth=0, align="none", brightness=False)
+    res = gpustack.stack([a, b], backend="cpu", method="pyramid", linear=True, depth_smooth=0, align="none",
+                         brightness=False)
     inner = np.s_[8:-8, 8:56], np.s_[8:-8, 72:120]
     for sl, k in zip(inner, (0, 1)):
         err = np.abs(res.linear[sl] - truth[sl]).mean()

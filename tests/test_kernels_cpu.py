@@ -161,3 +161,16 @@ def test_depth_finalize_parabola_and_confidence():
     np.testing.assert_array_equal(conf, rconf)
     assert depth[0, 0] == pytest.approx(2.25)
     assert conf[0, 0] == pytest.approx((4 - 8 / 5) / 4)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_pyramid_laplacian_matches_reference_and_expand_sub(shape):
+    c, h, w = shape
+    fine = rand(shape, 1)
+    coarse = rand((c, (h + 1) // 2, (w + 1) // 2), 2)
+    out = np.empty_like(fine)
+    be.pyramid_laplacian(fine, coarse, out)
+    np.testing.assert_array_equal(out, ref.laplacian(fine, coarse))
+    in_place = fine.copy()
+    be.pyramid_expand_sub(in_place, coarse)
+    np.testing.assert_array_equal(out, in_place)

@@ -74,7 +74,7 @@ def test_wide_index_variant_matches_numba_twin(shim_dir, shape):
         check_case(wide, name, shape, 2, 1)
 
 
-@pytest.mark.parametrize("method,align", [("pyramid", "similarity"), ("depthmap", "none")])
+@pytest.mark.parametrize("method,align", [("soft", "similarity"), ("pyramid", "similarity"), ("depthmap", "none")])
 def test_emulated_stack_matches_cpu(emu, monkeypatch, method, align):
     """A whole stack through the pipeline on the emulated cuda backend gives the cpu backend's bytes."""
     import gpustack.pipeline
@@ -89,7 +89,7 @@ def test_emulated_stack_matches_cpu(emu, monkeypatch, method, align):
 
 
 @pytest.mark.parametrize("kind", ["jpeg", "tiff16"])
-@pytest.mark.parametrize("method", ["pyramid", "depthmap"])
+@pytest.mark.parametrize("method", ["soft", "pyramid", "depthmap"])
 def test_emulated_stack_from_files_matches_cpu(emu, monkeypatch, tmp_path, kind, method):
     """Files with motion through the whole pipeline, outputs written: the emulated cuda backend
     writes the cpu backend's bytes (the same case the GPU runs in test_cuda_backend)."""
@@ -115,7 +115,7 @@ def test_emulated_stack_from_files_matches_cpu(emu, monkeypatch, tmp_path, kind,
 
 def test_emulated_raw_stack_matches_cpu(emu, monkeypatch, tmp_path):
     """Bayer DNGs with motion through the pipeline: develop (the default rcd, and mhc), then
-    warp_planar, on the emulated cuda backend give the cpu backend's bytes."""
+    warp_planar and the default (soft) fusion, on the emulated cuda backend give the cpu backend's bytes."""
     import gpustack.pipeline
     from dng import write_dng_stack
     from gpustack import synth

@@ -147,3 +147,39 @@ def test_mean_fusion():
     out = metrics.mean_fusion(frames)
     assert out.dtype == np.float32 and out.shape == (4, 6, 3)
     np.testing.assert_allclose(out, 1.25 / 3, rtol=1e-7)
+
+
+def test_oracle_and_best_pick_bounds():
+    truth = np.full((4, 5, 3), 0.5, np.float32)
+    frames = [np.full((4, 5, 3), v, np.float32) for v in (0.1, 0.45, 0.9)]
+    depth = np.zeros((4, 5), np.float32)
+    depth[:, 3:] = 1.6  # rounds to frame 2
+    o = metrics.oracle_fusion(frames, depth)
+    np.testing.assert_array_equal(o[:, :3], np.float32(0.1))
+    np.testing.assert_array_equal(o[:, 3:], np.float32(0.9))
+    np.testing.assert_array_equal(metrics.best_pick_fusion(frames, truth), np.float32(0.45))
+    frames[2][1, 1] = 0.5  # nearer still at one pixel
+    b = metrics.best_pick_fusion(frames, truth)
+    assert b[1, 1, 0] == np.float32(0.5) and b[0, 0, 0] == np.float32(0.45)
+
+
+def test_tone_error_in_levels_of_255():
+    rng = np.random.default_rng(1)
+    frame0 = rng.uniform(0.2, 0.3, (40, 50, 3)).astype(np.float32)
+    frame1 = (frame0 * 1.5).astype(np.float32)
+    depth = np.zeros((40, 50), np.float32)
+    mask = np.ones((40, 50), bool)
+    assert metrics.tone_error(frame0, [frame0, frame1], depth, mask) == 0.0
+    err = metrics.tone_error(frame1, [frame0, frame1], depth, mask)
+    want = np.abs(metrics.srgb_encode(frame1).mean() - metrics.srgb_encode(frame0).mean()) * 255
+    assert abs(err - want) < 0.05 * want
+    depth[:] = 1.0  # the depth map names frame 1: no error
+    assert metrics.tone_error(frame1, [frame0, frame1], depth, mask) < 1e-9
+    with pytest.raises(InputError, match="no pixels"):
+        metrics.tone_error(frame1, [frame0, frame1], depth, ~mask)
+
+
+def test_depth_correlation():
+    d = np.arange(30, dtype=np.float32).reshape(5, 6)
+    assert metrics.depth_correlation(d * 2 + 1, d) == pytest.approx(1.0)
+    assert metrics.depth_correlation(-d, d) == pytest.approx(-1.0)

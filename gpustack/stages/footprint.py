@@ -7,7 +7,8 @@ are alive together in it, as ``pipeline.run`` and ``stages`` allocate them
 (``tests/test_footprint.py`` tracks every allocation of real runs and checks
 that the estimate covers the peak by a small margin):
 
-- **fold** (pass 1): the fusion state (``PyramidFusion``), the frame being
+- **fold** (pass 1): the fusion state (``SoftFusion``, or ``PyramidFusion`` for the pyramid
+  and depthmap methods), the frame being
   uploaded with the backend's two staging buffers, the decode table, and for a
   RAW mosaic the RCD work planes and, when frames move, the developed frame
   that is then warped;
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 from ..color import ENCODE_LUT_SIZE
 from .fuse import level_shapes
+from .soft import SCORE_LEVELS
 
 F32 = 4
 RCD_PAD = 10  # the RCD work planes' mirrored border (backends/cpu/develop.py RCD_PAD)
@@ -42,23 +44,37 @@ class Footprint:
     largest: int  # elements of the largest single array (the kernels' index type depends on it)
 
 
+def _state_bytes(method: str, c: int, height: int, width: int, levels: int) -> int:
+    """The fusion state of ``method`` (``SoftFusion``, or ``PyramidFusion`` for pyramid and depthmap)."""
+    plane = height * width
+    if method == "soft":
+        areas = [h * w for h, w in level_shapes(height, width, SCORE_LEVELS + 1)]
+        return F32 * (c * sum(areas)               # the frame's first levels (Gaussian, then Laplacian)
+                      + c * plane                  # its finest Laplacian level
+                      + sum(areas[:SCORE_LEVELS])  # the focus score per level
+                      + 2 * plane                  # squared sums and row box sums
+                      + 4 * plane                  # best score, weight sum, depth sum, score sum
+                      + 2 * c * plane)             # weighted sums of the frames and of their finest level
+    areas = [h * w for h, w in level_shapes(height, width, levels)]
+    all_levels, coarsest = sum(areas), areas[-1]
+    return F32 * (c * all_levels                  # the frame's pyramid (Gaussian, then Laplacian)
+                  + c * (all_levels - coarsest)    # best coefficient per level
+                  + (all_levels - coarsest)        # best energy per level
+                  + c * coarsest                   # running sum of the coarsest level
+                  + 2 * plane                      # squared sums and row box sums
+                  + 6 * plane                      # depth bookkeeping (DepthState)
+                  + plane)                         # the first frame's scores, kept for the turn of the chain
+
+
 def stack_footprint(channels: int, height: int, width: int, levels: int, *, frame_bytes: int, mosaic: bool = False,
-                    moved: bool = True, method: str = "pyramid", demosaic: str = "rcd",
+                    moved: bool = True, method: str = "soft", demosaic: str = "rcd",
                     output_bytes: int = 2) -> Footprint:
     """The peak memory of a stack of (``height``, ``width``, ``channels``) frames fused over
     ``levels`` pyramid levels; ``frame_bytes`` is one decoded frame as uploaded (the mosaic
     for camera RAW, ``mosaic=True``); ``moved``: frames may be warped (alignment on);
     ``output_bytes``: bytes per sample of the encoded image (1 or 2)."""
     c, plane = channels, height * width
-    areas = [h * w for h, w in level_shapes(height, width, levels)]
-    all_levels, coarsest = sum(areas), areas[-1]
-    state = F32 * (c * all_levels                  # the frame's pyramid (Gaussian, then Laplacian)
-                   + c * (all_levels - coarsest)    # best coefficient per level
-                   + (all_levels - coarsest)        # best energy per level
-                   + c * coarsest                   # running sum of the coarsest level
-                   + 2 * plane                      # squared sums and row box sums
-                   + 6 * plane                      # depth bookkeeping (DepthState)
-                   + plane)                         # the first frame's scores, kept for the turn of the chain
+    state = _state_bytes(method, c, height, width, levels)
     decode_table = F32 * 65536                      # the largest decode table (16-bit samples)
     encode_table = output_bytes * ENCODE_LUT_SIZE   # the output's encoding table, uploaded at the end
     image = F32 * c * plane

@@ -72,7 +72,22 @@ class DepthState:
     sum_s: object         # sum of all scores (for the confidence)
 
 
-class PyramidFusion:
+class FrameLevels:
+    """What every fusion state shares: the frame's Gaussian levels ``g`` (``shapes``, finest first;
+    ``g[0]`` is where the next frame is written) and two flat scratch planes ``_q``, ``_rowbox``
+    of the finest level's size, viewed at any level's shape."""
+
+    @property
+    def input(self):
+        """The (C, H, W) float32 buffer the next frame is converted into (consumed by ``fold``)."""
+        return self.g[0]
+
+    def _scratch(self, level):
+        h, w = self.shapes[level]
+        return self._q[: h * w].reshape(h, w), self._rowbox[: h * w].reshape(h, w)
+
+
+class PyramidFusion(FrameLevels):
     """Running state of the pyramid fusion of frames of shape (C, H, W) on backend ``be``.
 
     Use: write a frame into ``input`` (planar float32), call ``fold(k)`` with its index in the
@@ -108,15 +123,6 @@ class PyramidFusion:
             next_of_best=be.full(plane, -1.0, f32),
             sum_s=be.full(plane, 0.0, f32),
         )
-
-    @property
-    def input(self):
-        """The (C, H, W) float32 buffer the next frame is converted into (consumed by ``fold``)."""
-        return self.g[0]
-
-    def _scratch(self, level):
-        h, w = self.shapes[level]
-        return self._q[: h * w].reshape(h, w), self._rowbox[: h * w].reshape(h, w)
 
     def _neighbour_side(self, k: int) -> int:
         """Which neighbour's score ``depth_state.prev_s`` holds for frame ``k``: 1 (frame k-1),

@@ -11,7 +11,8 @@ from .develop import develop
 from .encode import encode
 from .filter import filter_box_cols, filter_box_rows
 from .fuse import fuse_accumulate, fuse_divide, fuse_select, fuse_sqsum
-from .pyramid import pyramid_expand_add, pyramid_expand_sub, pyramid_reduce
+from .pyramid import pyramid_expand_add, pyramid_expand_sub, pyramid_laplacian, pyramid_reduce
+from .soft import soft_finish, soft_fold
 from .warp import warp, warp_planar
 
 
@@ -68,6 +69,7 @@ class CpuBackend:
     pyramid_reduce = staticmethod(pyramid_reduce)
     pyramid_expand_sub = staticmethod(pyramid_expand_sub)
     pyramid_expand_add = staticmethod(pyramid_expand_add)
+    pyramid_laplacian = staticmethod(pyramid_laplacian)
     fuse_sqsum = staticmethod(fuse_sqsum)
     fuse_select = staticmethod(fuse_select)
     fuse_accumulate = staticmethod(fuse_accumulate)
@@ -80,4 +82,6 @@ class CpuBackend:
     depth_ratio = staticmethod(depth_ratio)
     depthmap_accumulate = staticmethod(depthmap_accumulate)
     depthmap_blend = staticmethod(depthmap_blend)
+    soft_fold = staticmethod(soft_fold)
+    soft_finish = staticmethod(soft_finish)
     encode = staticmethod(encode)

@@ -97,7 +97,8 @@ def _expand_row(g, wc, out, w, ev, od):
                 out[j] = HALF * g[k] + HALF * g[reflect(k + 1, wc)]
 
 @njit(parallel=True, nogil=True, cache=True)
-def _pyramid_expand_kernel(fine, coarse, sign):
+def _pyramid_expand_kernel(fine, coarse, sign, out):
+    """``out = fine + sign * expand(coarse)`` (``out`` may be ``fine``: each sample is read, then written)."""
     c, h, w = fine.shape
     hc, wc = coarse.shape[1], coarse.shape[2]
     for p in prange(c * hc):
@@ -109,21 +110,21 @@ def _pyramid_expand_kernel(fine, coarse, sign):
         _expand_row(coarse[ch, reflect(k - 1, hc)], wc, ha, w, ev, od)
         _expand_row(coarse[ch, k], wc, hb, w, ev, od)
         _expand_row(coarse[ch, reflect(k + 1, hc)], wc, hcr, w, ev, od)
-        row = fine[ch, 2 * k]
+        src, dst = fine[ch, 2 * k], out[ch, 2 * k]
         if sign > 0:
             for j in range(w):
-                row[j] = row[j] + (E0 * ha[j] + E1 * hb[j] + E0 * hcr[j])
+                dst[j] = src[j] + (E0 * ha[j] + E1 * hb[j] + E0 * hcr[j])
         else:
             for j in range(w):
-                row[j] = row[j] - (E0 * ha[j] + E1 * hb[j] + E0 * hcr[j])
+                dst[j] = src[j] - (E0 * ha[j] + E1 * hb[j] + E0 * hcr[j])
         if 2 * k + 1 < h:
-            row = fine[ch, 2 * k + 1]
+            src, dst = fine[ch, 2 * k + 1], out[ch, 2 * k + 1]
             if sign > 0:
                 for j in range(w):
-                    row[j] = row[j] + (HALF * hb[j] + HALF * hcr[j])
+                    dst[j] = src[j] + (HALF * hb[j] + HALF * hcr[j])
             else:
                 for j in range(w):
-                    row[j] = row[j] - (HALF * hb[j] + HALF * hcr[j])
+                    dst[j] = src[j] - (HALF * hb[j] + HALF * hcr[j])
 
 
 def pyramid_reduce(src, dst):
@@ -133,9 +134,15 @@ def pyramid_reduce(src, dst):
 
 def pyramid_expand_sub(fine, coarse):
     """In place: ``fine -= expand(coarse)`` (a Gaussian level becomes a Laplacian level)."""
-    _pyramid_expand_kernel(fine, coarse, -1)
+    _pyramid_expand_kernel(fine, coarse, -1, fine)
 
 
 def pyramid_expand_add(fine, coarse):
     """In place: ``fine += expand(coarse)`` (collapse one level)."""
-    _pyramid_expand_kernel(fine, coarse, 1)
+    _pyramid_expand_kernel(fine, coarse, 1, fine)
+
+
+def pyramid_laplacian(fine, coarse, out):
+    """``out = fine - expand(coarse)``: the Laplacian level, the Gaussian ``fine`` kept (``out`` is
+    neither ``fine`` nor ``coarse``)."""
+    _pyramid_expand_kernel(fine, coarse, -1, out)

@@ -354,6 +354,7 @@ class CudaBackend:
     pyramid_reduce = _op(_k.plan_pyramid_reduce)
     pyramid_expand_sub = _op(_k.plan_pyramid_expand_sub)
     pyramid_expand_add = _op(_k.plan_pyramid_expand_add)
+    pyramid_laplacian = _op(_k.plan_pyramid_laplacian)
     fuse_sqsum = _op(_k.plan_fuse_sqsum)
     fuse_select = _op(_k.plan_fuse_select)
     fuse_accumulate = _op(_k.plan_fuse_accumulate)
@@ -372,6 +373,17 @@ class CudaBackend:
         (``side`` 1), of frame k+1 (``side`` -1) or nothing (``side`` 0)."""
         self._run(_k.plan_depth_track(rowbox, state.best_s, state.prev_s, state.best_k, state.prev_of_best,
                                       state.next_of_best, state.sum_s, r, k, side))
+
+    def soft_fold(self, frame, lap, score, state, k, floor, power, rmin) -> None:
+        """Fold frame ``k`` (``frame``, its finest Laplacian level ``lap``, its focus ``score``) into
+        the soft fusion's ``state`` (``stages.soft.SoftState``)."""
+        self._run(_k.plan_soft_fold(frame, lap, score, state.max_s, state.den, state.depth_num, state.sum_s,
+                                    state.acc, state.acc_lap, k, floor, power, rmin))
+
+    def soft_finish(self, state, n, depth, conf) -> None:
+        """The soft fusion's weighted means (in place in ``state``), depth and confidence."""
+        self._run(_k.plan_soft_finish(state.acc, state.acc_lap, state.den, state.depth_num, state.max_s,
+                                      state.sum_s, n, depth, conf))
 
     def develop(self, mosaic, cfa, black, scale, matrix, method, dst) -> None:
         """Develop a Bayer ``mosaic`` (H, W) uint16 into ``dst`` (3, H, W) float32: normalise with

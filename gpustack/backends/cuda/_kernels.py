@@ -48,12 +48,13 @@ logger = logging.getLogger(__name__)
 FAMILIES = {
     "convert": ("gs_convert_lut_u8", "gs_convert_lut_u16", "gs_convert_f32"),
     "warp": ("gs_warp_lut_u8", "gs_warp_lut_u16", "gs_warp_f32", "gs_warp_planar_f32"),
-    "pyramid": ("gs_pyramid_reduce", "gs_pyramid_expand_sub", "gs_pyramid_expand_add"),
+    "pyramid": ("gs_pyramid_reduce", "gs_pyramid_expand_sub", "gs_pyramid_expand_add", "gs_pyramid_laplacian"),
     "fuse": ("gs_fuse_sqsum", "gs_fuse_select", "gs_fuse_accumulate", "gs_fuse_divide"),
     "filter": ("gs_filter_box_rows", "gs_filter_box_cols"),
     "depth": ("gs_depth_track", "gs_depth_finalize", "gs_depth_weight", "gs_depth_ratio", "gs_depthmap_accumulate",
               "gs_depthmap_blend"),
     "encode": ("gs_encode_lut_u8", "gs_encode_lut_u16"),
+    "soft": ("gs_soft_fold", "gs_soft_finish"),
     "develop": ("gs_develop_bilinear", "gs_develop_mhc", "gs_develop_rcd_normalise", "gs_develop_rcd_vh",
                 "gs_develop_rcd_green", "gs_develop_rcd_pq", "gs_develop_rcd_rb", "gs_develop_rcd_rb_at_green",
                 "gs_develop_rcd_finish"),
@@ -502,6 +503,17 @@ def _plan_expand(fine, coarse, kernel) -> Launch:
     return Launch(kernel, _index_type(fine, coarse), _grid_2d(w, h, c), BLOCK_2D, (fine, coarse, *_i32(h, w, hc, wc)))
 
 
+def plan_pyramid_laplacian(fine, coarse, out) -> Launch:
+    """``out`` (C, H, W) = ``fine`` (C, H, W) - expand(``coarse`` (C, (H+1)//2, (W+1)//2))."""
+    _check(fine, "fine", F32, ndim=3)
+    c, h, w = fine.shape
+    hc, wc = (h + 1) // 2, (w + 1) // 2
+    _check(coarse, "coarse", F32, shape=(c, hc, wc))
+    _check(out, "out", F32, shape=(c, h, w))
+    return Launch("gs_pyramid_laplacian", _index_type(fine, coarse, out), _grid_2d(w, h, c), BLOCK_2D,
+                  (fine, coarse, out, *_i32(h, w, hc, wc)))
+
+
 def plan_fuse_sqsum(lap, q) -> Launch:
     """``q`` (H, W) = sum over channels of ``lap`` (C, H, W) squared."""
     _check(lap, "lap", F32, ndim=3)
@@ -624,6 +636,29 @@ def plan_depthmap_blend(acc, pyr, conf, lo, inv_width, out) -> Launch:
     return _plan_pixels("gs_depthmap_blend", {"conf": conf}, (acc, pyr, conf, out),
                         (np.int32(acc.shape[0]), np.float32(lo), np.float32(inv_width)),
                         {"acc": acc, "pyr": pyr, "out": out})
+
+
+def plan_soft_fold(frame, lap, score, max_s, den, depth_num, sum_s, acc, acc_lap, k, floor, power, rmin) -> Launch:
+    """Fold frame ``k`` (``frame`` and ``lap`` (C, H, W), ``score`` (H, W)) into the soft state: four
+    (H, W) planes and two (C, H, W) sums; ``floor`` and ``rmin`` float32, ``power`` an int >= 0."""
+    _check(frame, "frame", F32, ndim=3)
+    if int(k) != k or not 0 <= k < _FRAME_INDEX_LIMIT:
+        raise ValueError(f"k: expected a frame index in [0, {_FRAME_INDEX_LIMIT}); got {k}")
+    if int(power) != power or power < 0:
+        raise ValueError(f"power: expected an integer >= 0; got {power}")
+    planes = {"score": score, "max_s": max_s, "den": den, "depth_num": depth_num, "sum_s": sum_s}
+    return _plan_pixels("gs_soft_fold", planes, (frame, lap, *planes.values(), acc, acc_lap),
+                        (np.int32(frame.shape[0]), np.float32(floor), np.float32(k), np.int32(power),
+                         np.float32(rmin)), {"frame": frame, "lap": lap, "acc": acc, "acc_lap": acc_lap})
+
+
+def plan_soft_finish(acc, acc_lap, den, depth_num, max_s, sum_s, n, depth, conf) -> Launch:
+    """In place ``acc /= den``, ``acc_lap /= den`` ((C, H, W)); ``depth = depth_num / den`` and the
+    confidence (all (H, W)); ``n`` the frame count (float32)."""
+    _check(acc, "acc", F32, ndim=3)
+    planes = {"den": den, "depth_num": depth_num, "max_s": max_s, "sum_s": sum_s, "depth": depth, "conf": conf}
+    return _plan_pixels("gs_soft_finish", planes, (acc, acc_lap, *planes.values()),
+                        (np.int32(acc.shape[0]), np.float32(n)), {"acc": acc, "acc_lap": acc_lap})
 
 
 def plan_encode_lut_u8(src, lut, dst) -> Launch:

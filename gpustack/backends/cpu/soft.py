@@ -1,0 +1,99 @@
+"""The ``soft`` fusion's per-pixel fold and finish. Twin of kernels/soft.cu.
+
+Per pixel, every frame gets the weight ``((score + floor) / max)^power`` against the best
+score at that pixel over the whole stack; the fold keeps it streaming by scaling what was
+accumulated by ``(old max / new max)^power`` whenever a frame beats the best score so far.
+A ratio below ``rmin`` counts as 0, so that no weight is a denormal float. The power is an
+integer, raised by squaring (``soft_pow``), the same multiplications in the same order as
+``gs_soft_pow``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ._common import F0, F1
+
+
+@njit(cache=True, inline="always")
+def soft_pow(r, e):
+    """r**e for an integer e >= 0 by binary exponentiation (gs_soft_pow)."""
+    result = F1
+    b = r
+    while e > 0:
+        if e & 1:
+            result = result * b
+        b = b * b
+        e >>= 1
+    return result
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _soft_fold_kernel(frame, lap, score, max_s, den, depth_num, sum_s, acc, acc_lap, floor_s, kf, power, rmin):
+    c, h, w = frame.shape
+    for i in prange(h):
+        for j in range(w):
+            s = score[i, j] + floor_s
+            sum_s[i, j] = sum_s[i, j] + s
+            m = max_s[i, j]
+            if s > m:
+                r = m / s
+                if r < rmin:
+                    for ch in range(c):
+                        acc[ch, i, j] = frame[ch, i, j]
+                        acc_lap[ch, i, j] = lap[ch, i, j]
+                    den[i, j] = F1
+                    depth_num[i, j] = kf
+                else:
+                    sc = soft_pow(r, power)
+                    for ch in range(c):
+                        acc[ch, i, j] = acc[ch, i, j] * sc + frame[ch, i, j]
+                        acc_lap[ch, i, j] = acc_lap[ch, i, j] * sc + lap[ch, i, j]
+                    den[i, j] = den[i, j] * sc + F1
+                    depth_num[i, j] = depth_num[i, j] * sc + kf
+                max_s[i, j] = s
+            else:
+                r = s / m if m > F0 else F1
+                if r >= rmin:
+                    wgt = soft_pow(r, power)
+                    for ch in range(c):
+                        acc[ch, i, j] = acc[ch, i, j] + wgt * frame[ch, i, j]
+                        acc_lap[ch, i, j] = acc_lap[ch, i, j] + wgt * lap[ch, i, j]
+                    den[i, j] = den[i, j] + wgt
+                    depth_num[i, j] = depth_num[i, j] + wgt * kf
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _soft_finish_kernel(acc, acc_lap, den, depth_num, max_s, sum_s, depth, conf, nf):
+    c, h, w = acc.shape
+    for i in prange(h):
+        for j in range(w):
+            d = den[i, j]
+            for ch in range(c):
+                acc[ch, i, j] = acc[ch, i, j] / d
+                acc_lap[ch, i, j] = acc_lap[ch, i, j] / d
+            depth[i, j] = depth_num[i, j] / d
+            m = max_s[i, j]
+            if m > F0:
+                cf = (m - sum_s[i, j] / nf) / m
+                if cf < F0:
+                    cf = F0
+                conf[i, j] = cf
+            else:
+                conf[i, j] = F0
+
+
+def soft_fold(frame, lap, score, state, k, floor, power, rmin):
+    """Fold frame ``k`` (``frame`` and its finest Laplacian level ``lap``, (C, H, W); its focus
+    ``score``, (H, W)) into ``state`` (``stages.soft.SoftState``) with the noise ``floor``, the
+    integer ``power`` and the cut-off ratio ``rmin`` (float32 scalars but ``power``)."""
+    _soft_fold_kernel(frame, lap, score, state.max_s, state.den, state.depth_num, state.sum_s, state.acc,
+                      state.acc_lap, floor, np.float32(k), power, rmin)  # frame index: exact in float32
+
+
+def soft_finish(state, n, depth, conf):
+    """In place, ``state.acc`` and ``state.acc_lap`` become weighted means (divided by ``state.den``);
+    ``depth`` = the weighted mean frame index, ``conf`` = (max - mean score) / max, clipped to [0, 1)."""
+    _soft_finish_kernel(state.acc, state.acc_lap, state.den, state.depth_num, state.max_s, state.sum_s, depth,
+                        conf, n)

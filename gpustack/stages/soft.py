@@ -1,0 +1,152 @@
+"""The ``soft`` fusion (the default method): one streaming pass, per pixel a soft selection of
+the sharpest frames.
+
+Per frame, a focus score at full resolution: the squared Laplacian coefficients of all channels
+summed over 3x3 windows at the three finest pyramid levels, each coarser sum expanded onto the
+finer grid and added (``score = E0 + expand(E1 + expand(E2))``): fine enough not to spread a
+sharp edge's energy far over its neighbours, coarse enough (the third level sees about 12 px)
+to find the frame in which a faint texture, or the nearest texture of the same surface, is
+sharpest, rather than the frame in which a defocused neighbour's blur skirt crosses it.
+
+Each frame's weight at a pixel is ``((score + floor) / best)^POWER``, ``best`` the highest
+``score + floor`` of the stack there (streaming: what was accumulated is rescaled whenever a
+frame beats the best so far, ``backends/*/soft.py``). ``floor`` is the stack's noise level in the
+score's units, measured once on the first frame folded (``noise_floor``: the median absolute
+diagonal difference of 2x2 blocks, which texture hardly reaches, as a noise variance, times the
+score's window area and the channels): where no frame is clearly sharper than the noise, several
+frames share the pixel and their noise averages out; on a clean stack the high power lets the
+sharpest frame take it alone.
+The fold keeps two weighted sums per pixel: of the frames and of their finest Laplacian level.
+The result is the first's low-pass (one reduce and expand) plus the second: every pixel's tone
+comes from the frames sharp at that pixel (no coarse level averaged over the stack, so no tone
+shift), and the finest detail is blended per pixel as well, which keeps the seams between frames
+below the finest level. The depth map is the weighted mean frame index, its confidence
+``(best - mean score) / best``.
+
+State: ``2C + 4`` full-size float32 planes, plus the frame's first three pyramid levels and a few
+scratch planes, whatever the number of frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .fuse import FrameLevels, level_shapes
+
+POWER = 24         # exponent of the weight (score ratio)
+RMIN = np.float32(0.5)  # ratios below this weigh 0 (0.5**24 = 6e-8, a normal float)
+RADIUS = 1          # the score's window at every level: 3x3
+SCORE_LEVELS = 3    # the finest levels summed into the score
+FLOOR_SCALE = 6.0   # the floor in units of the noise's expected score (bench/quality.py: 3 to 10 within 0.3 dB)
+
+
+@dataclass
+class SoftState:
+    """Per-pixel state of the soft fusion (float32; planes (H, W), images (C, H, W))."""
+
+    max_s: object      # best score + floor so far
+    den: object        # sum of the weights (relative to max_s)
+    depth_num: object  # sum of weight * frame index
+    sum_s: object      # sum of score + floor over the frames (for the confidence)
+    acc: object        # sum of weight * frame (C, H, W)
+    acc_lap: object    # sum of weight * finest Laplacian level (C, H, W)
+
+
+def noise_floor(frame) -> np.float32:
+    """The floor added to every score, from a host (C, H, W) float32 frame (the first one folded):
+    the noise variance sigma^2 estimated from the diagonal differences d = x00 - x01 - x10 + x11 of
+    the 2x2 blocks of every channel (sigma = median|d| / 0.6745 / 2, Donoho's estimate; natural
+    images, and a lens-blurred camera's even more, have little energy along both diagonals at the
+    pixel pitch, so texture barely raises it), times the channels and the score's window area (3x3
+    at each of ``SCORE_LEVELS`` levels), times ``FLOOR_SCALE``. The differences are float32, one
+    channel at a time (a quarter plane each, not a float64 copy of the frame); the same host code
+    on bit-identical frames, so every backend gets the same float32."""
+    c, h, w = frame.shape
+    h, w = h - h % 2, w - w % 2
+    diffs = []
+    for ch in range(c):
+        x = np.asarray(frame[ch], dtype=np.float32)
+        d = x[0:h:2, 0:w:2] - x[0:h:2, 1:w:2]
+        d -= x[1:h:2, 0:w:2]
+        d += x[1:h:2, 1:w:2]
+        diffs.append(np.abs(d, out=d).ravel())
+    sigma = float(np.median(np.concatenate(diffs))) / 0.6745 / 2.0
+    area = SCORE_LEVELS * (2 * RADIUS + 1) ** 2
+    return np.float32(FLOOR_SCALE * area * c * sigma * sigma)
+
+
+class SoftFusion(FrameLevels):
+    """Running state of the soft fusion of frames of shape (C, H, W) on backend ``be``.
+
+    Use as ``PyramidFusion``: write a frame into ``input``, ``fold(k)``; then ``depth()`` and
+    ``collapse()``.
+    """
+
+    def __init__(self, be, channels: int, height: int, width: int):
+        self.be = be
+        self.channels = channels
+        self.shapes = level_shapes(height, width, SCORE_LEVELS + 1)
+        self.count = 0
+        self.floor = None
+        f32 = np.float32
+        c = channels
+        plane = (height, width)
+        self.g = [be.empty((c, h, w), f32) for h, w in self.shapes]
+        self.lap0 = be.empty((c, height, width), f32)
+        self.score = be.empty(plane, f32)
+        self.scores = [self.score] + [be.empty(s, f32) for s in self.shapes[1:SCORE_LEVELS]]
+        self._q = be.empty((height * width,), f32)
+        self._rowbox = be.empty((height * width,), f32)
+        self.state = SoftState(max_s=be.full(plane, 0.0, f32), den=be.full(plane, 0.0, f32),
+                               depth_num=be.full(plane, 0.0, f32), sum_s=be.full(plane, 0.0, f32),
+                               acc=be.full((c, height, width), 0.0, f32),
+                               acc_lap=be.full((c, height, width), 0.0, f32))
+
+    def _focus(self) -> None:
+        """``self.score`` = the frame's focus score (on the first frame, first the noise floor)."""
+        be, g = self.be, self.g
+        if self.floor is None:
+            self.floor = noise_floor(be.to_host(g[0]))  # sync: once per stack
+        for lv in range(SCORE_LEVELS):
+            be.pyramid_reduce(g[lv], g[lv + 1])
+        be.pyramid_laplacian(g[0], g[1], self.lap0)
+        for lv in range(1, SCORE_LEVELS):
+            be.pyramid_expand_sub(g[lv], g[lv + 1])  # g[lv + 1] is still Gaussian here
+        laps = [self.lap0] + g[1:SCORE_LEVELS]
+        for lv in range(SCORE_LEVELS - 1, -1, -1):
+            q, rowbox = self._scratch(lv)
+            be.fuse_sqsum(laps[lv], q)
+            be.filter_box_rows(q, rowbox, RADIUS)
+            be.filter_box_cols(rowbox, self.scores[lv], RADIUS)
+            if lv + 1 < SCORE_LEVELS:
+                fine, coarse = self.scores[lv], self.scores[lv + 1]
+                be.pyramid_expand_add(fine.reshape((1,) + fine.shape), coarse.reshape((1,) + coarse.shape))
+
+    def fold(self, k: int) -> None:
+        """Fold frame ``k`` (shot index), written in ``input``, into the state (``input`` is free for
+        the next frame afterwards)."""
+        self._focus()
+        self.be.soft_fold(self.g[0], self.lap0, self.score, self.state, k, self.floor, POWER, RMIN)
+        self.count += 1
+
+    def depth(self):
+        """(depth, confidence), float32 (H, W): the weighted mean frame index, and (best - mean
+        score) / best. Call once, after the last ``fold``; ``collapse`` then gives the image."""
+        be = self.be
+        shape = self.shapes[0]
+        depth = be.empty(shape, np.float32)
+        conf = be.empty(shape, np.float32)
+        be.soft_finish(self.state, np.float32(self.count), depth, conf)
+        return depth, conf
+
+    def collapse(self):
+        """The fused image, planar float32 (C, H, W), linear light (not clipped): the low-pass of
+        the weighted mean frame plus the weighted mean finest level. Call after ``depth``."""
+        be, st = self.be, self.state
+        be.pyramid_reduce(st.acc, self.g[1])
+        be.pyramid_expand_add(st.acc_lap, self.g[1])
+        out = st.acc_lap
+        self.g = self.lap0 = self.score = self.scores = self._q = self._rowbox = self.state = None
+        return out
