@@ -269,7 +269,7 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
     frames_info: dict[int, FrameInfo] = {}
     fusion = first = None
     t_fuse = time.perf_counter()
-    stream = _read_stream(sources, order, options, aligner)
+    stream = _read_stream(sources, order, options, aligner, be.host_buffer)
     try:
         for frame, fa in stream:
             if first is None:
@@ -398,12 +398,13 @@ def _cropped(be, a, r0, r1, c0, c1):
     return out
 
 
-def _read_stream(sources, order, options, aligner):
+def _read_stream(sources, order, options, aligner, alloc):
     """(frame, FrameAlignment or None) in processing order, running ahead of the fusion: frames
     decoded on the reader threads (with their alignment proxy); pair motions estimated several at
     once (``estimator_threads``; threads, not processes: a process pool would re-import the
     caller's main module, which breaks every script without a ``__main__`` guard); then composed
-    along the chain in order, with the brightness gains measured once each transform is known."""
+    along the chain in order, with the brightness gains measured once each transform is known.
+    Frames are decoded into ``alloc``'s memory where the decoder allows (``read_frame``)."""
     items = ((i, src) for i, src in zip(order, (sources[i] for i in order))) if order else enumerate(sources)
     n = estimator_threads()
     # decoded frames waiting for the fusion: queue_size in all, the n in the estimation stage
@@ -414,7 +415,7 @@ def _read_stream(sources, order, options, aligner):
     with_means = aligner is not None and aligner.brightness
 
     def read(item):
-        return _timed_read(item, options, with_proxy, with_means)
+        return _timed_read(item, options, alloc, with_proxy, with_means)
 
     frames = _checked(prefetch(read, items, workers=options.workers, ahead=ahead))
     if aligner is None:
@@ -487,13 +488,14 @@ def _transfer(frame, linear: bool) -> str:
     return "linear" if linear or frame.raw is not None else frame.transfer
 
 
-def _timed_read(item, options, with_proxy=False, with_means=False):
-    """Read one frame on a reader thread; with its alignment proxy and the image its brightness is
+def _timed_read(item, options, alloc, with_proxy=False, with_means=False):
+    """Read one frame on a reader thread, into ``alloc``'s memory where the decoder allows (the
+    backend's ``host_buffer``); with its alignment proxy and the image its brightness is
     measured on (``_``-prefixed ``info`` keys, not reported). A RAW mosaic also gets its develop
     parameters, and a half-size development (2x2 binning) stands in for it on the host."""
     index, src = item
     t0 = time.perf_counter()
-    frame = read_frame(src, index, raw_develop=options.raw_develop)
+    frame = read_frame(src, index, raw_develop=options.raw_develop, alloc=alloc)
     check_frame(frame, aligned=options.align != "none")  # before any stage (the proxy below) uses it
     if frame.raw is not None:
         params = develop_params(frame.raw, options.color)
@@ -559,8 +561,8 @@ def _depthmap_pass(be, pyr, depth, conf_sum, area, sources, order, aligner, load
     acc = be.full((c, h, w), 0.0, np.float32)
     planar = be.empty((c, h, w), np.float32)
     items = ((i, sources[i]) for i in order)
-    reader = _checked(prefetch(lambda item: _timed_read(item, options), items, workers=options.workers,
-                               ahead=options.workers + options.queue_size))
+    reader = _checked(prefetch(lambda item: _timed_read(item, options, be.host_buffer), items,
+                               workers=options.workers, ahead=options.workers + options.queue_size))
     try:
         for done, frame in enumerate(reader, 1):
             loader.load(frame, aligner.results.get(frame.index) if aligner else None, planar)

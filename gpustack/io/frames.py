@@ -456,7 +456,7 @@ def _log_decode(event: str, path) -> None:
             pass
 
 
-def read_frame(source: FrameSource, index: int, raw_develop: str = "backend") -> Frame:
+def read_frame(source: FrameSource, index: int, raw_develop: str = "backend", *, alloc=None) -> Frame:
     """Decode one frame.
 
     Parameters
@@ -469,6 +469,11 @@ def read_frame(source: FrameSource, index: int, raw_develop: str = "backend") ->
         Camera RAW files: ``"backend"`` only unpacks a 2x2 Bayer mosaic (``Frame.raw``; the
         backend's ``develop`` kernels develop it) and has LibRaw develop anything else
         (X-Trans, Foveon, monochrome, linear DNG); ``"libraw"`` has LibRaw develop every file.
+    alloc : callable, optional
+        ``alloc(shape, dtype)`` gives a writable C-contiguous array to decode into where the
+        decoder can write the frame's final layout itself (RAW mosaics; TIFF pages already in
+        (H, W[, 3]) uint8/uint16/float32 at full bit depth): a backend's ``host_buffer``, the
+        memory it uploads from without another copy. Other frames are decoded as usual.
 
     Returns
     -------
@@ -490,7 +495,7 @@ def read_frame(source: FrameSource, index: int, raw_develop: str = "backend") ->
         path = Path(source.path)
         _log_decode("start", path)
         try:
-            data, exif, icc, info, kind, mosaic = _decode_file(path, source.page, raw_develop)
+            data, exif, icc, info, kind, mosaic = _decode_file(path, source.page, raw_develop, alloc)
         finally:
             _log_decode("end", path)
     info["read_s"] = time.perf_counter() - start
@@ -500,12 +505,12 @@ def read_frame(source: FrameSource, index: int, raw_develop: str = "backend") ->
     return Frame(index, name, source.path, data, transfer, kind, exif=exif, icc=icc, info=info, raw=mosaic)
 
 
-def _decode_file(path: Path, page: int, raw_develop: str):
+def _decode_file(path: Path, page: int, raw_develop: str, alloc=None):
     """(data, exif, icc, info, kind, mosaic) of one file (see ``read_frame``)."""
     exif = icc = mosaic = None
     kind = _sniff(path)
     if kind == "raw" and raw_develop == "backend":
-        mosaic = unpack_raw(path)
+        mosaic = unpack_raw(path, alloc)
         if mosaic.is_bayer:
             data, exif, info = mosaic.mosaic, mosaic.exif, mosaic.info
             info["develop"] = "backend"
@@ -518,9 +523,11 @@ def _decode_file(path: Path, page: int, raw_develop: str):
     elif kind == "raw":
         data, exif, info = read_raw(path)
         info["develop"] = "LibRaw (raw_develop='libraw')"
+    elif kind == "tiff":
+        data, icc, parsed, info = _read_tiff(path, kind, page, alloc)
     else:
-        reader = _read_tiff if kind == "tiff" else _read_pillow
-        data, icc, parsed, info = reader(path, kind, page)
+        data, icc, parsed, info = _read_pillow(path, kind, page)
+    if kind != "raw":
         exif = exif_bytes(parsed)
         when = capture_time(parsed)
         if when:
@@ -644,8 +651,9 @@ def _pillow_array(im: Image.Image, path: Path) -> np.ndarray:
 _TIFF_PHOTOMETRIC = (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB)
 
 
-def _read_tiff(path: Path, kind: str, page_index: int):
-    """TIFF page: (data, icc, exif, info)."""
+def _read_tiff(path: Path, kind: str, page_index: int, alloc=None):
+    """TIFF page: (data, icc, exif, info); decoded into ``alloc(shape, dtype)`` where the page is
+    already the frame's layout (see ``read_frame``)."""
     with _decoding(path):
         with tifffile.TiffFile(path) as tf:
             _require_pages(path, tf)
@@ -666,8 +674,12 @@ def _read_tiff(path: Path, kind: str, page_index: int):
                 raise DecodeError(path, f"cannot decode: its size ({page.imagewidth}x{page.imagelength}) needs "
                                         f"{segments} strips or tiles but it holds {len(page.dataoffsets)}; "
                                         f"{CORRUPT_HINT}")
-            array = page.asarray()
             bits = int(page.bitspersample)
+            array = _decode_buffer(page, bits, alloc)
+            if array is None:
+                array = page.asarray()
+            else:
+                page.asarray(out=array.reshape(page.shape))
             tag = page.tags.get(34675)  # InterColorProfile
             icc = bytes(tag.value) if tag is not None else None
             if page.axes.startswith("S") and array.ndim == 3:  # planar (C, H, W)
@@ -681,6 +693,26 @@ def _read_tiff(path: Path, kind: str, page_index: int):
     if array.dtype.kind == "u" and bits < array.dtype.itemsize * 8:
         array = _full_range(array, bits)
     return array, icc or None, exif_from_file(path, "tiff"), {"bits": bits}
+
+
+_DIRECT_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+
+
+def _decode_buffer(page, bits: int, alloc):
+    """``alloc((H, W, C), dtype)`` for a page whose decoded samples are already a frame as gpustack
+    keeps it (chunky (H, W) or (H, W, 3), native uint8/uint16/float32, every bit used), else None."""
+    if alloc is None or page.dtype not in _DIRECT_DTYPES or page.dtype.byteorder not in "=|":
+        return None
+    shape = page.shape
+    if len(shape) == 2:
+        frame_shape = (*shape, 1)
+    elif len(shape) == 3 and shape[2] == 3 and not page.axes.startswith("S"):
+        frame_shape = shape
+    else:
+        return None
+    if page.dtype.kind == "u" and bits != page.dtype.itemsize * 8:
+        return None
+    return alloc(frame_shape, page.dtype)
 
 
 def _require_pages(path: Path, tf: tifffile.TiffFile) -> None:

@@ -238,13 +238,16 @@ def _is_bayer_pattern(cfa) -> bool:
     return True
 
 
-def unpack_raw(path) -> RawMosaic:
+def unpack_raw(path, alloc=None) -> RawMosaic:
     """Unpack a camera RAW file's sensor mosaic and colour metadata, without developing it.
 
     Parameters
     ----------
     path : str or Path
         Any file LibRaw reads.
+    alloc : callable, optional
+        ``alloc(shape, dtype)`` gives the array the mosaic is copied into (a backend's
+        ``host_buffer``: memory it uploads from without another copy); default a new array.
 
     Returns
     -------
@@ -276,7 +279,7 @@ def unpack_raw(path) -> RawMosaic:
             cfa = _cfa_indices(pattern, color_desc)
             is_bayer = (raw_type == rawpy.RawType.Flat and num_colors == 3 and cfa is not None
                         and _is_bayer_pattern(cfa))
-            mosaic = np.array(raw.raw_image_visible, np.uint16, copy=True) if is_bayer else np.zeros((0, 0), np.uint16)
+            mosaic = _copy_mosaic(raw.raw_image_visible, alloc) if is_bayer else np.zeros((0, 0), np.uint16)
     except Exception as exc:  # noqa: BLE001 - every LibRaw failure becomes one DecodeError
         raise DecodeError(path, f"cannot unpack RAW: {_reason(exc)}; {CORRUPT_HINT}") from exc
     if is_bayer and mosaic.shape != (sizes["height"], sizes["width"]):
@@ -319,6 +322,15 @@ def unpack_raw(path) -> RawMosaic:
     return RawMosaic(mosaic=mosaic, cfa=cfa, black=black, white=white, wb=wb.astype(np.float32),
                      cam_to_srgb=matrix.astype(np.float32), is_bayer=bool(is_bayer), info=info,
                      exif=exif_bytes(exif))
+
+
+def _copy_mosaic(visible: np.ndarray, alloc) -> np.ndarray:
+    """LibRaw's visible mosaic (a view of its own buffer, gone when the file is closed) copied as uint16."""
+    if alloc is None:
+        return np.array(visible, np.uint16, copy=True)
+    out = alloc(visible.shape, np.uint16)
+    np.copyto(out, visible, casting="unsafe")
+    return out
 
 
 def _exif_text(exif, tag: int) -> str | None:
