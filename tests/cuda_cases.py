@@ -24,8 +24,9 @@ from gpustack.stages.soft import POWER, RMIN, SoftState
 
 F = np.float32
 
-# (C, H, W): tiny, degenerate, odd and middling
-SHAPES = [(1, 1, 1), (1, 1, 2), (1, 2, 2), (3, 2, 2), (1, 3, 1), (3, 5, 7), (2, 16, 9), (3, 37, 53)]
+# (C, H, W): tiny, degenerate, odd and middling; 5 and 8 channels (the most the gains take)
+SHAPES = [(1, 1, 1), (1, 1, 2), (1, 2, 2), (3, 2, 2), (1, 3, 1), (3, 5, 7), (2, 16, 9), (3, 37, 53), (5, 9, 6),
+          (8, 7, 5)]  # up to 8 channels: microscopy stacks
 WINDOW_SHAPES = [(1, 1, 2), (3, 2, 2), (1, 3, 1), (2, 6, 11), (3, 23, 17)]
 RADII = [0, 1, 2, 3, 4, 5]
 

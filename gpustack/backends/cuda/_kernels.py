@@ -71,7 +71,7 @@ BLOCK_1D = (128, 1, 1)  # 1-D kernels: one thread per pixel or element
 _GRID_YZ_LIMIT = 65535
 _GRID_X_LIMIT = 2**31 - 1
 _FRAME_INDEX_LIMIT = 2**24  # frame indices travel as float32, exact below this
-_WARP_MAX_CHANNELS = 4  # the warp's gains travel as four float scalars
+MAX_CHANNELS = 8  # convert and warp: the gains travel as eight float scalars (GS_MAX_CHANNELS)
 
 F32, U8, U16 = np.dtype(np.float32), np.dtype(np.uint8), np.dtype(np.uint16)
 
@@ -405,14 +405,14 @@ def plan_convert_lut_u16(src, lut, dst, gains=None) -> Launch:
     return _plan_convert_lut(src, lut, dst, gains, U16, "gs_convert_lut_u16")
 
 
-def _gains4(gains, c):
-    """The C host gains (None: ones) as the four float scalars the kernels take."""
-    g = np.ones(c, np.float32) if gains is None else np.asarray(gains, dtype=np.float32).reshape(-1)
-    if g.size != c or c > _WARP_MAX_CHANNELS:
-        raise ValueError(f"gains: expected one per channel ({c}, at most {_WARP_MAX_CHANNELS}); got {g.size}")
-    g4 = np.ones(_WARP_MAX_CHANNELS, np.float32)
-    g4[:c] = g
-    return tuple(g4)
+def _gains8(gains, c):
+    """The C host gains (None: ones) as the eight float scalars the kernels take (1 for the
+    channels beyond C)."""
+    from ..cpu.convert import gains_or_ones
+
+    g8 = np.ones(MAX_CHANNELS, np.float32)
+    g8[:c] = gains_or_ones(gains, c)
+    return tuple(g8)
 
 
 def _plan_convert_lut(src, lut, dst, gains, dtype, kernel) -> Launch:
@@ -421,7 +421,7 @@ def _plan_convert_lut(src, lut, dst, gains, dtype, kernel) -> Launch:
     _check(lut, "lut", F32, shape=(np.iinfo(dtype).max + 1,))
     _check(dst, "dst", F32, shape=(c, h, w))
     return Launch(kernel, _index_type(src, dst), _grid_1d(h * w), BLOCK_1D,
-                  (src, lut, dst, *_i32(h, w, c), *_gains4(gains, c)))
+                  (src, lut, dst, *_i32(h, w, c), *_gains8(gains, c)))
 
 
 def plan_convert_f32(src, dst, gains=None) -> Launch:
@@ -430,7 +430,7 @@ def plan_convert_f32(src, dst, gains=None) -> Launch:
     h, w, c = src.shape
     _check(dst, "dst", F32, shape=(c, h, w))
     return Launch("gs_convert_f32", _index_type(src, dst), _grid_1d(h * w), BLOCK_1D,
-                  (src, dst, *_i32(h, w, c), *_gains4(gains, c)))
+                  (src, dst, *_i32(h, w, c), *_gains8(gains, c)))
 
 
 def plan_warp_lut_u8(src, lut, affine, gains, dst) -> Launch:
@@ -472,7 +472,7 @@ def _plan_warp(src, lut, affine, gains, dst, dtype, kernel, planar=False) -> Lau
         raise ValueError(f"affine: expected a (2, 3) matrix; got {np.shape(affine)}")
     arrays = (src, dst) if lut is None else (src, lut, dst)
     return Launch(kernel, _index_type(src, dst), _grid_2d(ow, oh), BLOCK_2D,
-                  (*arrays, *_i32(h, w, c, oh, ow), *a.astype(np.float64), *_gains4(gains, c)))
+                  (*arrays, *_i32(h, w, c, oh, ow), *a.astype(np.float64), *_gains8(gains, c)))
 
 
 def plan_pyramid_reduce(src, dst) -> Launch:
