@@ -333,8 +333,10 @@ def test_depth_round_trip(tmp_path):
         write_depth(path, depth)
     write_depth(path, depth.astype(np.float64) + 1, overwrite=True)
     np.testing.assert_array_equal(tifffile.imread(path), depth + 1)
-    with pytest.raises(InputError, match="expected a 2-D float array"):
+    with pytest.raises(InputError, match=r"expected a float array \(H, W\) or \(C, H, W\)"):
         write_depth(tmp_path / "d2.tif", np.zeros((4, 4), np.uint8))
+    write_depth(tmp_path / "d3.tif", np.stack([depth, depth + 1]))  # per channel: a page each
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "d3.tif"), np.stack([depth, depth + 1]))
 
 
 def test_sidecar(tmp_path):

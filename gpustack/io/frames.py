@@ -75,12 +75,19 @@ class FrameSource:
         multi-page TIFF, ``"array[5]"`` for arrays.
     array : ndarray or None
         The frame itself, for in-memory frames.
+    reader : callable or None
+        Microscopy files (:mod:`gpustack.io.ome`): ``reader()`` returns the focal plane's (H, W, C)
+        samples and its ``info``; ``page`` is then the plane's z index.
+    stack : gpustack.io.ome.StackInfo or None
+        What a microscopy file says of the stack this plane belongs to (channels, calibration).
     """
 
     path: Path | None
     page: int = 0
     name: str = ""
     array: np.ndarray | None = None
+    reader: object = field(default=None, repr=False)
+    stack: object = field(default=None, repr=False)
 
 
 @dataclass
@@ -103,8 +110,8 @@ class Frame:
         sensor mosaic.
     transfer : {"srgb", "linear"}
         ``"srgb"`` for integer images (display-referred), ``"linear"`` for RAW and float data.
-    kind : {"jpeg", "png", "tiff", "raw", "array"}
-        What it was decoded from.
+    kind : {"jpeg", "png", "tiff", "raw", "array", "microscopy"}
+        What it was decoded from ("microscopy": a focal plane of an OME-TIFF, ImageJ or vendor file).
     exif : bytes or None
         Sanitised EXIF block (``Exif\\0\\0`` + TIFF structure) to carry to the output.
     icc : bytes or None
@@ -137,7 +144,8 @@ class Frame:
 # --------------------------------------------------------------------------- listing
 
 
-def list_frames(inputs: Iterable[str | os.PathLike] | str | os.PathLike, order: str = "name") -> list[FrameSource]:
+def list_frames(inputs: Iterable[str | os.PathLike] | str | os.PathLike, order: str = "name", *,
+                time: int | None = None, position: int | None = None) -> list[FrameSource]:
     """List the frames of a stack in shot order.
 
     Parameters
@@ -145,13 +153,17 @@ def list_frames(inputs: Iterable[str | os.PathLike] | str | os.PathLike, order: 
     inputs : sequence of str or Path
         Image files, folders (their image files, not recursive; other files
         and hidden files are skipped) and glob patterns (``"shots/*.NEF"``).
-        A multi-page TIFF gives one frame per page.
-    order : {"name", "exif", "reverse"}
+        A multi-page TIFF gives one frame per page; an OME-TIFF or ImageJ hyperstack one frame per
+        focal plane, holding every channel (:mod:`gpustack.io.ome`).
+    order : {"name", "exif", "reverse", "z"}
         ``name``: natural sort of the file names (frame2 before frame10,
         case-insensitive, ties by the full path, then the page). ``reverse``:
         the same, reversed. ``exif``: EXIF capture time (DateTimeOriginal +
         SubSecTimeOriginal), names break ties; frames without one follow in
-        name order, with one warning.
+        name order, with one warning. ``z``: the z position in each microscopy file's metadata.
+    time, position : int, optional
+        Microscopy files: the time point and the stage position to take (default: each one is
+        a stack of its own, told apart by ``FrameSource.stack``).
 
     Returns
     -------
@@ -186,9 +198,13 @@ def list_frames(inputs: Iterable[str | os.PathLike] | str | os.PathLike, order: 
     kinds = {path: _sniff(path) for path in paths}
     sources = []
     for path in paths:
-        sources.extend(_tiff_sources(path) if kinds[path] == "tiff" else [FrameSource(path, 0, path.name)])
+        sources.extend(_tiff_sources(path, time, position) if kinds[path] == "tiff" else [FrameSource(path, 0, path.name)])
     sources.sort(key=_name_key)
-    if order == "reverse":
+    if order == "z":
+        from .ome import z_order
+
+        sources = z_order(sources)
+    elif order == "reverse":
         sources.reverse()
     elif order == "exif":
         times = {path: capture_time(exif_from_file(path, kind)) for path, kind in kinds.items()}
@@ -353,11 +369,16 @@ def _describe(head: bytes) -> str:
     return "binary data " + head[:8].hex(" ")
 
 
-def _tiff_sources(path: Path) -> list[FrameSource]:
-    """One source per full-size page (reduced-resolution pages, i.e. thumbnails, are skipped)."""
+def _tiff_sources(path: Path, time=None, position=None) -> list[FrameSource]:
+    """One source per full-size page (reduced-resolution pages, i.e. thumbnails, are skipped); for
+    an OME-TIFF or ImageJ hyperstack, one per focal plane (:mod:`gpustack.io.ome`)."""
+    from . import ome
+
     with _decoding(path):
         with tifffile.TiffFile(path) as tf:
             _require_pages(path, tf)
+            if ome.is_microscopy(tf):
+                return ome.microscopy_sources(path, tf, time=time, position=position)
             if len(tf.pages) == 1:
                 return [FrameSource(path, 0, path.name)]
             full = [(i, _page_shape(path, page)) for i, page in enumerate(tf.pages) if not page.is_reduced]
@@ -486,6 +507,15 @@ def read_frame(source: FrameSource, index: int, raw_develop: str = "backend") ->
     if source.array is not None:
         data = _to_hwc(source.array)
         kind, info = "array", {"bits": data.dtype.itemsize * 8}
+    elif source.reader is not None:  # a focal plane of a microscopy file, every channel
+        _log_decode("start", source.path)
+        try:
+            with _decoding(Path(source.path)):
+                data, info = source.reader()
+        finally:
+            _log_decode("end", source.path)
+        _require_pixels(Path(source.path), data)
+        kind = "microscopy"
     else:
         path = Path(source.path)
         _log_decode("start", path)
@@ -494,7 +524,7 @@ def read_frame(source: FrameSource, index: int, raw_develop: str = "backend") ->
         finally:
             _log_decode("end", path)
     info["read_s"] = time.perf_counter() - start
-    transfer = "linear" if kind == "raw" or data.dtype == np.float32 else "srgb"
+    transfer = "linear" if kind in ("raw", "microscopy") or data.dtype == np.float32 else "srgb"
     name = source.name or (Path(source.path).name if source.path is not None else f"array[{index}]")
     logger.debug("read frame %d (%s): %s %s in %.3f s", index, name, data.shape, data.dtype, info["read_s"])
     return Frame(index, name, source.path, data, transfer, kind, exif=exif, icc=icc, info=info, raw=mosaic)

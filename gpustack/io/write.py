@@ -226,8 +226,8 @@ def write_depth(
     ----------
     path : Path or str
         Destination (.tif/.tiff).
-    depth : ndarray, (H, W), float
-        Frame index or microns per pixel; written as float32.
+    depth : ndarray, (H, W) or (C, H, W), float
+        Frame index or microns per pixel (a page per plane for C planes); written as float32.
     overwrite : bool
         Replace an existing file.
     description : str, optional
@@ -244,8 +244,9 @@ def write_depth(
     """
     path = Path(path)
     depth = np.asarray(depth)
-    if depth.ndim != 2 or depth.dtype.kind != "f":
-        raise InputError(f"depth map {path}: got {depth.dtype} {depth.shape}; expected a 2-D float array (H, W)")
+    if depth.ndim not in (2, 3) or depth.dtype.kind != "f":
+        raise InputError(f"depth map {path}: got {depth.dtype} {depth.shape}; expected a float array (H, W) or "
+                         f"(C, H, W)")
     depth = np.ascontiguousarray(depth, dtype=np.float32)
     _atomic_write(path, lambda f: _tiff(f, depth, "minisblack", description=description), overwrite=overwrite,
                   stage=stage)
@@ -274,7 +275,8 @@ def write_sidecar(path: Path | str, data: dict, *, overwrite: bool = False,
 
 
 def _tiff(f: BinaryIO, data: np.ndarray, photometric: str, *, icc=None, description=None, extratags=()) -> None:
-    rowbytes = max(1, data.nbytes // data.shape[0])
+    planes = data.ndim == 3 and photometric != "rgb"  # (C, H, W): a page per plane
+    rowbytes = max(1, data.shape[-1] * data.itemsize if planes else data.nbytes // data.shape[0])
     tifffile.imwrite(
         f,
         data,

@@ -68,13 +68,18 @@ def _state_bytes(method: str, c: int, height: int, width: int, levels: int) -> i
 
 def stack_footprint(channels: int, height: int, width: int, levels: int, *, frame_bytes: int, mosaic: bool = False,
                     moved: bool = True, method: str = "soft", demosaic: str = "rcd",
-                    output_bytes: int = 2) -> Footprint:
+                    output_bytes: int = 2, per_channel: bool = False) -> Footprint:
     """The peak memory of a stack of (``height``, ``width``, ``channels``) frames fused over
     ``levels`` pyramid levels; ``frame_bytes`` is one decoded frame as uploaded (the mosaic
     for camera RAW, ``mosaic=True``); ``moved``: frames may be warped (alignment on);
-    ``output_bytes``: bytes per sample of the encoded image (1 or 2)."""
+    ``output_bytes``: bytes per sample of the encoded image (1 or 2); ``per_channel``: each channel
+    fused by its own single-channel state (``stages.channels.PerChannelFusion``), beside the frame's
+    (C, H, W) input."""
     c, plane = channels, height * width
-    state = _state_bytes(method, c, height, width, levels)
+    if per_channel:
+        state = c * _state_bytes(method, 1, height, width, levels) + F32 * c * plane
+    else:
+        state = _state_bytes(method, c, height, width, levels)
     decode_table = F32 * 65536                      # the largest decode table (16-bit samples)
     encode_table = output_bytes * ENCODE_LUT_SIZE   # the output's encoding table, uploaded at the end
     image = F32 * c * plane

@@ -60,6 +60,16 @@ def check_levels(height: int, width: int, levels: int | None) -> int:
     return levels
 
 
+def focus_view(channels: int, focus_channel: int | None):
+    """``view(image)``: the part of a (C, H, W) image the focus measure reads: every channel
+    (None), or channel ``focus_channel`` alone, as a (1, H, W) view (contiguous: no copy)."""
+    if focus_channel is None:
+        return lambda image: image
+    if not 0 <= focus_channel < channels:
+        raise InputError(f"focus channel {focus_channel} does not exist: the frames have {channels} channel(s)")
+    return lambda image: image[focus_channel:focus_channel + 1]
+
+
 @dataclass
 class DepthState:
     """Per-pixel depth bookkeeping at full resolution (all float32 (H, W))."""
@@ -92,13 +102,15 @@ class PyramidFusion(FrameLevels):
 
     Use: write a frame into ``input`` (planar float32), call ``fold(k)`` with its index in the
     stack; repeat in any order that reaches each frame from a neighbour (``align.processing_order``);
-    then ``depth()`` and ``collapse()``.
+    then ``depth()`` and ``collapse()``. ``focus_channel``: the local energies (selection and depth)
+    from that channel alone; every channel takes the coefficients of the same frame.
     """
 
     def __init__(self, be, channels: int, height: int, width: int, *, levels: int, energy_radius: int,
-                 depth_radius: int):
+                 depth_radius: int, focus_channel: int | None = None):
         self.be = be
         self.channels = channels
+        self.focus = focus_view(channels, focus_channel)
         self.shapes = level_shapes(height, width, levels)
         self.levels = levels
         self.radius = energy_radius
@@ -151,7 +163,7 @@ class PyramidFusion(FrameLevels):
             be.pyramid_expand_sub(g[lv], g[lv + 1])  # g[lv + 1] is still Gaussian here
         for lv in range(last):
             q, rowbox = self._scratch(lv)
-            be.fuse_sqsum(g[lv], q)
+            be.fuse_sqsum(self.focus(g[lv]), q)
             be.filter_box_rows(q, rowbox, self.radius)
             be.fuse_select(g[lv], rowbox, self.best_lap[lv], self.best_e[lv], self.radius)
             if lv == 0:  # the depth scores: the same squared sums in a wider window (rowbox is free again)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fuse import FrameLevels, level_shapes
+from .fuse import FrameLevels, focus_view, level_shapes
 
 POWER = 24         # exponent of the weight (score ratio)
 RMIN = np.float32(0.5)  # ratios below this weigh 0 (0.5**24 = 6e-8, a normal float)
@@ -81,12 +81,14 @@ class SoftFusion(FrameLevels):
     """Running state of the soft fusion of frames of shape (C, H, W) on backend ``be``.
 
     Use as ``PyramidFusion``: write a frame into ``input``, ``fold(k)``; then ``depth()`` and
-    ``collapse()``.
+    ``collapse()``. ``focus_channel``: the score (and the noise floor) from that channel alone;
+    every channel still gets the same weights, so the channels stay registered.
     """
 
-    def __init__(self, be, channels: int, height: int, width: int):
+    def __init__(self, be, channels: int, height: int, width: int, *, focus_channel: int | None = None):
         self.be = be
         self.channels = channels
+        self.focus = focus_view(channels, focus_channel)
         self.shapes = level_shapes(height, width, SCORE_LEVELS + 1)
         self.count = 0
         self.floor = None
@@ -108,7 +110,7 @@ class SoftFusion(FrameLevels):
         """``self.score`` = the frame's focus score (on the first frame, first the noise floor)."""
         be, g = self.be, self.g
         if self.floor is None:
-            self.floor = noise_floor(be.to_host(g[0]))  # sync: once per stack
+            self.floor = noise_floor(be.to_host(self.focus(g[0])))  # sync: once per stack
         for lv in range(SCORE_LEVELS):
             be.pyramid_reduce(g[lv], g[lv + 1])
         be.pyramid_laplacian(g[0], g[1], self.lap0)
@@ -117,7 +119,7 @@ class SoftFusion(FrameLevels):
         laps = [self.lap0] + g[1:SCORE_LEVELS]
         for lv in range(SCORE_LEVELS - 1, -1, -1):
             q, rowbox = self._scratch(lv)
-            be.fuse_sqsum(laps[lv], q)
+            be.fuse_sqsum(self.focus(laps[lv]), q)
             be.filter_box_rows(q, rowbox, RADIUS)
             be.filter_box_cols(rowbox, self.scores[lv], RADIUS)
             if lv + 1 < SCORE_LEVELS:
