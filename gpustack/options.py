@@ -79,7 +79,7 @@ _LENGTH = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf(?
                      re.IGNORECASE)
 
 #: ``confidence_threshold`` default: below it the height map is NaN (see ``StackOptions``).
-CONFIDENCE_THRESHOLD = 0.05
+CONFIDENCE_THRESHOLD = 0.8
 
 
 def length_um(value, name: str = "length") -> float:

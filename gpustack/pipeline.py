@@ -111,6 +111,10 @@ class StackResult:
         where ``confidence`` is below ``confidence_threshold``; None without a z-step. One plane per
         channel with ``per_channel`` (then ``depth``, ``depth_raw`` and ``confidence`` are
         (C, H, W) too).
+    height_confidence : (H, W) or (C, H, W) float32 ndarray or None
+        What the height map is thresholded on (``--confidence-map``): for the soft method how far
+        the best plane's focus score stands above the mean, in noise floors ``n``, as ``n / (n + 1)``
+        (0.8: four noise floors); for the others ``confidence``.
     channel_names : tuple of str
         The channels' names (microscopy metadata; ``C0``, ``C1``... otherwise).
     calibration : gpustack.io.ome.Calibration
@@ -135,6 +139,7 @@ class StackResult:
     reference: int = 0
     crop: tuple | None = None
     height: np.ndarray | None = None
+    height_confidence: np.ndarray | None = None
     channel_names: tuple = ()
     calibration: Calibration = field(default_factory=Calibration)
     microscopy: dict | None = None
@@ -371,7 +376,9 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
                                                     mosaic=frame.raw is not None, moved=options.align != "none",
                                                     method=options.method, demosaic=options.demosaic,
                                                     output_bytes=options.output_bits // 8,
-                                                    per_channel=per_channel),
+                                                    per_channel=per_channel,
+                                                    height_map=calibration.z_step is not None
+                                                    or options.confidence_map is not None),
                                     f"{w}x{h} frames with {c} channel(s)")
                 fusion = _make_fusion(be, options, c, h, w, levels, focus, per_channel)
                 logger.info("%dx%d, %d channel(s), %s %s, method %s%s, reference frame %d (%s)", w, h, c,
@@ -408,9 +415,11 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
     timings["align_s"] = sum(fa.seconds for fa in aligner.results.values()) if aligner else 0.0
 
     t0 = time.perf_counter()
+    contrast = fusion.contrast() if calibration.z_step is not None or options.confidence_map else None
     depth_raw, conf = fusion.depth()
     per_channel = isinstance(depth_raw, list)
     depth_raws, confs = (depth_raw, conf) if per_channel else ([depth_raw], [conf])
+    contrasts = [] if contrast is None else contrast if per_channel else [contrast]
     fused = fusion.collapse()
     fusion = None  # the state's other planes (about two thirds of it) are free before the finish allocates
     depths = []
@@ -431,8 +440,8 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
         if (r0, r1, c0, c1) != (0, h, 0, w):
             crop = (r0, r1, c0, c1)
             fused = _cropped(be, fused, r0, r1, c0, c1)
-            depths, depth_raws, confs = ([_cropped(be, a, r0, r1, c0, c1) for a in planes]
-                                         for planes in (depths, depth_raws, confs))
+            depths, depth_raws, confs, contrasts = ([_cropped(be, a, r0, r1, c0, c1) for a in planes]
+                                                    for planes in (depths, depth_raws, confs, contrasts))
             logger.info("cropped to %dx%d at (%d, %d): the area every aligned frame covers", c1 - c0, r1 - r0,
                         c0, r0)
     c, h, w = fused.shape
@@ -450,20 +459,23 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
     if options.z_step:
         depth_h = depth_h * np.float32(options.z_step)
         depth_raw_h = depth_raw_h * np.float32(options.z_step)
+    height_conf = host(contrasts) if contrasts else conf_h
     if affines and not options.crop:
-        conf_h = np.where(coverage_mask(affines, h, w), conf_h, np.float32(0))
+        covered = coverage_mask(affines, h, w)
+        conf_h = np.where(covered, conf_h, np.float32(0))
+        height_conf = np.where(covered, height_conf, np.float32(0))
     if c == 1:
         image, linear_h = image[:, :, 0], linear_h[:, :, 0]
     height = None
     if calibration.z_step is not None:
-        index = host(depths)
-        height = microscopy.height_map(index, conf_h, calibration.z_step, options.confidence_threshold)
+        height = microscopy.height_map(host(depths), height_conf, calibration.z_step, options.confidence_threshold)
     timings["finish_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
     return StackResult(image=image, linear=linear_h, depth=depth_h, depth_raw=depth_raw_h, confidence=conf_h,
                        frames=frames_list, options=options, backend=be.name,
                        device=getattr(be, "device_name", ""), timings=timings, outputs={},
-                       reference=reference, crop=crop, height=height, channel_names=tuple(names),
+                       reference=reference, crop=crop, height=height, height_confidence=height_conf,
+                       channel_names=tuple(names),
                        calibration=calibration, microscopy=None if info is None else info.describe(),
                        exif=first.exif, icc=first.icc)
 
@@ -489,9 +501,9 @@ def _write_outputs(results, options: StackOptions, staged) -> None:
                              microscopy.height_text(options, result), staged)
         result.outputs["height_map"] = str(options.height_map)
     if options.confidence_map is not None:
-        _write_map(options.confidence_map, "confidence", [r.confidence for r in results], results, options,
-                             f"gpustack {__version__} confidence map: how clearly one plane stood out, 0 to 1",
-                             staged)
+        _write_map(options.confidence_map, "confidence", [r.height_confidence for r in results], results, options,
+                   f"gpustack {__version__} confidence map (the height map's): how clearly one plane stood out, "
+                   f"0 to 1; the height map is NaN below {options.confidence_threshold:g}", staged)
         result.outputs["confidence_map"] = str(options.confidence_map)
 
 

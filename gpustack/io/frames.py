@@ -51,8 +51,10 @@ RAW_EXTENSIONS = frozenset(
     ".dng .cr2 .cr3 .nef .nrw .arw .srf .sr2 .orf .rw2 .raf .pef .srw .kdc .dcr .mrw .3fr .erf .mef .mos .raw"
     " .rwl .iiq .x3f".split()
 )
+#: Vendor microscopy files (Nikon ND2, Zeiss CZI, Leica LIF), read through bioio (gpustack.io.vendor).
+VENDOR_EXTENSIONS = frozenset({".nd2", ".czi", ".lif"})
 #: Extensions of the files taken from a folder or a glob pattern.
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"}) | RAW_EXTENSIONS
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"}) | RAW_EXTENSIONS | VENDOR_EXTENSIONS
 
 _IMAGE_KINDS = "(.jpg, .png, .tif, or camera RAW)"
 _TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF
@@ -198,7 +200,14 @@ def list_frames(inputs: Iterable[str | os.PathLike] | str | os.PathLike, order: 
     kinds = {path: _sniff(path) for path in paths}
     sources = []
     for path in paths:
-        sources.extend(_tiff_sources(path, time, position) if kinds[path] == "tiff" else [FrameSource(path, 0, path.name)])
+        if kinds[path] == "tiff":
+            sources.extend(_tiff_sources(path, time, position))
+        elif kinds[path] == "vendor":
+            from .vendor import vendor_sources
+
+            sources.extend(vendor_sources(path, time=time, position=position))
+        else:
+            sources.append(FrameSource(path, 0, path.name))
     sources.sort(key=_name_key)
     if order == "z":
         from .ome import z_order
@@ -330,8 +339,8 @@ def _name_key(source: FrameSource) -> tuple:
 
 
 def _sniff(path: Path) -> str:
-    """``"jpeg"``, ``"png"``, ``"tiff"`` or ``"raw"``; DecodeError for anything else, or a file that
-    cannot be read."""
+    """``"jpeg"``, ``"png"``, ``"tiff"``, ``"raw"`` or ``"vendor"`` (microscopy, by extension);
+    DecodeError for anything else, or a file that cannot be read."""
     try:
         with open(path, "rb") as f:
             head = f.read(16)
@@ -339,6 +348,8 @@ def _sniff(path: Path) -> str:
         raise DecodeError(path, f"cannot read: {exc.strerror or exc}; check that the file is readable") from exc
     if path.suffix.lower() in RAW_EXTENSIONS:
         return "raw"
+    if path.suffix.lower() in VENDOR_EXTENSIONS:
+        return "vendor"
     if head.startswith(b"\xff\xd8\xff"):
         return "jpeg"
     if head.startswith(_PNG_MAGIC):
@@ -375,7 +386,7 @@ def _tiff_sources(path: Path, time=None, position=None) -> list[FrameSource]:
     from . import ome
 
     with _decoding(path):
-        with tifffile.TiffFile(path) as tf:
+        with ome.broken_chain_refused(path), tifffile.TiffFile(path) as tf:
             _require_pages(path, tf)
             if ome.is_microscopy(tf):
                 return ome.microscopy_sources(path, tf, time=time, position=position)

@@ -18,6 +18,7 @@ one stack, in name order or, with ``--order z``, by the z position in their meta
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass, field, replace
@@ -101,6 +102,33 @@ class StackInfo:
                 "time": self.time, "times": self.times, **self.calibration.to_dict()}
 
 
+class _Complaints(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def broken_chain_refused(path: Path):
+    """DecodeError when tifffile, while the file is opened and its pages listed, finds a page
+    offset past the end of the file: the chain of pages was cut (a truncated file, which would
+    otherwise be read as its first pages only, and an OME-TIFF whose XML was cut as a plain TIFF)."""
+    handler = _Complaints()
+    log = logging.getLogger("tifffile")
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+    cut = [m for m in handler.messages if "invalid page offset" in m]
+    if cut:
+        raise DecodeError(path, f"cannot decode: its pages end early ({cut[0].split('> ')[-1]}); the file is "
+                                f"truncated or corrupt — re-copy it or remove it from the frames")
+
+
 def is_microscopy(tf: tifffile.TiffFile) -> bool:
     """An OME-TIFF or an ImageJ hyperstack (their axes, not their pages, say what a plane is)."""
     return bool(tf.is_ome or tf.is_imagej)
@@ -128,26 +156,45 @@ def microscopy_sources(path: Path, tf: tifffile.TiffFile, *, time: int | None = 
 def read_stacks(path: Path, tf: tifffile.TiffFile, *, time: int | None = None,
                 position: int | None = None) -> list[StackInfo]:
     """The stacks of an OME-TIFF or ImageJ file, as selected by ``time`` and ``position``."""
+    len(tf.pages)  # every page indexed now, so a cut chain is found while the file is listed
     series = [s for s in tf.series if s.kind in ("ome", "imagej")] or list(tf.series[:1])
-    if position is not None:
-        if not 0 <= position < len(series):
-            raise InputError(f"{path}: --position {position} asked for, but the file holds "
-                             f"{_count(len(series), 'position')} (0 to {len(series) - 1}); pick one of those")
-        chosen = [position]
-    else:
-        chosen = range(len(series))
     stacks = []
-    for index in chosen:
+    for index in selected(path, position, len(series)):
         info = _stack_info(path, tf, series[index], index, len(series))
-        if info.times > 1 or time is not None:
-            if time is not None and not 0 <= time < info.times:
-                what = "has no T axis" if "T" not in info.axes else f"has {info.times} time points (0 to {info.times - 1})"
-                raise InputError(f"{path}: --time {time} asked for, but the file {what}; "
-                                 f"{'omit --time' if 'T' not in info.axes else 'pick one of those'}")
-            stacks += [replace(info, time=t) for t in ([time] if time is not None else range(info.times))]
-        else:
-            stacks.append(info)
+        stacks += [replace(info, time=t) for t in selected_times(path, time, info.times, "T" in info.axes)]
     return stacks
+
+
+def selected(path: Path, position: int | None, positions: int) -> list[int]:
+    """The stage positions ``--position`` picks (all of them when None); InputError past the end."""
+    if position is None:
+        return list(range(positions))
+    if not 0 <= position < positions:
+        raise InputError(f"{path}: --position {position} asked for, but the file holds {_count(positions, 'position')} "
+                         f"(0 to {positions - 1}); pick one of those")
+    return [position]
+
+
+def selected_times(path: Path, time: int | None, times: int, has_t: bool) -> list:
+    """The time points ``--time`` picks: each one (all when None), or [None] for a file without a T
+    axis; InputError for one the file does not hold."""
+    if time is not None and not (has_t and 0 <= time < times):
+        what = f"has {times} time points (0 to {times - 1})" if has_t else "has no T axis"
+        raise InputError(f"{path}: --time {time} asked for, but the file {what}; "
+                         f"{'pick one of those' if has_t else 'omit --time'}")
+    if time is not None:
+        return [time]
+    return list(range(times)) if has_t else [None]
+
+
+def check_samples(path: Path, dtype, channels: int) -> None:
+    """DecodeError or InputError for samples or a number of channels the fusion cannot take."""
+    if np.dtype(dtype) not in DTYPES:
+        raise DecodeError(path, f"holds {np.dtype(dtype)} samples; gpustack reads uint8, uint16 and float32 "
+                                f"microscopy data — convert the stack (e.g. Fiji: Image > Type > 16-bit)")
+    if channels > MAX_CHANNELS:
+        raise InputError(f"{path}: has {channels} channels; gpustack fuses at most {MAX_CHANNELS} at once — "
+                         f"split the channels into several files (Fiji: Image > Color > Split Channels)")
 
 
 def _count(n, what):
@@ -161,14 +208,8 @@ def _stack_info(path: Path, tf: tifffile.TiffFile, s, index: int, positions: int
         raise DecodeError(path, f"has axes {axes} {shape}; gpustack reads T, C, Z, Y, X and S (RGB samples) — "
                                 f"save the stack with those axes (e.g. from Fiji as OME-TIFF)")
     dtype = np.dtype(s.dtype)
-    if dtype not in DTYPES:
-        raise DecodeError(path, f"holds {dtype} samples; gpustack reads uint8, uint16 and float32 microscopy "
-                                f"data — convert the stack (e.g. Fiji: Image > Type > 16-bit)")
     sizes = dict(zip(axes, shape))
-    channels = sizes.get("C", 1) * sizes.get("S", 1)
-    if channels > MAX_CHANNELS:
-        raise InputError(f"{path}: has {channels} channels; gpustack fuses at most {MAX_CHANNELS} at once — "
-                         f"split the channels into several files (Fiji: Image > Color > Split Channels)")
+    check_samples(path, dtype, sizes.get("C", 1) * sizes.get("S", 1))
     fmt = "OME-TIFF" if tf.is_ome else "ImageJ hyperstack"
     meta = _ome_meta(tf, index) if tf.is_ome else _imagej_meta(tf)
     names = meta.get("names") or ()

@@ -55,6 +55,11 @@ class PerChannelFusion:
             part.fold(k)
         self.count += 1
 
+    def contrast(self):
+        """The height map's confidence per channel (a list), or None (see the single states')."""
+        planes = [part.contrast() for part in self.parts]
+        return None if planes[0] is None else planes
+
     def depth(self):
         """(list of depth planes, list of confidence planes), one per channel."""
         pairs = [part.depth() for part in self.parts]

@@ -68,14 +68,16 @@ def _state_bytes(method: str, c: int, height: int, width: int, levels: int) -> i
 
 def stack_footprint(channels: int, height: int, width: int, levels: int, *, frame_bytes: int, mosaic: bool = False,
                     moved: bool = True, method: str = "soft", demosaic: str = "rcd",
-                    output_bytes: int = 2, per_channel: bool = False) -> Footprint:
+                    output_bytes: int = 2, per_channel: bool = False,
+                    height_map: bool = False) -> Footprint:
     """The peak memory of a stack of (``height``, ``width``, ``channels``) frames fused over
     ``levels`` pyramid levels; ``frame_bytes`` is one decoded frame as uploaded (the mosaic
     for camera RAW, ``mosaic=True``); ``moved``: frames may be warped (alignment on);
     ``output_bytes``: bytes per sample of the encoded image (1 or 2); ``per_channel``: each channel
     fused by its own single-channel state (``stages.channels.PerChannelFusion``), beside the frame's
-    (C, H, W) input."""
+    (C, H, W) input; ``height_map``: the soft fusion's height-map confidence is made too."""
     c, plane = channels, height * width
+    contrast = height_map and method == "soft"  # the height map's confidence plane(s)
     if per_channel:
         state = c * _state_bytes(method, 1, height, width, levels) + F32 * c * plane
     else:
@@ -88,13 +90,15 @@ def stack_footprint(channels: int, height: int, width: int, levels: int, *, fram
     held = 2 * frame_bytes + decode_table + developed  # the upload slots (two frames), kept to the end
     in_flight = frame_bytes + rcd + held
     encoded = output_bytes * c * plane
+    maps = c if per_channel else 1                  # depth, confidence (and contrast) planes: one per channel or one
+    kinds = 2 + (1 if contrast else 0)
     phases = {
         "fold": state + in_flight,
-        "finish": max(state + 2 * F32 * plane,                      # depth and confidence beside the whole state
-                      image + 2 * F32 * plane + 4 * F32 * plane)    # fused, depth planes, smoothing planes
+        "finish": max(state + maps * kinds * F32 * plane,             # depth, confidence (and contrast) beside the state
+                      image + (maps * (kinds + 1) - 1) * F32 * plane + 4 * F32 * plane)  # fused, maps, smoothing
         + held,
-        "output": max(2 * (image + 3 * F32 * plane),                # cropped copies beside the planes
-                      image + 3 * F32 * plane + encoded + encode_table)  # the encoding
+        "output": max(2 * (image + maps * (kinds + 1) * F32 * plane),  # cropped copies beside the planes
+                      image + maps * (kinds + 1) * F32 * plane + encoded + encode_table)  # the encoding
         + F32 * plane + held + max(0, encode_table - frame_bytes),  # summed confidence; a slot grows to the table
     }
     if method == "depthmap":

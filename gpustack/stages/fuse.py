@@ -197,6 +197,10 @@ class PyramidFusion(FrameLevels):
         self.g = self.best_lap = self.acc = None
         return coarse
 
+    def contrast(self):
+        """None: the height map's confidence is the depth map's (``depth``)."""
+        return None
+
     def depth(self):
         """(depth, confidence), float32 (H, W): sub-frame index of the sharpest frame, and
         (best - mean score) / best score in [0, 1)."""

@@ -75,8 +75,8 @@ def height_map(index: np.ndarray, conf: np.ndarray, z_step: float, threshold: fl
 def height_text(options, result) -> str:
     """The height map's description (the TIFF's and the OME image's)."""
     d = height_description(options, result)
-    return (f"gpustack {__version__} height map: {d['unit']} above the first plane (plane 0 = 0), "
-            f"{d['direction']}; z-step {d['z_step_um']:g} µm ({d['z_step_source']}); NaN where the confidence is "
+    return (f"gpustack {__version__} height map: microns above the first plane (plane 0 = 0), "
+            f"{d['direction']}; z-step {d['z_step_um']:g} um ({d['z_step_source']}); NaN where the confidence is "
             f"below {d['confidence_threshold']:g}")
 
 

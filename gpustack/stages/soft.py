@@ -143,6 +143,14 @@ class SoftFusion(FrameLevels):
         be.soft_finish(self.state, np.float32(self.count), depth, conf)
         return depth, conf
 
+    def contrast(self):
+        """float32 (H, W): how far the best frame's score stands above the mean score, in noise
+        floors, mapped to [0, 1) (``n / (n + 1)``): the height map's confidence (a dark background,
+        only noise, stays low whatever the frames). Call after the last ``fold``, before ``depth``."""
+        out = self.be.empty(self.shapes[0], np.float32)
+        self.be.soft_contrast(self.state, np.float32(self.count), np.float32(self.floor), out)
+        return out
+
     def collapse(self):
         """The fused image, planar float32 (C, H, W), linear light (not clipped): the low-pass of
         the weighted mean frame plus the weighted mean finest level. Call after ``depth``."""

@@ -54,7 +54,7 @@ FAMILIES = {
     "depth": ("gs_depth_track", "gs_depth_finalize", "gs_depth_weight", "gs_depth_ratio", "gs_depthmap_accumulate",
               "gs_depthmap_blend"),
     "encode": ("gs_encode_lut_u8", "gs_encode_lut_u16"),
-    "soft": ("gs_soft_fold", "gs_soft_finish"),
+    "soft": ("gs_soft_fold", "gs_soft_finish", "gs_soft_contrast"),
     "develop": ("gs_develop_bilinear", "gs_develop_mhc", "gs_develop_rcd_normalise", "gs_develop_rcd_vh",
                 "gs_develop_rcd_green", "gs_develop_rcd_pq", "gs_develop_rcd_rb", "gs_develop_rcd_rb_at_green",
                 "gs_develop_rcd_finish"),
@@ -659,6 +659,12 @@ def plan_soft_finish(acc, acc_lap, den, depth_num, max_s, sum_s, n, depth, conf)
     planes = {"den": den, "depth_num": depth_num, "max_s": max_s, "sum_s": sum_s, "depth": depth, "conf": conf}
     return _plan_pixels("gs_soft_finish", planes, (acc, acc_lap, *planes.values()),
                         (np.int32(acc.shape[0]), np.float32(n)), {"acc": acc, "acc_lap": acc_lap})
+
+
+def plan_soft_contrast(max_s, sum_s, n, floor, out) -> Launch:
+    """``out`` = (max_s - sum_s / n) / (that + floor), 0 where not positive (all (H, W))."""
+    planes = {"max_s": max_s, "sum_s": sum_s, "out": out}
+    return _plan_pixels("gs_soft_contrast", planes, tuple(planes.values()), (np.float32(n), np.float32(floor)))
 
 
 def plan_encode_lut_u8(src, lut, dst) -> Launch:
