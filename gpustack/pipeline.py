@@ -524,7 +524,7 @@ def _image_text(result) -> str:
     return (f"gpustack {__version__}: {len(result.frames)} focal planes fused into one image{source}, method "
             f"{result.options.method}, {'each channel by its own focus' if result.options.per_channel else ''}"
             f"{'' if result.options.per_channel else 'every channel from the same planes'}; linear samples, "
-            f"not rescaled; backend {result.backend}")
+            f"not rescaled")
 
 
 def _write_map(path, kind, maps, results, options, description, staged) -> None:

@@ -134,3 +134,29 @@ def test_emulated_raw_stack_matches_cpu(emu, monkeypatch, tmp_path):
         assert {kernel, "gs_warp_planar_f32"} <= set(emu.launched)
         for field in ("image", "linear", "depth", "depth_raw", "confidence"):
             assert_bits_equal(getattr(got, field), getattr(want, field))
+
+
+@pytest.mark.filterwarnings("ignore:frame .* matched worse than no warp")
+@pytest.mark.parametrize("opts", [{"per_channel": True}, {"focus_channel": "GFP", "align": "similarity"}])
+def test_emulated_microscopy_stack_matches_cpu(emu, monkeypatch, tmp_path, opts):
+    """A 5-channel 12-bit OME-TIFF z-stack (gains for 5 channels when aligned, per-channel states or a
+    focus channel, the height map's confidence): the emulated cuda backend writes the cpu backend's bytes."""
+    import gpustack.pipeline
+    from gpustack import synth
+
+    st = synth.make_microscopy_stack(n_planes=5, shape=(64, 80), channels=5, offsets=(0, 2, 4, 1, 3), seed=5)
+    path = st.write_ome(tmp_path / "five.ome.tif")
+    results = {}
+    for name in ("cpu", "emulated"):
+        out = tmp_path / name
+        out.mkdir()
+        with monkeypatch.context() as m:
+            if name == "emulated":
+                m.setattr(gpustack.pipeline, "get_backend", lambda _: emu)
+            results[name] = gpustack.stack(path, backend="cpu", output=out / "f.ome.tif",
+                                           height_map=out / "h.ome.tif", confidence_map=out / "c.tif", **opts)
+    got, want = results["emulated"], results["cpu"]
+    for field in ("image", "linear", "depth", "confidence", "height", "height_confidence"):
+        assert_bits_equal(getattr(got, field), getattr(want, field))
+    for file in ("f.ome.tif", "h.ome.tif", "c.tif"):
+        assert (tmp_path / "emulated" / file).read_bytes() == (tmp_path / "cpu" / file).read_bytes()

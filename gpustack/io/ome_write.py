@@ -12,7 +12,9 @@ or less) as sub-IFDs: the pyramid those viewers use. Integer samples are written
 
 from __future__ import annotations
 
+import hashlib
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -67,21 +69,32 @@ def write_ome(path, positions: list[np.ndarray], *, channel_names, pixel_size=No
         if a.shape[1] != len(channel_names):
             raise InputError(f"{path}: {a.shape[1]} channels but {len(channel_names)} channel names")
 
+    # The OME UUID from the content, not at random: the same result gives the same bytes (the
+    # backends' parity contract), and a different one another UUID.
+    digest = hashlib.sha256(repr((list(channel_names), pixel_size, description, name)).encode())
+    for a in arrays:
+        digest.update(repr((a.dtype.str, a.shape)).encode())
+        digest.update(memoryview(a.reshape(-1).view(np.uint8)))
+    file_uuid = f"urn:uuid:{uuid.UUID(bytes=digest.digest()[:16], version=5)}"
+
     def encode(f):
         nbytes = sum(a.nbytes for a in arrays)
         with tifffile.TiffWriter(f, bigtiff=nbytes > 2**32 - 2**25, ome=True) as tif:
             for index, a in enumerate(arrays):
-                _write_position(tif, a, index, len(arrays), channel_names, pixel_size, description, name)
+                _write_position(tif, a, index, len(arrays), channel_names, pixel_size, description, name,
+                                file_uuid if index == 0 else None)
 
     _atomic_write(path, encode, overwrite=overwrite, stage=stage)
 
 
-def _write_position(tif, a, index, count, channel_names, pixel_size, description, name) -> None:
+def _write_position(tif, a, index, count, channel_names, pixel_size, description, name, file_uuid) -> None:
     t, c, h, w = a.shape
     squeeze_t = t == 1
     data = a[0] if squeeze_t else a
     meta = {"axes": "CYX" if squeeze_t else "TCYX", "Channel": {"Name": list(channel_names)},
             "Name": name + (f" (position {index})" if count > 1 else ""), "Description": description}
+    if file_uuid is not None:
+        meta["UUID"] = file_uuid
     if pixel_size is not None:
         meta.update({"PhysicalSizeY": float(pixel_size[0]), "PhysicalSizeYUnit": "µm",
                      "PhysicalSizeX": float(pixel_size[1]), "PhysicalSizeXUnit": "µm"})
