@@ -26,7 +26,7 @@ from .backends import get_backend
 from .color import decode_lut, encode_lut
 from .errors import InputError
 from .io.raw import bin2x2, develop_params
-from .io import (StagedOutputs, check_outputs, list_frames, read_frame, sidecar_path, sources_from_arrays,
+from .io import (FrameSource, StagedOutputs, check_outputs, list_frames, read_frame, sidecar_path, sources_from_arrays,
                  write_depth, write_image, write_sidecar)
 from .options import StackOptions, is_ome_path
 from .prefetch import prefetch
@@ -218,6 +218,8 @@ def _plan_sources(inputs, options: StackOptions):
             raise InputError("no frames given; pass the frame files, a folder, or a list of arrays")
         if all(isinstance(x, (str, Path)) for x in items):
             return list_frames(items, **selection), None
+        if all(isinstance(x, FrameSource) for x in items):  # e.g. gpustack.io.ome.array_sources
+            return items, None
         if all(_is_array(x) for x in items):
             return sources_from_arrays(items), None
         raise InputError("inputs mix paths and arrays; pass either paths or arrays")

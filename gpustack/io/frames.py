@@ -518,14 +518,15 @@ def read_frame(source: FrameSource, index: int, raw_develop: str = "backend") ->
     if source.array is not None:
         data = _to_hwc(source.array)
         kind, info = "array", {"bits": data.dtype.itemsize * 8}
-    elif source.reader is not None:  # a focal plane of a microscopy file, every channel
-        _log_decode("start", source.path)
+    elif source.reader is not None:  # a focal plane of a microscopy file (or z-stack array), every channel
+        where = Path(source.path or source.name)
+        _log_decode("start", where)
         try:
-            with _decoding(Path(source.path)):
+            with _decoding(where):
                 data, info = source.reader()
         finally:
-            _log_decode("end", source.path)
-        _require_pixels(Path(source.path), data)
+            _log_decode("end", where)
+        _require_pixels(where, data)
         kind = "microscopy"
     else:
         path = Path(source.path)

@@ -355,3 +355,28 @@ def z_order(sources: list) -> list:
             raise InputError(f"--order z: {s.name} has no z position in its metadata (OME-XML Plane PositionZ); "
                              f"use --order name")
     return sorted(sources, key=z_position)  # stable: name order breaks ties
+
+
+def array_sources(planes: np.ndarray, *, channel_names=None, pixel_size=None, z_step=None, name="array") -> list:
+    """Frame sources for a microscopy z-stack held in memory, ``planes`` (Z, C, H, W) (the napari
+    widget's layer): each focal plane one frame with every channel, read as a file's would be
+    (linear, not rescaled), with ``channel_names`` and the calibration (microns) given."""
+    from .frames import FrameSource
+
+    planes = np.asarray(planes)
+    if planes.ndim != 4:
+        raise InputError(f"{name}: a z-stack in memory must be (Z, C, H, W); got shape {planes.shape}")
+    z, c, h, w = planes.shape
+    dtype = planes.dtype if planes.dtype in DTYPES else np.dtype(np.float32)
+    check_samples(Path(name), dtype, c)
+    names = tuple(channel_names or (f"C{i}" for i in range(c)))
+    if len(names) != c:
+        raise InputError(f"{name}: {c} channels but {len(names)} channel names")
+    cal = Calibration(None if pixel_size is None else (float(pixel_size[0]), float(pixel_size[1])),
+                      None if pixel_size is None else "given", z_step, None if z_step is None else "given")
+    info = StackInfo(Path(name), "array", "ZCYX", planes.shape, dtype, names, cal, z)
+
+    def read(k):
+        return np.ascontiguousarray(np.moveaxis(planes[k], 0, -1), dtype=dtype), {"bits": dtype.itemsize * 8, "z": k}
+
+    return [FrameSource(None, k, f"{name}[z={k}]", reader=partial(read, k), stack=info) for k in range(z)]
