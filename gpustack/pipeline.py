@@ -331,8 +331,13 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
     t_start = time.perf_counter()
     timings = {}
     info = sources[0].stack if isinstance(sources, list) else None
-    calibration = (info.calibration if info is not None else Calibration()).overridden(options.pixel_size,
-                                                                                       options.z_step)
+    calibration = info.calibration if info is not None else Calibration()
+    if info is not None and info.planes == 1 and calibration.z_step is None:  # single-plane files
+        z_step = microscopy.z_step_of_planes(sources)
+        if z_step is not None:
+            calibration = dataclasses.replace(calibration, z_step=z_step,
+                                              z_step_source="spacing of the files' PositionZ")
+    calibration = calibration.overridden(options.pixel_size, options.z_step)
     linear = options.linear or info is not None  # microscopy data are linear light
     brightness = options.brightness and info is None  # and their intensities are kept as they are
     if info is not None:

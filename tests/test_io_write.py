@@ -167,7 +167,9 @@ def test_bad_images(tmp_path):
     with pytest.raises(InputError, match="expected uint8 or uint16"):
         write_image(tmp_path / "o.tif", np.zeros((4, 4, 3), np.float32), fmt="tiff")
     with pytest.raises(InputError, match=r"shape \(4, 4, 2\)"):
-        write_image(tmp_path / "o.tif", np.zeros((4, 4, 2), np.uint8), fmt="tiff")
+        write_image(tmp_path / "o.png", np.zeros((4, 4, 2), np.uint8), fmt="png")
+    with pytest.raises(InputError, match=r"shape \(4, 4, 9\); expected \(H, W, C\) with 1 to 8 channels$"):
+        write_image(tmp_path / "o.tif", np.zeros((4, 4, 9), np.uint8), fmt="tiff")
     with pytest.raises(InputError, match="unknown format"):
         write_image(tmp_path / "o.tif", np.zeros((4, 4, 3), np.uint8), fmt="bmp")
     assert list(tmp_path.iterdir()) == []

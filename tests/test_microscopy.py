@@ -401,3 +401,17 @@ def test_bio_formats_reads_our_ome_tiff_with_its_scale(written):
     assert 'PhysicalSizeX="0.65"' in xml and 'Name="DAPI"' in xml and 'Name="GFP"' in xml
     assert "Pixel type = float" in info("height.ome.tif")
     assert "Resolutions = 4" in info("big.ome.tif", "-noflat")
+
+
+def test_single_plane_files_give_their_z_step_and_a_plain_tiff_a_page_per_channel(tmp_path):
+    st = synth.make_microscopy_stack(n_planes=4, shape=(40, 40), offsets=(0, 0))
+    folder = tmp_path / "planes"
+    folder.mkdir()
+    for z in range(4):
+        tifffile.imwrite(folder / f"p{z}.ome.tif", st.planes[z], photometric="minisblack",
+                         metadata={"axes": "CYX", "Plane": {"PositionZ": [5.0 + 1.5 * z] * 2}})
+    result = gpustack.stack(folder, order="z", output=tmp_path / "f.tif", backend="cpu", align="none")
+    assert result.calibration.z_step == 1.5 and result.calibration.z_step_source == "spacing of the files' PositionZ"
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "f.tif"), np.moveaxis(result.image, -1, 0))
+    with pytest.raises(gpustack.InputError, match=r"the stack has 2 channels \(C0, C1\), which a PNG cannot hold"):
+        gpustack.stack(folder, output=tmp_path / "f.png", backend="cpu")

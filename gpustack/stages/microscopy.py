@@ -48,13 +48,32 @@ def check_request(stacks: list, options) -> None:
                 raise InputError(f"{info.path} holds {what}, one stack each; the {name} {path} would hold only "
                                  f"one: write an OME-TIFF ({path.stem.split('.')[0]}.ome.tif), or pick one with "
                                  f"--time N / --position N")
+    first = stacks[0][0].stack if stacks and isinstance(stacks[0], list) and stacks[0] else None
+    if first is not None and options.output is not None and options.output_format in ("png", "jpeg"):
+        channels = len(first.channel_names) * (first.shape[first.axes.index("S")] if "S" in first.axes else 1)
+        if channels not in (1, 3):
+            raise InputError(f"output {options.output}: the stack has {channels} channels "
+                             f"({', '.join(first.channel_names)}), which a {options.output_format.upper()} cannot hold; "
+                             f"write an OME-TIFF ({options.output.stem}.ome.tif) or a .tif")
     if options.height_map is not None:
-        info = stacks[0][0].stack if stacks and isinstance(stacks[0], list) and stacks[0] else None
+        info = first
         has_z = options.z_step is not None or (info is not None and info.calibration.z_step is not None)
         if not has_z:
             where = f"{info.path} has no z-step in its metadata" if info is not None else "the frames carry no z-step"
             raise InputError(f"height map {options.height_map}: {where}; pass the distance between planes with "
                              f"--z-step (e.g. --z-step 2um)")
+
+
+def z_step_of_planes(sources) -> float | None:
+    """The z-step of a stack of single-plane files from their metadata's z positions (the median
+    spacing), or None where a file has none or two share one."""
+    from ..io.ome import z_position
+
+    z = [z_position(s) for s in sources]
+    if len(z) < 2 or any(v is None for v in z):
+        return None
+    steps = np.abs(np.diff(np.sort(np.asarray(z, np.float64))))
+    return float(np.median(steps)) if np.all(steps > 0) else None
 
 
 def describe_calibration(cal) -> str:
