@@ -391,6 +391,9 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
                 logger.info("%dx%d, %d channel(s), %s %s, method %s%s, reference frame %d (%s)", w, h, c,
                             frame.kind, "mosaic" if frame.raw is not None else frame.data.dtype, options.method,
                             "" if options.method == "soft" else f" ({levels} pyramid levels)", frame.index, frame.name)
+                if info is not None and options.align != "none":
+                    logger.info("%s: aligning the planes (%s); a stage z-stack that does not move needs none: "
+                                "--align none", info.format, options.align)
                 if info is not None:
                     logger.info("%s: channels %s; %s%s", info.format, ", ".join(names),
                                 microscopy.describe_calibration(calibration),
