@@ -347,6 +347,7 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
         names, focus = (), None
     luts = _Luts(be, linear)
     loader = _Loader(be, luts, options)
+    heights = calibration.z_step is not None or options.confidence_map is not None  # a height map and its confidence
 
     if isinstance(sources, list):
         reference = resolve_reference(options.reference, len(sources))
@@ -384,10 +385,9 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
                                                     method=options.method, demosaic=options.demosaic,
                                                     output_bytes=options.output_bits // 8,
                                                     per_channel=per_channel,
-                                                    height_map=calibration.z_step is not None
-                                                    or options.confidence_map is not None),
+                                                    height_map=heights),
                                     f"{w}x{h} frames with {c} channel(s)")
-                fusion = _make_fusion(be, options, c, h, w, levels, focus, per_channel)
+                fusion = _make_fusion(be, options, c, h, w, levels, focus, per_channel, heights)
                 logger.info("%dx%d, %d channel(s), %s %s, method %s%s, reference frame %d (%s)", w, h, c,
                             frame.kind, "mosaic" if frame.raw is not None else frame.data.dtype, options.method,
                             "" if options.method == "soft" else f" ({levels} pyramid levels)", frame.index, frame.name)
@@ -425,11 +425,13 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
     timings["align_s"] = sum(fa.seconds for fa in aligner.results.values()) if aligner else 0.0
 
     t0 = time.perf_counter()
-    contrast = fusion.contrast() if calibration.z_step is not None or options.confidence_map else None
+    contrast = fusion.contrast() if heights else None
+    index = fusion.height_index() if heights else None
     depth_raw, conf = fusion.depth()
     per_channel = isinstance(depth_raw, list)
     depth_raws, confs = (depth_raw, conf) if per_channel else ([depth_raw], [conf])
     contrasts = [] if contrast is None else contrast if per_channel else [contrast]
+    indices = [] if index is None else index if per_channel else [index]
     fused = fusion.collapse()
     fusion = None  # the state's other planes (about two thirds of it) are free before the finish allocates
     depths = []
@@ -450,8 +452,9 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
         if (r0, r1, c0, c1) != (0, h, 0, w):
             crop = (r0, r1, c0, c1)
             fused = _cropped(be, fused, r0, r1, c0, c1)
-            depths, depth_raws, confs, contrasts = ([_cropped(be, a, r0, r1, c0, c1) for a in planes]
-                                                    for planes in (depths, depth_raws, confs, contrasts))
+            depths, depth_raws, confs, contrasts, indices = (
+                [_cropped(be, a, r0, r1, c0, c1) for a in planes]
+                for planes in (depths, depth_raws, confs, contrasts, indices))
             logger.info("cropped to %dx%d at (%d, %d): the area every aligned frame covers", c1 - c0, r1 - r0,
                         c0, r0)
     c, h, w = fused.shape
@@ -478,7 +481,10 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
         image, linear_h = image[:, :, 0], linear_h[:, :, 0]
     height = None
     if calibration.z_step is not None:
-        height = microscopy.height_map(host(depths), height_conf, calibration.z_step, options.confidence_threshold)
+        # the plane index of the highest focus score, sub-plane by a parabola (the pyramid method's
+        # depth before smoothing; the soft method tracks it for the height map)
+        height = microscopy.height_map(host(indices or depth_raws), height_conf, calibration.z_step,
+                                       options.confidence_threshold)
     timings["finish_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
     return StackResult(image=image, linear=linear_h, depth=depth_h, depth_raw=depth_raw_h, confidence=conf_h,
@@ -561,13 +567,13 @@ def _write_ome(path, images, results, names, description, options, staged) -> No
                         name=path.name, overwrite=options.overwrite, stage=staged)
 
 
-def _make_fusion(be, options, c, h, w, levels, focus=None, per_channel=False):
+def _make_fusion(be, options, c, h, w, levels, focus=None, per_channel=False, heights=False):
     """The fusion state of ``options.method`` (the depthmap method's first pass is the pyramid's);
-    with ``per_channel``, one single-channel state per channel."""
+    with ``per_channel``, one single-channel state per channel; ``heights``: what a height map needs."""
     if per_channel:
-        return PerChannelFusion(be, lambda: _make_fusion(be, options, 1, h, w, levels), c, h, w)
+        return PerChannelFusion(be, lambda: _make_fusion(be, options, 1, h, w, levels, heights=heights), c, h, w)
     if options.method == "soft":
-        return SoftFusion(be, c, h, w, focus_channel=focus)
+        return SoftFusion(be, c, h, w, focus_channel=focus, track_depth=heights)
     return PyramidFusion(be, c, h, w, levels=levels, energy_radius=options.energy_radius,
                          depth_radius=options.depth_radius, focus_channel=focus)
 

@@ -60,6 +60,11 @@ class PerChannelFusion:
         planes = [part.contrast() for part in self.parts]
         return None if planes[0] is None else planes
 
+    def height_index(self):
+        """The height map's plane index per channel (a list), or None (see the single states')."""
+        planes = [part.height_index() for part in self.parts]
+        return None if planes[0] is None else planes
+
     def depth(self):
         """(list of depth planes, list of confidence planes), one per channel."""
         pairs = [part.depth() for part in self.parts]

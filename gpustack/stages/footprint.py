@@ -44,12 +44,14 @@ class Footprint:
     largest: int  # elements of the largest single array (the kernels' index type depends on it)
 
 
-def _state_bytes(method: str, c: int, height: int, width: int, levels: int) -> int:
-    """The fusion state of ``method`` (``SoftFusion``, or ``PyramidFusion`` for pyramid and depthmap)."""
+def _state_bytes(method: str, c: int, height: int, width: int, levels: int, height_map: bool = False) -> int:
+    """The fusion state of ``method`` (``SoftFusion``, or ``PyramidFusion`` for pyramid and depthmap);
+    ``height_map``: the soft fusion's depth tracker too (6 planes, and the first frame's scores)."""
     plane = height * width
     if method == "soft":
         areas = [h * w for h, w in level_shapes(height, width, SCORE_LEVELS + 1)]
         return F32 * (c * sum(areas)               # the frame's first levels (Gaussian, then Laplacian)
+                      + (7 * plane if height_map else 0)  # DepthTracker: DepthState and the first frame's scores
                       + c * plane                  # its finest Laplacian level
                       + sum(areas[:SCORE_LEVELS])  # the focus score per level
                       + 2 * plane                  # squared sums and row box sums
@@ -77,11 +79,11 @@ def stack_footprint(channels: int, height: int, width: int, levels: int, *, fram
     fused by its own single-channel state (``stages.channels.PerChannelFusion``), beside the frame's
     (C, H, W) input; ``height_map``: the soft fusion's height-map confidence is made too."""
     c, plane = channels, height * width
-    contrast = height_map and method == "soft"  # the height map's confidence plane(s)
+    contrast = height_map and method == "soft"  # the height map's confidence and plane index
     if per_channel:
-        state = c * _state_bytes(method, 1, height, width, levels) + F32 * c * plane
+        state = c * _state_bytes(method, 1, height, width, levels, height_map) + F32 * c * plane
     else:
-        state = _state_bytes(method, c, height, width, levels)
+        state = _state_bytes(method, c, height, width, levels, height_map)
     decode_table = F32 * 65536                      # the largest decode table (16-bit samples)
     encode_table = output_bytes * ENCODE_LUT_SIZE   # the output's encoding table, uploaded at the end
     image = F32 * c * plane
@@ -91,10 +93,12 @@ def stack_footprint(channels: int, height: int, width: int, levels: int, *, fram
     in_flight = frame_bytes + rcd + held
     encoded = output_bytes * c * plane
     maps = c if per_channel else 1                  # depth, confidence (and contrast) planes: one per channel or one
-    kinds = 2 + (1 if contrast else 0)
+    kinds = 2 + (2 if contrast else 0)  # depth and confidence; the height map's confidence and index
     phases = {
         "fold": state + in_flight,
-        "finish": max(state + maps * kinds * F32 * plane,             # depth, confidence (and contrast) beside the state
+        # beside the whole state: the contrast planes, then one tracker's (or the fusion's) depth and
+        # confidence (each depth tracker is released as its index is made)
+        "finish": max(state + ((maps if contrast else 0) + 2) * F32 * plane,
                       image + (maps * (kinds + 1) - 1) * F32 * plane + 4 * F32 * plane)  # fused, maps, smoothing
         + held,
         "output": max(2 * (image + maps * (kinds + 1) * F32 * plane),  # cropped copies beside the planes

@@ -116,8 +116,6 @@ class PyramidFusion(FrameLevels):
         self.radius = energy_radius
         self.depth_radius = depth_radius
         self.count = 0
-        self._first = self._last = None
-        self._first_s = None  # the first frame's depth scores, kept for the turn of the chain
         f32 = np.float32
         c = channels
         self.g = [be.empty((c, h, w), f32) for h, w in self.shapes]
@@ -126,37 +124,11 @@ class PyramidFusion(FrameLevels):
         self.acc = be.full((c,) + self.shapes[-1], 0.0, f32)
         self._q = be.empty((height * width,), f32)
         self._rowbox = be.empty((height * width,), f32)
-        plane = (height, width)
-        self.depth_state = DepthState(
-            best_s=be.full(plane, -1.0, f32),
-            prev_s=be.full(plane, -1.0, f32),
-            best_k=be.full(plane, 0.0, f32),
-            prev_of_best=be.full(plane, -1.0, f32),
-            next_of_best=be.full(plane, -1.0, f32),
-            sum_s=be.full(plane, 0.0, f32),
-        )
-
-    def _neighbour_side(self, k: int) -> int:
-        """Which neighbour's score ``depth_state.prev_s`` holds for frame ``k``: 1 (frame k-1),
-        -1 (frame k+1), 0 (none). At the turn of the chain (the frame below the first one,
-        after the frames above it) the first frame's scores are swapped in."""
-        last, first = self._last, self._first
-        if last is None:
-            return 0
-        if last == k - 1:
-            return 1
-        if last == k + 1:
-            return -1
-        if first == k + 1 and self._first_s is not None:
-            ds = self.depth_state
-            ds.prev_s, self._first_s = self._first_s, ds.prev_s
-            return -1
-        return 0
+        self.tracker = DepthTracker(be, height, width)
 
     def fold(self, k: int) -> None:
         """Fold frame ``k`` (shot index), written in ``input``, into the state (``input`` is overwritten)."""
         be, g, last = self.be, self.g, self.levels - 1
-        h0, w0 = self.shapes[0]
         for lv in range(last):
             be.pyramid_reduce(g[lv], g[lv + 1])
         for lv in range(last):
@@ -168,15 +140,8 @@ class PyramidFusion(FrameLevels):
             be.fuse_select(g[lv], rowbox, self.best_lap[lv], self.best_e[lv], self.radius)
             if lv == 0:  # the depth scores: the same squared sums in a wider window (rowbox is free again)
                 be.filter_box_rows(q, rowbox, self.depth_radius)
-                side = self._neighbour_side(k)
-                be.depth_track(rowbox, self.depth_state, self.depth_radius, k, side)
-                if self._last is None and k > 0:  # the chain will come back below this frame
-                    self._first_s = be.empty((h0, w0), np.float32)
-                    be.copy(self.depth_state.prev_s, self._first_s)
+                self.tracker.track(rowbox, self.depth_radius, k)
         be.fuse_accumulate(self.acc, g[last])
-        if self._first is None:
-            self._first = k
-        self._last = k
         self.count += 1
 
     def collapse(self):
@@ -189,7 +154,7 @@ class PyramidFusion(FrameLevels):
         coarse = self.g[last]
         be.fuse_divide(self.acc, np.float32(self.count), coarse)
         self.g[:last] = [None] * last  # the frame pyramid is no longer needed
-        self.best_e = self.depth_state = self._q = self._rowbox = self._first_s = None
+        self.best_e = self.tracker = self._q = self._rowbox = None
         for lv in range(last - 1, -1, -1):
             be.pyramid_expand_add(self.best_lap[lv], coarse)
             coarse = self.best_lap[lv]
@@ -201,13 +166,69 @@ class PyramidFusion(FrameLevels):
         """None: the height map's confidence is the depth map's (``depth``)."""
         return None
 
+    def height_index(self):
+        """None: the height map's plane index is the depth map's before smoothing (``depth``)."""
+        return None
+
     def depth(self):
         """(depth, confidence), float32 (H, W): sub-frame index of the sharpest frame, and
         (best - mean score) / best score in [0, 1)."""
-        be, ds = self.be, self.depth_state
-        shape = self.shapes[0]
-        depth = be.empty(shape, np.float32)
-        conf = be.empty(shape, np.float32)
-        be.depth_finalize(ds.best_s, ds.best_k, ds.prev_of_best, ds.next_of_best, ds.sum_s,
-                          np.float32(self.count), depth, conf)
+        return self.tracker.finalize(self.count)
+
+
+class DepthTracker:
+    """Per pixel the frame of highest focus score, streaming: its index, the scores of its two
+    neighbours in shot order and the sum of all scores (``DepthState``, the ``depth_track``
+    kernel), whatever the processing order (``align.processing_order``: from the reference up,
+    then down); ``finalize`` gives the sub-frame index of a parabola through the best score and
+    its neighbours', and a confidence. Used by the pyramid fusion (its depth map) and by the soft
+    fusion (its height map)."""
+
+    def __init__(self, be, height: int, width: int):
+        self.be = be
+        self.shape = (height, width)
+        self._first = self._last = None
+        self._first_s = None  # the first frame's scores, kept for the turn of the chain
+        f32 = np.float32
+        self.state = DepthState(best_s=be.full(self.shape, -1.0, f32), prev_s=be.full(self.shape, -1.0, f32),
+                                best_k=be.full(self.shape, 0.0, f32), prev_of_best=be.full(self.shape, -1.0, f32),
+                                next_of_best=be.full(self.shape, -1.0, f32), sum_s=be.full(self.shape, 0.0, f32))
+
+    def _neighbour_side(self, k: int) -> int:
+        """Which neighbour's score ``state.prev_s`` holds for frame ``k``: 1 (frame k-1),
+        -1 (frame k+1), 0 (none). At the turn of the chain (the frame below the first one,
+        after the frames above it) the first frame's scores are swapped in."""
+        last, first = self._last, self._first
+        if last is None:
+            return 0
+        if last == k - 1:
+            return 1
+        if last == k + 1:
+            return -1
+        if first == k + 1 and self._first_s is not None:
+            ds = self.state
+            ds.prev_s, self._first_s = self._first_s, ds.prev_s
+            return -1
+        return 0
+
+    def track(self, rowbox, r: int, k: int) -> None:
+        """Fold frame ``k``'s scores, the column sums over 2r+1 rows of ``rowbox`` (r = 0: ``rowbox``
+        itself), into the state."""
+        be = self.be
+        be.depth_track(rowbox, self.state, r, k, self._neighbour_side(k))
+        if self._last is None and k > 0:  # the chain will come back below this frame
+            self._first_s = be.empty(self.shape, np.float32)
+            be.copy(self.state.prev_s, self._first_s)
+        if self._first is None:
+            self._first = k
+        self._last = k
+
+    def finalize(self, n: int):
+        """(depth, confidence), float32 (H, W): the parabola's sub-frame index, and (best - mean
+        score) / best in [0, 1). ``n``: the frames tracked."""
+        be, ds = self.be, self.state
+        depth = be.empty(self.shape, np.float32)
+        conf = be.empty(self.shape, np.float32)
+        be.depth_finalize(ds.best_s, ds.best_k, ds.prev_of_best, ds.next_of_best, ds.sum_s, np.float32(n), depth, conf)
+        self.state = self._first_s = None
         return depth, conf

@@ -24,7 +24,9 @@ below the finest level. The depth map is the weighted mean frame index, its conf
 ``(best - mean score) / best``.
 
 State: ``2C + 4`` full-size float32 planes, plus the frame's first three pyramid levels and a few
-scratch planes, whatever the number of frames.
+scratch planes, whatever the number of frames; with ``track_depth`` (a height map) 7 more: the
+best score's plane and its neighbours' scores (``stages.fuse.DepthTracker``), for a sub-plane
+index by a parabola, which the height map uses.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fuse import FrameLevels, focus_view, level_shapes
+from .fuse import DepthTracker, FrameLevels, focus_view, level_shapes
 
 POWER = 24         # exponent of the weight (score ratio)
 RMIN = np.float32(0.5)  # ratios below this weigh 0 (0.5**24 = 6e-8, a normal float)
@@ -85,10 +87,14 @@ class SoftFusion(FrameLevels):
     every channel still gets the same weights, so the channels stay registered.
     """
 
-    def __init__(self, be, channels: int, height: int, width: int, *, focus_channel: int | None = None):
+    def __init__(self, be, channels: int, height: int, width: int, *, focus_channel: int | None = None,
+                 track_depth: bool = False):
         self.be = be
         self.channels = channels
         self.focus = focus_view(channels, focus_channel)
+        # the height map's sub-plane index: the best score's plane and a parabola through its
+        # neighbours' scores (the weighted mean index of the depth map pulls towards whole planes)
+        self.tracker = DepthTracker(be, height, width) if track_depth else None
         self.shapes = level_shapes(height, width, SCORE_LEVELS + 1)
         self.count = 0
         self.floor = None
@@ -130,6 +136,8 @@ class SoftFusion(FrameLevels):
         """Fold frame ``k`` (shot index), written in ``input``, into the state (``input`` is free for
         the next frame afterwards)."""
         self._focus()
+        if self.tracker is not None:
+            self.tracker.track(self.score, 0, k)
         self.be.soft_fold(self.g[0], self.lap0, self.score, self.state, k, self.floor, POWER, RMIN)
         self.count += 1
 
@@ -142,6 +150,14 @@ class SoftFusion(FrameLevels):
         conf = be.empty(shape, np.float32)
         be.soft_finish(self.state, np.float32(self.count), depth, conf)
         return depth, conf
+
+    def height_index(self):
+        """float32 (H, W): the sub-plane index of the highest focus score (a parabola through it
+        and its neighbours' scores), for the height map; needs ``track_depth``. Call after the last
+        ``fold``, before ``depth``."""
+        index, _conf = self.tracker.finalize(self.count)
+        self.tracker = None
+        return index
 
     def contrast(self):
         """float32 (H, W): how far the best frame's score stands above the mean score, in noise
@@ -158,5 +174,5 @@ class SoftFusion(FrameLevels):
         be.pyramid_reduce(st.acc, self.g[1])
         be.pyramid_expand_add(st.acc_lap, self.g[1])
         out = st.acc_lap
-        self.g = self.lap0 = self.score = self.scores = self._q = self._rowbox = self.state = None
+        self.g = self.lap0 = self.score = self.scores = self._q = self._rowbox = self.state = self.tracker = None
         return out
