@@ -103,8 +103,12 @@ def height_description(options, result) -> dict:
     """What the height map holds, for the sidecar."""
     cal = result.calibration
     direction = "increasing with the plane index (towards the last plane of the stack)"
-    return {"unit": "micron", "zero": "the first plane (index 0)", "direction": direction,
+    index = ("the plane of highest focus score, refined by a parabola through its neighbours' scores"
+             if options.method == "soft" else "the depth map's plane index before smoothing (a parabola too)")
+    return {"unit": "micron", "zero": "the first plane (index 0)", "direction": direction, "plane_index": index,
             "z_step_um": cal.z_step, "z_step_source": cal.z_step_source,
             "confidence_threshold": options.confidence_threshold, "nan": "confidence below the threshold",
+            "confidence": ("the best plane's focus score above the mean, in noise floors n, as n / (n + 1)"
+                           if options.method == "soft" else "the depth map's confidence"),
             "per_channel": bool(options.per_channel and result.depth.ndim == 3),
             "planes": len(result.frames)}
