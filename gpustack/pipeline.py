@@ -383,7 +383,7 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
                     be.check_memory(stack_footprint(c, h, w, levels, frame_bytes=frame.data.nbytes,
                                                     mosaic=frame.raw is not None, moved=options.align != "none",
                                                     method=options.method, demosaic=options.demosaic,
-                                                    output_bytes=options.output_bits // 8,
+                                                    output_bytes=_output_bits(options, frame) // 8,
                                                     per_channel=per_channel,
                                                     height_map=heights),
                                     f"{w}x{h} frames with {c} channel(s)")
@@ -458,7 +458,7 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
             logger.info("cropped to %dx%d at (%d, %d): the area every aligned frame covers", c1 - c0, r1 - r0,
                         c0, r0)
     c, h, w = fused.shape
-    bits = options.output_bits
+    bits = _output_bits(options, first)
     encoded = be.empty((h, w, c), np.uint8 if bits == 8 else np.uint16)
     be.encode(fused, luts.encode(bits), encoded)
     image = be.to_host(encoded)
@@ -521,6 +521,14 @@ def _write_outputs(results, options: StackOptions, staged) -> None:
                    f"gpustack {__version__} confidence map (the height map's): how clearly one plane stood out, "
                    f"0 to 1; the height map is NaN below {options.confidence_threshold:g}", staged)
         result.outputs["confidence_map"] = str(options.confidence_map)
+
+
+def _output_bits(options, frame) -> int:
+    """Bits per sample of the encoded image: ``options.output_bits``, except that an OME-TIFF keeps
+    the input's sample type when ``bits`` is not given (uint8 in, uint8 out)."""
+    if options.bits is None and options.output_format == "ome-tiff" and frame.data.dtype == np.uint8:
+        return 8
+    return options.output_bits
 
 
 def _ome_image(result, options) -> np.ndarray:

@@ -142,6 +142,18 @@ def test_twelve_bit_data_keep_their_scale(tmp_path):
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "o.ome.tif"), plane[0])
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_an_ome_output_keeps_the_input_sample_type(tmp_path, dtype):
+    st = synth.make_microscopy_stack(n_planes=3, shape=(40, 48), offsets=(0, 0))
+    planes = {np.uint8: (st.planes >> 4).astype(np.uint8), np.uint16: st.planes,
+              np.float32: st.planes.astype(np.float32) / 4095}[dtype]
+    tifffile.imwrite(tmp_path / "in.ome.tif", planes, photometric="minisblack", metadata={"axes": "ZCYX"})
+    gpustack.stack(tmp_path / "in.ome.tif", output=tmp_path / "o.ome.tif", backend="cpu", align="none")
+    out = tifffile.imread(tmp_path / "o.ome.tif")
+    assert out.dtype == dtype and out.shape == (2, 40, 48)
+    assert out.max() <= planes.max() and out.max() > 0.5 * planes.max()  # the input's scale, not stretched
+
+
 def test_focus_channel_takes_every_channel_from_the_same_planes(surfaces):
     """With the focus on DAPI, the GFP channel (6 µm higher) is taken from DAPI's planes: blurred,
     so its fine detail is weaker than with its own focus."""
