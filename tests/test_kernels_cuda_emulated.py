@@ -145,7 +145,8 @@ def test_emulated_raw_stack_matches_cpu(emu, monkeypatch, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:frame .* matched worse than no warp")
-@pytest.mark.parametrize("opts", [{"per_channel": True}, {"focus_channel": "GFP", "align": "similarity"}])
+@pytest.mark.parametrize("opts", [{"per_channel": True}, {"focus_channel": "GFP", "align": "similarity"},
+                                  {"method": "pyramid", "per_channel": True}])
 def test_emulated_microscopy_stack_matches_cpu(emu, monkeypatch, tmp_path, opts):
     """A 5-channel 12-bit OME-TIFF z-stack (gains for 5 channels when aligned, per-channel states or a
     focus channel, the height map's confidence): the emulated cuda backend writes the cpu backend's bytes."""
