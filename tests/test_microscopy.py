@@ -427,3 +427,68 @@ def test_single_plane_files_give_their_z_step_and_a_plain_tiff_a_page_per_channe
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "f.tif"), np.moveaxis(result.image, -1, 0))
     with pytest.raises(gpustack.InputError, match=r"the stack has 2 channels \(C0, C1\), which a PNG cannot hold"):
         gpustack.stack(folder, output=tmp_path / "f.png", backend="cpu")
+
+
+class _FakeBioImage:
+    """A stand-in with bioio.BioImage's interface (dims, scenes, set_scene, channel_names,
+    physical_pixel_sizes, dtype, shape, get_image_data) over a (scene, T, C, Z, Y, X) array: the
+    vendor code path's axis handling in CI, where bioio itself is not installed."""
+
+    data = None
+
+    def __init__(self, path):
+        from types import SimpleNamespace
+
+        self._scene = 0
+        self.scenes = tuple(f"Scene:{i}" for i in range(len(self.data)))
+        self.physical_pixel_sizes = SimpleNamespace(Z=1.5, Y=0.4, X=0.4)
+        self.channel_names = ["DAPI", "GFP"]
+        self._ns = SimpleNamespace
+
+    def set_scene(self, index):
+        self._scene = index
+
+    @property
+    def _a(self):
+        return self.data[self._scene]
+
+    @property
+    def dims(self):
+        t, c, z, y, x = self._a.shape
+        return self._ns(T=t, C=c, Z=z, Y=y, X=x, order="TCZYX")
+
+    @property
+    def shape(self):
+        return self._a.shape
+
+    @property
+    def dtype(self):
+        return self._a.dtype
+
+    def get_image_data(self, order, T=0, Z=0):
+        assert order == "YXC"
+        return np.moveaxis(self._a[T, :, Z], 0, -1)
+
+
+def test_vendor_files_give_a_stack_per_scene_and_time_point(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from gpustack.io import vendor
+
+    rng = np.random.default_rng(0)
+    _FakeBioImage.data = [rng.integers(0, 4096, (2, 2, 3, 24, 32)).astype(np.uint16) for _ in range(2)]
+    monkeypatch.setitem(sys.modules, "bioio", SimpleNamespace(BioImage=_FakeBioImage))
+    monkeypatch.setattr(vendor, "_open", type(vendor._open)())
+    path = tmp_path / "scan.czi"
+    path.write_bytes(b"ZISRAWFILE" + bytes(40))
+    sources = gpustack.io.list_frames([path])
+    assert len(sources) == 2 * 2 * 3 and sources[0].name == "scan.czi[position=0, t=0, z=0]"
+    assert sources[0].stack.format == "Zeiss CZI" and sources[0].stack.calibration.z_step == 1.5
+    frame = gpustack.io.read_frame(sources[4], 4)  # position 0, t=1, z=1
+    np.testing.assert_array_equal(frame.data, np.moveaxis(_FakeBioImage.data[0][1, :, 1], 0, -1))
+    assert [s.name for s in gpustack.io.list_frames([path], time=1, position=1)] == [
+        f"scan.czi[position=1, t=1, z={z}]" for z in range(3)]
+    with pytest.raises(gpustack.InputError, match="--time 2 asked for, but the file has 2 time points"):
+        gpustack.io.list_frames([path], time=2)
+    result = gpustack.stack(path, position=1, time=0, backend="cpu", align="none")
+    assert result.channel_names == ("DAPI", "GFP") and result.calibration.pixel_size == (0.4, 0.4)

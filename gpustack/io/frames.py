@@ -335,7 +335,9 @@ def _time_key(stamp: str) -> tuple[str, float]:
 
 
 def _name_key(source: FrameSource) -> tuple:
-    return (_natural_key(source.path.name), _natural_key(str(source.path)), str(source.path), source.page)
+    stack = source.stack  # a microscopy file's planes stay grouped by position and time point
+    within = (source.page,) if stack is None else (stack.series, stack.time or 0, source.page)
+    return (_natural_key(source.path.name), _natural_key(str(source.path)), str(source.path), *within)
 
 
 def _sniff(path: Path) -> str:
