@@ -6,10 +6,10 @@ scenes are its stage positions, each one stack (or one per time point); every fo
 one frame holding every channel, as for OME-TIFF (:mod:`gpustack.io.ome`), with the channel names
 and the physical pixel sizes of bioio's metadata.
 
-The bioio code path is exercised in the tests through bioio's OME-TIFF plugin where bioio is
-installed (an OME-TIFF the tests write, opened as a vendor file would be); ND2, CZI and LIF
-themselves have no writer the tests could make files with, so those plugins are checked only by
-hand (README, Microscopy).
+The tests run this code against a stand-in of bioio's ``BioImage`` interface (CI), and against
+bioio itself through its OME-TIFF plugin where bioio is installed (an OME-TIFF the tests write,
+opened as a vendor file would be); ND2, CZI and LIF have no writer the tests could make files
+with, so those plugins are untested here (README, Microscopy).
 """
 
 from __future__ import annotations
