@@ -37,46 +37,61 @@ def resolve_channel(focus_channel, names, *, where: str) -> int | None:
 
 
 class PerChannelFusion:
-    """Each channel of (C, H, W) frames fused by its own single-channel fusion state (``make()``
-    returns one): the frame is written into ``input``, and each channel copied into its state's
-    input before that state folds it. ``depth()`` gives one depth and confidence plane per
-    channel; ``collapse()`` the (C, H, W) image."""
+    """Each channel of (C, H, W) frames fused on its own: one single-channel fusion (``make()``)
+    whose frame scratch (its pyramid levels, scores, scratch planes) every channel shares, and a
+    running state per channel (``stack_state``), put in place before that channel is folded. The
+    frame is written into ``input``; each channel is copied into the fusion's input and folded.
+    ``depth()``, ``contrast()``, ``height_index()`` give one plane per channel; ``collapse()`` the
+    (C, H, W) image."""
 
     def __init__(self, be, make, channels: int, height: int, width: int):
         self.be = be
         self.channels = channels
         self.input = be.empty((channels, height, width), np.float32)
-        self.parts = [make() for _ in range(channels)]
+        self.worker = make()
+        self.stacks = [self.worker.stack_state()] + [self.worker.new_stack_state() for _ in range(channels - 1)]
         self.count = 0
 
+    def _each(self, method: str, **kwargs) -> list:
+        """``method`` of the fusion on each channel's state in turn (the states kept up to date)."""
+        out = []
+        for ch in range(self.channels):
+            self.worker.use_stack_state(self.stacks[ch])
+            out.append(getattr(self.worker, method)(**kwargs))
+            self.stacks[ch] = self.worker.stack_state()
+        return out
+
     def fold(self, k: int) -> None:
-        for ch, part in enumerate(self.parts):
-            self.be.copy(self.input[ch:ch + 1], part.input)
-            part.fold(k)
+        for ch in range(self.channels):
+            self.worker.use_stack_state(self.stacks[ch])
+            self.be.copy(self.input[ch:ch + 1], self.worker.input)
+            self.worker.fold(k)
+            self.stacks[ch] = self.worker.stack_state()
         self.count += 1
 
     def contrast(self):
         """The height map's confidence per channel (a list), or None (see the single states')."""
-        planes = [part.contrast() for part in self.parts]
+        planes = self._each("contrast")
         return None if planes[0] is None else planes
 
     def height_index(self):
         """The height map's plane index per channel (a list), or None (see the single states')."""
-        planes = [part.height_index() for part in self.parts]
+        planes = self._each("height_index")
         return None if planes[0] is None else planes
 
     def depth(self):
         """(list of depth planes, list of confidence planes), one per channel."""
-        pairs = [part.depth() for part in self.parts]
+        pairs = self._each("depth")
         return [d for d, _ in pairs], [c for _, c in pairs]
 
     def collapse(self):
-        """The fused (C, H, W) image; the states are released channel by channel."""
+        """The fused (C, H, W) image; the states are released channel by channel, the scratch last."""
         out = self.input
         for ch in range(self.channels):
-            part, self.parts[ch] = self.parts[ch], None
-            self.be.copy(part.collapse(), out[ch:ch + 1])
-        self.input = None
+            self.worker.use_stack_state(self.stacks[ch])
+            self.stacks[ch] = None
+            self.be.copy(self.worker.collapse(release=ch == self.channels - 1), out[ch:ch + 1])
+        self.input = self.worker = None
         return out
 
 

@@ -44,28 +44,33 @@ class Footprint:
     largest: int  # elements of the largest single array (the kernels' index type depends on it)
 
 
-def _state_bytes(method: str, c: int, height: int, width: int, levels: int, height_map: bool = False) -> int:
-    """The fusion state of ``method`` (``SoftFusion``, or ``PyramidFusion`` for pyramid and depthmap);
-    ``height_map``: the soft fusion's depth tracker too (6 planes, and the first frame's scores)."""
+def _state_bytes(method: str, c: int, height: int, width: int, levels: int,
+                 height_map: bool = False) -> tuple[int, int]:
+    """(scratch, stack): the fusion of ``method`` (``SoftFusion``, or ``PyramidFusion`` for pyramid
+    and depthmap) as the frame's scratch, which several stacks' states can share
+    (``PerChannelFusion``), and one stack's running state (``STACK_FIELDS``). ``height_map``: the
+    soft fusion's depth tracker too (6 planes, and the first frame's scores)."""
     plane = height * width
     if method == "soft":
         areas = [h * w for h, w in level_shapes(height, width, SCORE_LEVELS + 1)]
-        return F32 * (c * sum(areas)               # the frame's first levels (Gaussian, then Laplacian)
-                      + (7 * plane if height_map else 0)  # DepthTracker: DepthState and the first frame's scores
-                      + c * plane                  # its finest Laplacian level
-                      + sum(areas[:SCORE_LEVELS])  # the focus score per level
-                      + 2 * plane                  # squared sums and row box sums
-                      + 4 * plane                  # best score, weight sum, depth sum, score sum
-                      + 2 * c * plane)             # weighted sums of the frames and of their finest level
+        scratch = (c * sum(areas)                  # the frame's first levels (Gaussian, then Laplacian)
+                   + c * plane                     # its finest Laplacian level
+                   + sum(areas[:SCORE_LEVELS])     # the focus score per level
+                   + 2 * plane)                    # squared sums and row box sums
+        stack = (4 * plane                         # best score, weight sum, depth sum, score sum
+                 + 2 * c * plane                   # weighted sums of the frames and of their finest level
+                 + (7 * plane if height_map else 0))  # DepthTracker: DepthState and the first frame's scores
+        return F32 * scratch, F32 * stack
     areas = [h * w for h, w in level_shapes(height, width, levels)]
     all_levels, coarsest = sum(areas), areas[-1]
-    return F32 * (c * all_levels                  # the frame's pyramid (Gaussian, then Laplacian)
-                  + c * (all_levels - coarsest)    # best coefficient per level
-                  + (all_levels - coarsest)        # best energy per level
-                  + c * coarsest                   # running sum of the coarsest level
-                  + 2 * plane                      # squared sums and row box sums
-                  + 6 * plane                      # depth bookkeeping (DepthState)
-                  + plane)                         # the first frame's scores, kept for the turn of the chain
+    scratch = (c * all_levels                      # the frame's pyramid (Gaussian, then Laplacian)
+               + 2 * plane)                        # squared sums and row box sums
+    stack = (c * (all_levels - coarsest)           # best coefficient per level
+             + (all_levels - coarsest)             # best energy per level
+             + c * coarsest                        # running sum of the coarsest level
+             + 6 * plane                           # depth bookkeeping (DepthState)
+             + plane)                              # the first frame's scores, kept for the turn of the chain
+    return F32 * scratch, F32 * stack
 
 
 def stack_footprint(channels: int, height: int, width: int, levels: int, *, frame_bytes: int, mosaic: bool = False,
@@ -80,10 +85,11 @@ def stack_footprint(channels: int, height: int, width: int, levels: int, *, fram
     (C, H, W) input; ``height_map``: the soft fusion's height-map confidence is made too."""
     c, plane = channels, height * width
     contrast = height_map and method == "soft"  # the height map's confidence and plane index
-    if per_channel:
-        state = c * _state_bytes(method, 1, height, width, levels, height_map) + F32 * c * plane
+    if per_channel:  # one scratch, a running state per channel, and the frame's (C, H, W) input
+        scratch, stack = _state_bytes(method, 1, height, width, levels, height_map)
+        state = scratch + c * stack + F32 * c * plane
     else:
-        state = _state_bytes(method, c, height, width, levels, height_map)
+        state = sum(_state_bytes(method, c, height, width, levels, height_map))
     decode_table = F32 * 65536                      # the largest decode table (16-bit samples)
     encode_table = output_bytes * ENCODE_LUT_SIZE   # the output's encoding table, uploaded at the end
     image = F32 * c * plane

@@ -87,10 +87,26 @@ class FrameLevels:
     ``g[0]`` is where the next frame is written) and two flat scratch planes ``_q``, ``_rowbox``
     of the finest level's size, viewed at any level's shape."""
 
+    #: the attributes that make up one stack's running state; the others are the frame's scratch
+    STACK_FIELDS: tuple = ()
+
     @property
     def input(self):
         """The (C, H, W) float32 buffer the next frame is converted into (consumed by ``fold``)."""
         return self.g[0]
+
+    def stack_state(self) -> dict:
+        """This fusion's running state (``STACK_FIELDS``), to be put back with ``use_stack_state``:
+        several stacks (``stages.channels.PerChannelFusion``: one per channel) share one scratch."""
+        return {name: getattr(self, name) for name in self.STACK_FIELDS}
+
+    def use_stack_state(self, saved: dict) -> None:
+        for name, value in saved.items():
+            setattr(self, name, value)
+
+    def new_stack_state(self) -> dict:
+        """A fresh running state of this fusion's shape (as after construction)."""
+        raise NotImplementedError
 
     def _scratch(self, level):
         h, w = self.shapes[level]
@@ -115,16 +131,20 @@ class PyramidFusion(FrameLevels):
         self.levels = levels
         self.radius = energy_radius
         self.depth_radius = depth_radius
-        self.count = 0
         f32 = np.float32
-        c = channels
-        self.g = [be.empty((c, h, w), f32) for h, w in self.shapes]
-        self.best_lap = [be.full((c, h, w), 0.0, f32) for h, w in self.shapes[:-1]]
-        self.best_e = [be.full((h, w), -1.0, f32) for h, w in self.shapes[:-1]]
-        self.acc = be.full((c,) + self.shapes[-1], 0.0, f32)
+        self.g = [be.empty((channels, h, w), f32) for h, w in self.shapes]
         self._q = be.empty((height * width,), f32)
         self._rowbox = be.empty((height * width,), f32)
-        self.tracker = DepthTracker(be, height, width)
+        self.use_stack_state(self.new_stack_state())
+
+    STACK_FIELDS = ("best_lap", "best_e", "acc", "tracker", "count")
+
+    def new_stack_state(self) -> dict:
+        be, c, f32 = self.be, self.channels, np.float32
+        return {"best_lap": [be.full((c, h, w), 0.0, f32) for h, w in self.shapes[:-1]],
+                "best_e": [be.full((h, w), -1.0, f32) for h, w in self.shapes[:-1]],
+                "acc": be.full((c,) + self.shapes[-1], 0.0, f32),
+                "tracker": DepthTracker(be, *self.shapes[0]), "count": 0}
 
     def fold(self, k: int) -> None:
         """Fold frame ``k`` (shot index), written in ``input``, into the state (``input`` is overwritten)."""
@@ -144,22 +164,27 @@ class PyramidFusion(FrameLevels):
         be.fuse_accumulate(self.acc, g[last])
         self.count += 1
 
-    def collapse(self):
+    def collapse(self, release: bool = True):
         """The fused image, planar float32 (C, H, W), linear light (not clipped).
 
         Reuses the state's buffers and releases the rest of the state: call once,
-        after the last ``fold`` and after ``depth``.
+        after the last ``fold`` and after ``depth``. ``release=False`` keeps the frame's
+        scratch (for another stack's state, ``use_stack_state``).
         """
         be, last = self.be, self.levels - 1
         coarse = self.g[last]
         be.fuse_divide(self.acc, np.float32(self.count), coarse)
-        self.g[:last] = [None] * last  # the frame pyramid is no longer needed
-        self.best_e = self.tracker = self._q = self._rowbox = None
+        if release:
+            self.g[:last] = [None] * last  # the frame pyramid is no longer needed
+            self._q = self._rowbox = None
+        self.best_e = self.tracker = None
         for lv in range(last - 1, -1, -1):
             be.pyramid_expand_add(self.best_lap[lv], coarse)
             coarse = self.best_lap[lv]
             self.best_lap[lv] = None
-        self.g = self.best_lap = self.acc = None
+        self.best_lap = self.acc = None
+        if release:
+            self.g = None
         return coarse
 
     def contrast(self):

@@ -92,12 +92,8 @@ class SoftFusion(FrameLevels):
         self.be = be
         self.channels = channels
         self.focus = focus_view(channels, focus_channel)
-        # the height map's sub-plane index: the best score's plane and a parabola through its
-        # neighbours' scores (the weighted mean index of the depth map pulls towards whole planes)
-        self.tracker = DepthTracker(be, height, width) if track_depth else None
+        self.track_depth = track_depth
         self.shapes = level_shapes(height, width, SCORE_LEVELS + 1)
-        self.count = 0
-        self.floor = None
         f32 = np.float32
         c = channels
         plane = (height, width)
@@ -107,10 +103,20 @@ class SoftFusion(FrameLevels):
         self.scores = [self.score] + [be.empty(s, f32) for s in self.shapes[1:SCORE_LEVELS]]
         self._q = be.empty((height * width,), f32)
         self._rowbox = be.empty((height * width,), f32)
-        self.state = SoftState(max_s=be.full(plane, 0.0, f32), den=be.full(plane, 0.0, f32),
-                               depth_num=be.full(plane, 0.0, f32), sum_s=be.full(plane, 0.0, f32),
-                               acc=be.full((c, height, width), 0.0, f32),
-                               acc_lap=be.full((c, height, width), 0.0, f32))
+        self.use_stack_state(self.new_stack_state())
+
+    STACK_FIELDS = ("state", "floor", "tracker", "count")
+
+    def new_stack_state(self) -> dict:
+        be, c, f32 = self.be, self.channels, np.float32
+        plane = self.shapes[0]
+        state = SoftState(max_s=be.full(plane, 0.0, f32), den=be.full(plane, 0.0, f32),
+                          depth_num=be.full(plane, 0.0, f32), sum_s=be.full(plane, 0.0, f32),
+                          acc=be.full((c, *plane), 0.0, f32), acc_lap=be.full((c, *plane), 0.0, f32))
+        # the height map's sub-plane index: the best score's plane and a parabola through its
+        # neighbours' scores (the weighted mean index of the depth map pulls towards whole planes)
+        tracker = DepthTracker(be, *plane) if self.track_depth else None
+        return {"state": state, "floor": None, "tracker": tracker, "count": 0}
 
     def _focus(self) -> None:
         """``self.score`` = the frame's focus score (on the first frame, first the noise floor)."""
@@ -167,12 +173,15 @@ class SoftFusion(FrameLevels):
         self.be.soft_contrast(self.state, np.float32(self.count), np.float32(self.floor), out)
         return out
 
-    def collapse(self):
+    def collapse(self, release: bool = True):
         """The fused image, planar float32 (C, H, W), linear light (not clipped): the low-pass of
-        the weighted mean frame plus the weighted mean finest level. Call after ``depth``."""
+        the weighted mean frame plus the weighted mean finest level. Call after ``depth``.
+        ``release=False`` keeps the frame's scratch (for another stack's state)."""
         be, st = self.be, self.state
         be.pyramid_reduce(st.acc, self.g[1])
         be.pyramid_expand_add(st.acc_lap, self.g[1])
         out = st.acc_lap
-        self.g = self.lap0 = self.score = self.scores = self._q = self._rowbox = self.state = self.tracker = None
+        self.state = self.tracker = None
+        if release:
+            self.g = self.lap0 = self.score = self.scores = self._q = self._rowbox = None
         return out
