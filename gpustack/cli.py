@@ -63,12 +63,13 @@ def _build_parser() -> argparse.ArgumentParser:
     micro.add_argument("--pixel-size", default=None, metavar="LENGTH",
                        help="pixel size (X and Y), microns or with a unit (0.65um); overrides the file's")
     micro.add_argument("--time", type=int, default=None, metavar="N",
-                       help="a file with a T axis: fuse time point N only (default: each one, output with a T axis)")
+                       help="a file with a T axis: fuse time point N only; without it each time point is a stack "
+                            "(outputs with a T axis)")
     micro.add_argument("--position", type=int, default=None, metavar="N",
-                       help="a file with several stage positions: fuse position N only (default: each one)")
+                       help="a file with several stage positions: fuse position N only; without it each one")
     micro.add_argument("--focus-channel", default=None, metavar="NAME|INDEX",
                        help="judge focus on this channel; every channel is taken from the same planes "
-                            "(default: all channels' focus energies summed)")
+                            "(without it: all channels' focus energies summed)")
     micro.add_argument("--per-channel", action="store_true",
                        help="fuse each channel by its own focus, with a depth/height map per channel")
     micro.add_argument("--height-map", metavar="FILE", default=None,
