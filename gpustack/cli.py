@@ -45,18 +45,40 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("frames", nargs="+", metavar="FRAMES", help="frame files, folders of frames, or glob patterns")
     out = p.add_argument_group("output")
     out.add_argument("-o", "--output", required=True, metavar="OUT",
-                     help="fused image: .tif/.tiff (16-bit), .png (16-bit) or .jpg (8-bit)")
+                     help="fused image: .tif/.tiff (16-bit), .png (16-bit), .jpg (8-bit) or .ome.tif (OME-TIFF: "
+                          "channel names, pixel size, the input's sample type)")
     out.add_argument("--depth-map", metavar="FILE", default=None,
                      help="also write the depth map, float32 TIFF (frame index, or microns with --z-step)")
     out.add_argument("--bits", type=int, choices=BITS, default=None, help="sample depth of the fused image "
                      "(default: 16 for TIFF and PNG, 8 for JPEG)")
     out.add_argument("--linear", action="store_true", help="frames are linear light and the output stays linear "
                      "(no sRGB curve removed on reading or applied on writing)")
-    out.add_argument("--z-step", type=float, default=None, metavar="MICRONS",
-                     help="distance between frames; the depth map is then in microns")
+    out.add_argument("--z-step", default=None, metavar="LENGTH",
+                     help="distance between frames: microns, or with a unit (2.5um, 500nm); the depth map is then "
+                          "in microns; overrides a microscopy file's z-step")
     out.add_argument("--no-sidecar", dest="sidecar", action="store_false",
                      help="do not write OUT.json (options, versions, per-frame information, timings)")
     out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    micro = p.add_argument_group("microscopy")
+    micro.add_argument("--pixel-size", default=None, metavar="LENGTH",
+                       help="pixel size (X and Y), microns or with a unit (0.65um); overrides the file's")
+    micro.add_argument("--time", type=int, default=None, metavar="N",
+                       help="a file with a T axis: fuse time point N only; without it each time point is a stack "
+                            "(outputs with a T axis)")
+    micro.add_argument("--position", type=int, default=None, metavar="N",
+                       help="a file with several stage positions: fuse position N only; without it each one")
+    micro.add_argument("--focus-channel", default=None, metavar="NAME|INDEX",
+                       help="judge focus on this channel; every channel is taken from the same planes "
+                            "(without it: all channels' focus energies summed)")
+    micro.add_argument("--per-channel", action="store_true",
+                       help="fuse each channel by its own focus, with a depth/height map per channel")
+    micro.add_argument("--height-map", metavar="FILE", default=None,
+                       help="write the height map: float32 microns above the first plane (.ome.tif: calibrated "
+                            "OME-TIFF), NaN where the confidence is below --confidence-threshold")
+    micro.add_argument("--confidence-map", metavar="FILE", default=None,
+                       help="write the confidence map (float32, 0 to 1)")
+    micro.add_argument("--confidence-threshold", type=float, default=d.confidence_threshold, metavar="T",
+                       help="below this confidence (0-1) the height map is NaN")
     align = p.add_argument_group("alignment")
     align.add_argument("--align", choices=list(ALIGN_MODELS), default=d.align,
                        help="; ".join(f"{k}: {v}" for k, v in ALIGN_MODELS.items()))
@@ -109,7 +131,8 @@ def main(argv=None) -> int:
     if supervise.CHILD_ENV in os.environ:
         supervise.attach()
     elif supervise.wanted():
-        outputs = [args.output, args.depth_map, sidecar_path(args.output) if args.sidecar else None]
+        outputs = [args.output, args.depth_map, args.height_map, args.confidence_map,
+                   sidecar_path(args.output) if args.sidecar else None]
         return supervise.run_child(argv, outputs)
     return _stack(args)
 

@@ -11,6 +11,7 @@ import dataclasses
 import math
 import numbers
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ ORDERS = {
     "name": "natural sort of the file names (frame2 before frame10)",
     "exif": "EXIF capture time (DateTimeOriginal + sub-seconds), names break ties",
     "reverse": "natural sort of the names, reversed",
+    "z": "microscopy: the z position in each file's metadata (OME-XML PositionZ), names break ties",
 }
 
 #: ``--align``: the transform model fitted between neighbouring frames.
@@ -66,8 +68,37 @@ COLORS = {
 #: ``--bits``: sample depth of the fused image; ``None`` means by format (TIFF/PNG 16, JPEG 8).
 BITS = (8, 16)
 
-#: Output formats by file extension.
+#: Output formats by file extension (``.ome.tif`` / ``.ome.tiff``: OME-TIFF, see ``output_format``).
 OUTPUT_FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+#: Length units accepted by ``--pixel-size`` and ``--z-step`` (and read from microscopy metadata),
+#: in microns. ``µ`` may be the micro sign (U+00B5) or the Greek mu (U+03BC); no unit: microns.
+LENGTH_UNITS = {"nm": 1e-3, "um": 1.0, "µm": 1.0, "μm": 1.0, "micron": 1.0, "microns": 1.0, "mm": 1e3,
+                "cm": 1e4, "m": 1e6, "pm": 1e-6, "å": 1e-4, "angstrom": 1e-4}
+_LENGTH = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf(?:inity)?|nan)\s*([^\d\s].*?)?\s*$",
+                     re.IGNORECASE)
+
+#: ``confidence_threshold`` default: below it the height map is NaN (see ``StackOptions``).
+CONFIDENCE_THRESHOLD = 0.8
+
+
+def length_um(value, name: str = "length") -> float:
+    """A length in microns from a number (microns) or a text with a unit: ``2.5um``, ``0.5 µm``,
+    ``500nm``, ``2.5`` (microns). InputError naming ``name`` for anything else, or a value that is
+    not positive and finite. The one place units are parsed (options and microscopy metadata)."""
+    bad = f"{name} must be a positive, finite number of microns, or a length such as 2.5um, 0.5 µm or 500nm; got {value!r}"
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number, unit = float(value), "um"
+    elif isinstance(value, str) and (match := _LENGTH.match(value)):
+        number, unit = float(match.group(1)), (match.group(2) or "um").strip().lower()
+        if unit not in LENGTH_UNITS:
+            raise InputError(f"{name}: unknown unit {match.group(2)!r} in {value!r}; use one of nm, um (µm), mm")
+    else:
+        raise InputError(bad)
+    microns = number * LENGTH_UNITS[unit]
+    if not (math.isfinite(microns) and microns > 0):
+        raise InputError(bad)
+    return microns
 
 
 @dataclass(frozen=True)
@@ -128,8 +159,35 @@ class StackOptions:
         Malvar-He-Cutler (linear, faster on a CPU) or bilinear.
     color : {"srgb", "camera"}
         Output colours of the backend's RAW development: linear sRGB, or white-balanced camera RGB.
-    z_step : float or None
-        Distance between frames in microns; the depth map is then written in microns.
+    z_step : float, str or None
+        Distance between frames (focal planes): microns, or a text with a unit (``"2.5um"``,
+        ``"500nm"``), stored in microns; overrides a microscopy file's z-step. The depth map is then
+        written in microns.
+    pixel_size : float, str or None
+        Pixel size (X and Y) in microns or with a unit, as ``z_step``; overrides a microscopy
+        file's calibration. Written into OME-TIFF outputs.
+    time : int or None
+        Microscopy files with a T axis: fuse only this time point (0-based); None fuses each time
+        point as its own stack (outputs with a T axis).
+    position : int or None
+        Microscopy files with several stage positions (OME images): fuse only this one (0-based);
+        None fuses each as its own stack.
+    focus_channel : str, int or None
+        The channel (name, or 0-based index) whose focus measure chooses the planes; every channel
+        is taken from the same planes at each pixel. None: the sum of the focus energies of all
+        channels.
+    per_channel : bool
+        Fuse each channel on its own (its own depth map): for samples whose channels lie at
+        different depths. The height and depth maps then have one plane per channel.
+    height_map : path or None
+        Where to write the height map: float32 OME-TIFF in microns (``z_step`` times the sub-plane
+        index, 0 at the first plane, growing with the plane index), the XY calibration of the image,
+        NaN where the confidence is below ``confidence_threshold``. Needs a z-step (metadata or option).
+    confidence_map : path or None
+        Where to write the confidence (float32 0..1) as a TIFF (OME-TIFF for ``.ome.tif``).
+    confidence_threshold : float
+        Below this confidence (0..1) the height map is NaN: no plane stood out there (a dark
+        background has no focus information).
     sidecar : bool
         Write ``<output>.json`` with options, versions, per-frame information and timings.
     workers : int
@@ -161,6 +219,14 @@ class StackOptions:
     demosaic: str = "rcd"
     color: str = "srgb"
     z_step: float | None = None
+    pixel_size: float | None = None
+    time: int | None = None
+    position: int | None = None
+    focus_channel: str | int | None = None
+    per_channel: bool = False
+    height_map: Path | None = None
+    confidence_map: Path | None = None
+    confidence_threshold: float = CONFIDENCE_THRESHOLD
     sidecar: bool = True
     workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     queue_size: int = 1
@@ -177,7 +243,7 @@ class StackOptions:
                                            or self.reference < 0):
             raise InputError(f"reference must be a frame index: 0 for the first frame in shot order, 1 for the "
                              f"next...; got {self.reference!r}")
-        for name in ("output", "depth_map"):
+        for name in ("output", "depth_map", "height_map", "confidence_map"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
@@ -188,8 +254,10 @@ class StackOptions:
                                  f"{self.output / 'fused.tif'} (one of {kinds})")
             what = f"unknown extension {self.output.suffix!r}" if self.output.suffix else "no extension"
             raise InputError(f"output {self.output}: {what}; use one of {kinds}")
-        if self.depth_map is not None and self.depth_map.suffix.lower() not in (".tif", ".tiff"):
-            raise InputError(f"depth map {self.depth_map}: must be a .tif or .tiff file (float32 TIFF)")
+        for name, what in (("depth_map", "depth map"), ("height_map", "height map"), ("confidence_map", "confidence map")):
+            path = getattr(self, name)
+            if path is not None and path.suffix.lower() not in (".tif", ".tiff"):
+                raise InputError(f"{what} {path}: must be a .tif or .tiff file (float32 TIFF; .ome.tif for OME-TIFF)")
         if self.bits is not None:
             _choice("bits", self.bits, BITS)
             if self.output is not None and self.output_format == "jpeg" and self.bits != 8:
@@ -203,13 +271,34 @@ class StackOptions:
         _int_range("queue_size", self.queue_size, 1, 64)
         if not (_finite(self.contrast_threshold) and 0.0 <= self.contrast_threshold <= 1.0):
             raise InputError(f"contrast_threshold must be a number from 0 to 1; got {self.contrast_threshold!r}")
-        if self.z_step is not None and not (_finite(self.z_step) and self.z_step > 0):
-            raise InputError(f"z_step must be a positive, finite number of microns; got {self.z_step!r}")
+        for name in ("z_step", "pixel_size"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, length_um(value, name))
+        for name in ("time", "position"):
+            value = getattr(self, name)
+            if value is not None:
+                _int_range(name, value, 0, 2**31 - 1)
+        if self.focus_channel is not None:
+            fc = self.focus_channel
+            if isinstance(fc, str) and fc.strip().isdigit():
+                fc = int(fc.strip())
+            if isinstance(fc, bool) or not isinstance(fc, (str, int)) or (isinstance(fc, int) and fc < 0) or fc == "":
+                raise InputError(f"focus_channel must be a channel name or a 0-based channel index; got {fc!r}")
+            object.__setattr__(self, "focus_channel", fc)
+            if self.per_channel:
+                raise InputError("focus_channel and per_channel exclude each other: per_channel fuses every channel "
+                                 "by its own focus; choose one")
+        if not (_finite(self.confidence_threshold) and 0.0 <= self.confidence_threshold <= 1.0):
+            raise InputError(f"confidence_threshold must be a number from 0 to 1; got {self.confidence_threshold!r}")
 
     @property
     def output_format(self) -> str | None:
-        """``"tiff"``, ``"png"`` or ``"jpeg"`` from the output's extension (None without output)."""
-        return None if self.output is None else OUTPUT_FORMATS[self.output.suffix.lower()]
+        """``"tiff"``, ``"png"``, ``"jpeg"`` or ``"ome-tiff"`` (``.ome.tif``) from the output's extension
+        (None without output)."""
+        if self.output is None:
+            return None
+        return "ome-tiff" if is_ome_path(self.output) else OUTPUT_FORMATS[self.output.suffix.lower()]
 
     @property
     def output_bits(self) -> int:
@@ -228,6 +317,12 @@ class StackOptions:
             value = getattr(self, f.name)
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
+
+
+def is_ome_path(path) -> bool:
+    """Whether ``path`` names an OME-TIFF (``.ome.tif`` or ``.ome.tiff``)."""
+    name = Path(path).name.lower()
+    return name.endswith(".ome.tif") or name.endswith(".ome.tiff")
 
 
 def _choice(name, value, choices):

@@ -26,17 +26,21 @@ from .backends import get_backend
 from .color import decode_lut, encode_lut
 from .errors import InputError
 from .io.raw import bin2x2, develop_params
-from .io import (StagedOutputs, check_outputs, list_frames, read_frame, sidecar_path, sources_from_arrays,
+from .io import (FrameSource, StagedOutputs, check_outputs, list_frames, read_frame, sidecar_path, sources_from_arrays,
                  write_depth, write_image, write_sidecar)
-from .options import StackOptions
+from .options import StackOptions, is_ome_path
 from .prefetch import prefetch
+from .io import ome_write
+from .io.ome import Calibration
 from .stages.align import Aligner, coverage_mask, covered_box, processing_order, resolve_reference
+from .stages.channels import PerChannelFusion, check_per_channel, resolve_channel
 from .stages.check import FrameSpec, check_frame, check_like
 from .stages.depthmap import blend_params, smooth_depth
 from .stages.estimate import prepare_proxy
 from .stages.footprint import stack_footprint
 from .stages.proxy import channel_means, make_proxy
 from .stages.fuse import PyramidFusion, check_levels
+from .stages import microscopy
 from .stages.soft import SoftFusion
 
 logger = logging.getLogger(__name__)
@@ -102,6 +106,23 @@ class StackResult:
     backend : str
     timings : dict of seconds
     outputs : dict of the paths written
+    height : (H, W) or (C, H, W) float32 ndarray or None
+        Microns above the first plane (``depth`` times the z-step of the metadata or option), NaN
+        where ``confidence`` is below ``confidence_threshold``; None without a z-step. One plane per
+        channel with ``per_channel`` (then ``depth``, ``depth_raw`` and ``confidence`` are
+        (C, H, W) too).
+    height_confidence : (H, W) or (C, H, W) float32 ndarray or None
+        What the height map is thresholded on (``--confidence-map``): for the soft method how far
+        the best plane's focus score stands above the mean, in noise floors ``n``, as ``n / (n + 1)``
+        (0.8: four noise floors); for the others ``confidence``.
+    channel_names : tuple of str
+        The channels' names (microscopy metadata; ``C0``, ``C1``... otherwise).
+    calibration : gpustack.io.ome.Calibration
+        Pixel size and z-step used, and where each came from.
+    microscopy : dict or None
+        What the microscopy file said of the stack (format, axes, time point, position).
+    stacks : list of StackResult
+        When the input held several stacks (time points, positions): all of them, this one first.
     """
 
     image: np.ndarray
@@ -117,6 +138,14 @@ class StackResult:
     outputs: dict
     reference: int = 0
     crop: tuple | None = None
+    height: np.ndarray | None = None
+    height_confidence: np.ndarray | None = None
+    channel_names: tuple = ()
+    calibration: Calibration = field(default_factory=Calibration)
+    microscopy: dict | None = None
+    stacks: list = field(default_factory=list, repr=False)
+    exif: bytes | None = field(default=None, repr=False)
+    icc: bytes | None = field(default=None, repr=False)
 
     @property
     def transforms(self) -> list:
@@ -136,6 +165,14 @@ class StackResult:
             except Exception:
                 pass
         d = self.depth
+        extra = {}
+        if self.microscopy is not None or self.height is not None:
+            extra = {"channels": list(self.channel_names), "calibration": self.calibration.to_dict(),
+                     "microscopy": self.microscopy,
+                     "height": None if self.height is None else microscopy.height_description(self.options, self)}
+        if self.stacks:
+            extra["stacks"] = [{"microscopy": r.microscopy, "frames": len(r.frames), "timings": r.timings}
+                               for r in self.stacks]
         return {
             "gpustack": __version__,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -146,6 +183,7 @@ class StackResult:
             "image": {"shape": list(self.image.shape), "dtype": str(self.image.dtype)},
             "depth": {"unit": "micron" if self.options.z_step else "frame",
                       "min": float(d.min()), "max": float(d.max())},
+            **extra,
             "reference": self.reference,
             "crop": None if self.crop is None else {"row0": self.crop[0], "row1": self.crop[1],
                                                     "col0": self.crop[2], "col1": self.crop[3]},
@@ -165,8 +203,9 @@ def _is_array(x) -> bool:
 
 def _plan_sources(inputs, options: StackOptions):
     """(sources, total): a list of FrameSource, or a lazy iterator for a one-shot iterator of arrays."""
+    selection = {"order": options.order, "time": options.time, "position": options.position}
     if isinstance(inputs, (str, Path)):
-        return list_frames([inputs], order=options.order), None
+        return list_frames([inputs], **selection), None
     if _is_array(inputs):
         arr = np.asarray(inputs)
         if arr.ndim not in (3, 4):
@@ -178,7 +217,9 @@ def _plan_sources(inputs, options: StackOptions):
         if not items:
             raise InputError("no frames given; pass the frame files, a folder, or a list of arrays")
         if all(isinstance(x, (str, Path)) for x in items):
-            return list_frames(items, order=options.order), None
+            return list_frames(items, **selection), None
+        if all(isinstance(x, FrameSource) for x in items):  # e.g. gpustack.io.ome.array_sources
+            return items, None
         if all(_is_array(x) for x in items):
             return sources_from_arrays(items), None
         raise InputError("inputs mix paths and arrays; pass either paths or arrays")
@@ -230,7 +271,6 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
     elif kwargs:
         options = options.replace(**kwargs)
     t_start = time.perf_counter()
-    timings = {}
 
     def emit(stage, index, total, name):
         if progress is not None:
@@ -238,34 +278,87 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
 
     sources, total = _plan_sources(inputs, options)
     if isinstance(sources, list):
-        total = len(sources)
-        if total < 2:
-            raise InputError(f"focus stacking needs at least 2 frames; got 1 ({sources[0].name}); "
-                             f"add the other frames of the stack")
+        stacks = microscopy.split_stacks(sources)
+        for group in stacks:
+            if len(group) < 2:
+                raise InputError(f"focus stacking needs at least 2 frames; got 1 ({group[0].name}); "
+                                 f"add the other frames of the stack")
         input_paths = [s.path for s in sources if s.path is not None]
     else:
-        input_paths = []
-    outputs = [options.output, options.depth_map]
+        stacks, input_paths = [sources], []
+    microscopy.check_request(stacks, options)
+    outputs = [options.output, options.depth_map, options.height_map, options.confidence_map]
     if options.output is not None and options.sidecar:
         outputs.append(sidecar_path(options.output))
     check_outputs(outputs, input_paths, options.overwrite)
 
     be = get_backend(options.backend)
     logger.info("backend %s: %s", be.name, getattr(be, "device_name", ""))
-    luts = _Luts(be, options.linear)
+    setup_s = time.perf_counter() - t_start
+    results = []
+    for group in stacks:
+        if len(stacks) > 1:
+            logger.info("stack %d of %d: %s", len(results) + 1, len(stacks), microscopy.stack_name(group))
+        results.append(_fuse_stack(be, group, len(group) if isinstance(group, list) else total, options, emit))
+        results[-1].timings["setup_s"] = setup_s
+    result = results[0]
+    if len(results) > 1:
+        result.stacks = results
+    n = sum(len(r.frames) for r in results)
+    t0 = time.perf_counter()
+    with StagedOutputs() as staged:  # every output written first, then all published, or none
+        _write_outputs(results, options, staged)
+        timings = result.timings
+        timings["write_s"] = time.perf_counter() - t0
+        timings["total_s"] = time.perf_counter() - t_start
+        h, w = result.image.shape[:2]
+        mp = h * w / 1e6
+        timings["frames_per_s"] = n / timings["total_s"]
+        timings["mp_frames_per_s"] = mp * n / timings["total_s"]
+        if options.output is not None and options.sidecar:
+            side = sidecar_path(options.output)
+            result.outputs["sidecar"] = str(side)
+            write_sidecar(side, result.to_dict(), overwrite=options.overwrite, stage=staged)
+        staged.commit()
+    emit("write", n, total or n, str(options.output or ""))
+    logger.info("%d frames of %.1f MP in %.2f s (%.1f MP-frames/s)", n, mp, timings["total_s"],
+                timings["mp_frames_per_s"])
+    return result
+
+
+def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
+    """Fuse one stack (a list of sources, or an iterator of array sources): everything but writing."""
+    t_start = time.perf_counter()
+    timings = {}
+    info = sources[0].stack if isinstance(sources, list) else None
+    calibration = info.calibration if info is not None else Calibration()
+    if info is not None and info.planes == 1 and calibration.z_step is None:  # single-plane files
+        z_step = microscopy.z_step_of_planes(sources)
+        if z_step is not None:
+            calibration = dataclasses.replace(calibration, z_step=z_step,
+                                              z_step_source="spacing of the files' PositionZ")
+    calibration = calibration.overridden(options.pixel_size, options.z_step)
+    linear = options.linear or info is not None  # microscopy data are linear light
+    brightness = options.brightness and info is None  # and their intensities are kept as they are
+    if info is not None:
+        names = info.channel_names
+        focus = resolve_channel(options.focus_channel, names, where=str(info.path))
+    else:
+        names, focus = (), None
+    luts = _Luts(be, linear)
     loader = _Loader(be, luts, options)
-    timings["setup_s"] = time.perf_counter() - t_start
+    heights = calibration.z_step is not None or options.confidence_map is not None  # a height map and its confidence
 
     if isinstance(sources, list):
-        reference = resolve_reference(options.reference, total)
-        order = processing_order(total, reference)
+        reference = resolve_reference(options.reference, len(sources))
+        order = processing_order(len(sources), reference)
     else:
         if options.reference not in (None, 0):
             raise InputError("a reference other than the first frame needs the frames as files, a list or an "
                              "(N, H, W[, C]) array, not a one-shot iterator")
         reference, order = 0, None
-    needs_alignment = options.align != "none" or options.brightness
-    aligner = Aligner(options.align, reference, options.brightness) if needs_alignment else None
+    needs_alignment = options.align != "none" or brightness
+    aligner = Aligner(options.align, reference, brightness) if needs_alignment else None
     frames_info: dict[int, FrameInfo] = {}
     fusion = first = None
     t_fuse = time.perf_counter()
@@ -275,28 +368,43 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
             if first is None:
                 first = frame
                 h, w, c = frame.shape
+                if info is None:
+                    names = tuple(f"C{i}" for i in range(c))
+                    focus = resolve_channel(options.focus_channel, names, where="the frames")
                 if frame.kind == "raw":
                     logger.info("RAW frames developed by %s", "the backend's kernels (demosaic %s, colour %s)"
                                 % (options.demosaic, options.color) if frame.raw is not None
                                 else frame.info.get("develop", "LibRaw"))
                 levels = check_levels(h, w, options.levels)
+                per_channel = options.per_channel and c > 1
+                if per_channel:
+                    check_per_channel(options.method)
                 if hasattr(be, "check_memory"):  # device backends: fail up front, with the sizes
                     be.check_memory(stack_footprint(c, h, w, levels, frame_bytes=frame.data.nbytes,
                                                     mosaic=frame.raw is not None, moved=options.align != "none",
                                                     method=options.method, demosaic=options.demosaic,
-                                                    output_bytes=options.output_bits // 8),
+                                                    output_bytes=_output_bits(options, frame) // 8,
+                                                    per_channel=per_channel,
+                                                    height_map=heights),
                                     f"{w}x{h} frames with {c} channel(s)")
-                fusion = _make_fusion(be, options, c, h, w, levels)
+                fusion = _make_fusion(be, options, c, h, w, levels, focus, per_channel, heights)
                 logger.info("%dx%d, %d channel(s), %s %s, method %s%s, reference frame %d (%s)", w, h, c,
                             frame.kind, "mosaic" if frame.raw is not None else frame.data.dtype, options.method,
                             "" if options.method == "soft" else f" ({levels} pyramid levels)", frame.index, frame.name)
+                if info is not None and options.align != "none":
+                    logger.info("%s: aligning the planes (%s); a stage z-stack that does not move needs none: "
+                                "--align none", info.format, options.align)
+                if info is not None:
+                    logger.info("%s: channels %s; %s%s", info.format, ", ".join(names),
+                                microscopy.describe_calibration(calibration),
+                                "" if focus is None else f"; focus judged on channel {focus} ({names[focus]})")
             t0 = time.perf_counter()
             loader.load(frame, fa, fusion.input)
             fusion.fold(frame.index)
             frames_info[frame.index] = FrameInfo(
                 frame.index, frame.name, None if frame.path is None else str(frame.path), tuple(frame.shape),
                 "mosaic uint16" if frame.raw is not None else str(frame.data.dtype), frame.kind,
-                _transfer(frame, options.linear), read_s=frame.info.get("read_s", 0.0),
+                _transfer(frame, linear), read_s=frame.info.get("read_s", 0.0),
                 fuse_s=time.perf_counter() - t0,
                 info={k: v for k, v in frame.info.items() if k != "read_s" and not k.startswith("_")},
                 alignment=None if fa is None else fa.to_dict())
@@ -317,13 +425,25 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
     timings["align_s"] = sum(fa.seconds for fa in aligner.results.values()) if aligner else 0.0
 
     t0 = time.perf_counter()
+    contrast = fusion.contrast() if heights else None
+    index = fusion.height_index() if heights else None
     depth_raw, conf = fusion.depth()
+    per_channel = isinstance(depth_raw, list)
+    depth_raws, confs = (depth_raw, conf) if per_channel else ([depth_raw], [conf])
+    contrasts = [] if contrast is None else contrast if per_channel else [contrast]
+    indices = [] if index is None else index if per_channel else [index]
     fused = fusion.collapse()
     fusion = None  # the state's other planes (about two thirds of it) are free before the finish allocates
-    depth, conf_sum, area = smooth_depth(be, depth_raw, conf, options.depth_smooth)
+    depths = []
+    for k, (d, cf) in enumerate(zip(depth_raws, confs)):
+        depth, conf_sum, area = smooth_depth(be, d, cf, options.depth_smooth)
+        depths.append(depth)
+        del d, cf
     emit("finish", n, total or n, "")
     if options.method == "depthmap":
-        fused = _depthmap_pass(be, fused, depth, conf_sum, area, sources, order, aligner, loader, options, emit, n)
+        fused = _depthmap_pass(be, fused, depths[0], conf_sum, area, sources, order, aligner, loader, options, emit,
+                               n)
+    conf_sum = None
     affines = [aligner.results[k].affine for k in sorted(aligner.results)] if aligner else []
     crop = None
     if affines and options.crop:
@@ -331,64 +451,139 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
         r0, r1, c0, c1 = covered_box(affines, h, w)
         if (r0, r1, c0, c1) != (0, h, 0, w):
             crop = (r0, r1, c0, c1)
-            fused, depth, depth_raw, conf = (_cropped(be, a, r0, r1, c0, c1) for a in (fused, depth, depth_raw, conf))
+            fused = _cropped(be, fused, r0, r1, c0, c1)
+            depths, depth_raws, confs, contrasts, indices = (
+                [_cropped(be, a, r0, r1, c0, c1) for a in planes]
+                for planes in (depths, depth_raws, confs, contrasts, indices))
             logger.info("cropped to %dx%d at (%d, %d): the area every aligned frame covers", c1 - c0, r1 - r0,
                         c0, r0)
     c, h, w = fused.shape
-    bits = options.output_bits
+    bits = _output_bits(options, first)
     encoded = be.empty((h, w, c), np.uint8 if bits == 8 else np.uint16)
     be.encode(fused, luts.encode(bits), encoded)
     image = be.to_host(encoded)
-    linear = np.ascontiguousarray(np.moveaxis(be.to_host(fused), 0, -1))
-    depth_h = be.to_host(depth)
-    depth_raw_h = be.to_host(depth_raw)
+    linear_h = np.ascontiguousarray(np.moveaxis(be.to_host(fused), 0, -1))
+
+    def host(planes):
+        out = [be.to_host(a) for a in planes]
+        return np.stack(out) if per_channel else out[0]
+
+    depth_h, depth_raw_h, conf_h = host(depths), host(depth_raws), host(confs)
     if options.z_step:
         depth_h = depth_h * np.float32(options.z_step)
         depth_raw_h = depth_raw_h * np.float32(options.z_step)
-    conf_h = be.to_host(conf)
+    height_conf = host(contrasts) if contrasts else conf_h
     if affines and not options.crop:
-        conf_h = np.where(coverage_mask(affines, h, w), conf_h, np.float32(0))
+        covered = coverage_mask(affines, h, w)
+        conf_h = np.where(covered, conf_h, np.float32(0))
+        height_conf = np.where(covered, height_conf, np.float32(0))
     if c == 1:
-        image, linear = image[:, :, 0], linear[:, :, 0]
+        image, linear_h = image[:, :, 0], linear_h[:, :, 0]
+    height = None
+    if calibration.z_step is not None:
+        # the plane index of the highest focus score, sub-plane by a parabola (the pyramid method's
+        # depth before smoothing; the soft method tracks it for the height map)
+        height = microscopy.height_map(host(indices or depth_raws), height_conf, calibration.z_step,
+                                       options.confidence_threshold)
     timings["finish_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t_start
+    return StackResult(image=image, linear=linear_h, depth=depth_h, depth_raw=depth_raw_h, confidence=conf_h,
+                       frames=frames_list, options=options, backend=be.name,
+                       device=getattr(be, "device_name", ""), timings=timings, outputs={},
+                       reference=reference, crop=crop, height=height, height_confidence=height_conf,
+                       channel_names=tuple(names),
+                       calibration=calibration, microscopy=None if info is None else info.describe(),
+                       exif=first.exif, icc=first.icc)
 
-    result = StackResult(image=image, linear=linear, depth=depth_h, depth_raw=depth_raw_h, confidence=conf_h,
-                         frames=frames_list, options=options, backend=be.name,
-                         device=getattr(be, "device_name", ""), timings=timings, outputs={},
-                         reference=reference, crop=crop)
-    t0 = time.perf_counter()
-    with StagedOutputs() as staged:  # every output written first, then all published, or none
-        if options.output is not None:
-            write_image(options.output, image, fmt=options.output_format, exif=first.exif, icc=first.icc,
+
+def _write_outputs(results, options: StackOptions, staged) -> None:
+    """Write every requested output of ``results`` (one stack, or several from one file) into ``staged``."""
+    result = results[0]
+    if options.output is not None:
+        if options.output_format == "ome-tiff":
+            _write_ome(options.output, [_ome_image(r, options) for r in results], results, result.channel_names,
+                       _image_text(result), options, staged)
+        else:
+            write_image(options.output, result.image, fmt=options.output_format, exif=result.exif, icc=result.icc,
                         overwrite=options.overwrite, stage=staged)
-            result.outputs["image"] = str(options.output)
-        if options.depth_map is not None:
-            unit = f"microns (z_step {options.z_step})" if options.z_step else "frame index"
-            write_depth(options.depth_map, depth_h, overwrite=options.overwrite,
-                        description=f"gpustack {__version__} depth map, {unit}", stage=staged)
-            result.outputs["depth_map"] = str(options.depth_map)
-        timings["write_s"] = time.perf_counter() - t0
-        timings["total_s"] = time.perf_counter() - t_start
-        mp = h * w / 1e6
-        timings["frames_per_s"] = n / timings["total_s"]
-        timings["mp_frames_per_s"] = mp * n / timings["total_s"]
-        if options.output is not None and options.sidecar:
-            side = sidecar_path(options.output)
-            result.outputs["sidecar"] = str(side)
-            write_sidecar(side, result.to_dict(), overwrite=options.overwrite, stage=staged)
-        staged.commit()
-    emit("write", n, total or n, str(options.output or ""))
-    logger.info("%d frames of %.1f MP in %.2f s (%.1f MP-frames/s)", n, mp, timings["total_s"],
-                timings["mp_frames_per_s"])
-    return result
+        result.outputs["image"] = str(options.output)
+    if options.depth_map is not None:
+        unit = f"microns (z_step {options.z_step})" if options.z_step else "frame index"
+        description = f"gpustack {__version__} depth map, {unit}"
+        _write_map(options.depth_map, "depth", [r.depth for r in results], results, options, description, staged)
+        result.outputs["depth_map"] = str(options.depth_map)
+    if options.height_map is not None:
+        _write_map(options.height_map, "height", [r.height for r in results], results, options,
+                             microscopy.height_text(options, result), staged)
+        result.outputs["height_map"] = str(options.height_map)
+    if options.confidence_map is not None:
+        _write_map(options.confidence_map, "confidence", [r.height_confidence for r in results], results, options,
+                   f"gpustack {__version__} confidence map (the height map's): how clearly one plane stood out, "
+                   f"0 to 1; the height map is NaN below {options.confidence_threshold:g}", staged)
+        result.outputs["confidence_map"] = str(options.confidence_map)
 
 
-def _make_fusion(be, options, c, h, w, levels):
-    """The fusion state of ``options.method`` (the depthmap method's first pass is the pyramid's)."""
+def _output_bits(options, frame) -> int:
+    """Bits per sample of the encoded image: ``options.output_bits``, except that an OME-TIFF keeps
+    the input's sample type when ``bits`` is not given (uint8 in, uint8 out)."""
+    if options.bits is None and options.output_format == "ome-tiff" and frame.data.dtype == np.uint8:
+        return 8
+    return options.output_bits
+
+
+def _ome_image(result, options) -> np.ndarray:
+    """The fused image as an OME-TIFF holds it, (C, H, W): the input's sample type (uint8 or uint16
+    samples as encoded, linear; float32 input: the linear float32 result), or ``bits`` when given."""
+    dtypes = {f.dtype for f in result.frames}
+    if options.bits is None and dtypes == {"float32"}:
+        image = result.linear
+    else:
+        image = result.image
+    return np.moveaxis(image[:, :, None] if image.ndim == 2 else image, -1, 0)
+
+
+def _image_text(result) -> str:
+    info = result.microscopy
+    source = f" from {info['path']} ({info['format']})" if info else ""
+    return (f"gpustack {__version__}: {len(result.frames)} focal planes fused into one image{source}, method "
+            f"{result.options.method}, {'each channel by its own focus' if result.options.per_channel else ''}"
+            f"{'' if result.options.per_channel else 'every channel from the same planes'}; linear samples, "
+            f"not rescaled")
+
+
+def _write_map(path, kind, maps, results, options, description, staged) -> None:
+    """A depth, height or confidence map: (H, W), or (C, H, W) per channel, per stack; an OME-TIFF
+    (calibrated, a channel per map plane, a T axis and positions as the input had) for ``.ome.tif``
+    paths, else a float32 TIFF (a page per channel)."""
+    if is_ome_path(path):
+        planes = [m[None] if m.ndim == 2 else m for m in maps]
+        names = tuple(f"{kind} {n}" for n in results[0].channel_names) if planes[0].shape[0] > 1 else (kind,)
+        _write_ome(path, planes, results, names, description, options, staged)
+    else:
+        write_depth(path, maps[0], overwrite=options.overwrite, description=description, stage=staged)
+
+
+def _write_ome(path, images, results, names, description, options, staged) -> None:
+    """``images`` ((C, H, W), one per stack) as an OME-TIFF: an image per stage position, a T axis
+    over the time points."""
+    positions: dict = {}
+    for image, r in zip(images, results):
+        info = r.microscopy or {}
+        positions.setdefault(info.get("series", 0), []).append(image)
+    ome_write.write_ome(path, [np.stack(v) for v in positions.values()], channel_names=names,
+                        pixel_size=results[0].calibration.pixel_size, description=description,
+                        name=path.name, overwrite=options.overwrite, stage=staged)
+
+
+def _make_fusion(be, options, c, h, w, levels, focus=None, per_channel=False, heights=False):
+    """The fusion state of ``options.method`` (the depthmap method's first pass is the pyramid's);
+    with ``per_channel``, one single-channel state per channel; ``heights``: what a height map needs."""
+    if per_channel:
+        return PerChannelFusion(be, lambda: _make_fusion(be, options, 1, h, w, levels, heights=heights), c, h, w)
     if options.method == "soft":
-        return SoftFusion(be, c, h, w)
+        return SoftFusion(be, c, h, w, focus_channel=focus, track_depth=heights)
     return PyramidFusion(be, c, h, w, levels=levels, energy_radius=options.energy_radius,
-                         depth_radius=options.depth_radius)
+                         depth_radius=options.depth_radius, focus_channel=focus)
 
 
 def _cropped(be, a, r0, r1, c0, c1):

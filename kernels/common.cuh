@@ -31,6 +31,27 @@ typedef GS_INDEX_T gs_index_t;
 #define GS_E0 0.125f
 #define GS_E1 0.75f
 
+// Channels a frame may have where per-channel gains travel as float scalars (convert.cu,
+// warp.cu: g0..g7; microscopy stacks of up to 8 named channels).
+#define GS_MAX_CHANNELS 8
+
+// The gain of channel ch (0 <= ch < GS_MAX_CHANNELS) among the eight scalars: a select, no
+// arithmetic, so the twin's gains[ch] is the same value.
+static __device__ __forceinline__ float gs_gain(int ch, float g0, float g1, float g2, float g3, float g4, float g5,
+                                                float g6, float g7)
+{
+    switch (ch) {
+    case 0: return g0;
+    case 1: return g1;
+    case 2: return g2;
+    case 3: return g3;
+    case 4: return g4;
+    case 5: return g5;
+    case 6: return g6;
+    default: return g7;
+    }
+}
+
 // Column of a 2-D launch (grid x covers columns, block (32, 8, 1)).
 static __device__ __forceinline__ int gs_col(void)
 {

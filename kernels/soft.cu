@@ -127,3 +127,22 @@ extern "C" __global__ void gs_soft_finish(float* __restrict__ acc, float* __rest
         conf[p] = GS_F0;
     }
 }
+
+// gs_soft_contrast: how far the best frame's focus score stands above the stack's mean, in units
+// of the noise floor, mapped to [0, 1) (the height map's confidence, microscopy):
+//   num = max_s - sum_s / nf;  den = num + floor_s
+//   out = den > 0 ? num / den : 0          (num / floor = 4 gives 0.8)
+// where max_s and sum_s include the floor (so num is the best score minus the mean score). A dark
+// background (only noise) stays near 0; a structure in focus somewhere near 1. max_s, sum_s, out
+// (H, W); n pixels, 1-D launch as above.
+extern "C" __global__ void gs_soft_contrast(const float* __restrict__ max_s, const float* __restrict__ sum_s,
+                                            float* __restrict__ out, gs_index_t n, float nf, float floor_s)
+{
+    const gs_index_t p = gs_flat();
+    if (p >= n) {
+        return;
+    }
+    const float num = max_s[p] - sum_s[p] / nf;
+    const float den = num + floor_s;
+    out[p] = den > GS_F0 ? num / den : GS_F0;
+}

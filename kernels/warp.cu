@@ -12,8 +12,8 @@
 //   r_m = wx0*s[y0-1+m, x0-1] + wx1*s[.., x0] + wx2*s[.., x0+1] + wx3*s[.., x0+2]
 //   v = wy0*r_0 + wy1*r_1 + wy2*r_2 + wy3*r_3;   dst[ch, i, j] = gain[ch] * v
 // where s is lut[sample] for integer samples and the sample itself for float32 ones.
-// The gains travel as four float scalars g0..g3 (at most 4 channels), the affine as six
-// double scalars, so a warp needs no upload besides the frame.
+// The gains travel as eight float scalars g0..g7 (at most GS_MAX_CHANNELS = 8 channels),
+// the affine as six double scalars, so a warp needs no upload besides the frame.
 //
 // 2-D launch, one thread per output pixel: block (32, 8, 1), grid (ceil(ow / 32),
 // ceil(oh / 8), 1); guard j < ow, i < oh; each thread writes the pixel's c samples.
@@ -73,7 +73,9 @@ template <typename T>
 static __device__ __forceinline__ void gs_warp_pixel(const T* __restrict__ src, const float* __restrict__ lut,
                                                      float* __restrict__ dst, int h, int w, int c, int oh, int ow,
                                                      double a0, double a1, double a2, double a3, double a4,
-                                                     double a5, float g0, float g1, float g2, float g3,
+                                                     double a5,
+                                                     float g0, float g1, float g2, float g3, float g4, float g5,
+                                                     float g6, float g7,
                                                      bool planar)
 {
     const gs_index_t row_step = planar ? (gs_index_t)w : (gs_index_t)w * c;
@@ -110,7 +112,7 @@ static __device__ __forceinline__ void gs_warp_pixel(const T* __restrict__ src, 
                         + wy[1] * gs_row4(src, lut, row_step, col_step, ch_step, r1, cols, ch, wx)
                         + wy[2] * gs_row4(src, lut, row_step, col_step, ch_step, r2, cols, ch, wx)
                         + wy[3] * gs_row4(src, lut, row_step, col_step, ch_step, r3, cols, ch, wx);
-        const float gain = ch == 0 ? g0 : (ch == 1 ? g1 : (ch == 2 ? g2 : g3));
+        const float gain = gs_gain(ch, g0, g1, g2, g3, g4, g5, g6, g7);
         dst[ch * plane + o] = gain * v;
     }
 }
@@ -118,33 +120,42 @@ static __device__ __forceinline__ void gs_warp_pixel(const T* __restrict__ src, 
 // gs_warp_lut_u8: src (h, w, c) uint8 through lut (256 float32) -> dst (c, oh, ow).
 extern "C" __global__ void gs_warp_lut_u8(const unsigned char* __restrict__ src, const float* __restrict__ lut,
                                           float* __restrict__ dst, int h, int w, int c, int oh, int ow, double a0,
-                                          double a1, double a2, double a3, double a4, double a5, float g0, float g1,
-                                          float g2, float g3)
+                                          double a1, double a2, double a3, double a4, double a5,
+                                          float g0, float g1, float g2, float g3, float g4, float g5, float g6,
+                                          float g7)
 {
-    gs_warp_pixel<unsigned char>(src, lut, dst, h, w, c, oh, ow, a0, a1, a2, a3, a4, a5, g0, g1, g2, g3, false);
+    gs_warp_pixel<unsigned char>(src, lut, dst, h, w, c, oh, ow, a0, a1, a2, a3, a4, a5, g0, g1, g2, g3, g4, g5, g6,
+                         g7, false);
 }
 
 // gs_warp_lut_u16: src (h, w, c) uint16 through lut (65536 float32) -> dst (c, oh, ow).
 extern "C" __global__ void gs_warp_lut_u16(const unsigned short* __restrict__ src, const float* __restrict__ lut,
                                            float* __restrict__ dst, int h, int w, int c, int oh, int ow, double a0,
-                                           double a1, double a2, double a3, double a4, double a5, float g0, float g1,
-                                           float g2, float g3)
+                                           double a1, double a2, double a3, double a4, double a5,
+                                           float g0, float g1, float g2, float g3, float g4, float g5, float g6,
+                                           float g7)
 {
-    gs_warp_pixel<unsigned short>(src, lut, dst, h, w, c, oh, ow, a0, a1, a2, a3, a4, a5, g0, g1, g2, g3, false);
+    gs_warp_pixel<unsigned short>(src, lut, dst, h, w, c, oh, ow, a0, a1, a2, a3, a4, a5, g0, g1, g2, g3, g4, g5, g6,
+                         g7, false);
 }
 
 // gs_warp_f32: src (h, w, c) float32 (already linear) -> dst (c, oh, ow).
 extern "C" __global__ void gs_warp_f32(const float* __restrict__ src, float* __restrict__ dst, int h, int w, int c,
                                        int oh, int ow, double a0, double a1, double a2, double a3, double a4,
-                                       double a5, float g0, float g1, float g2, float g3)
+                                       double a5,
+                                       float g0, float g1, float g2, float g3, float g4, float g5, float g6, float g7)
 {
-    gs_warp_pixel<float>(src, (const float*)0, dst, h, w, c, oh, ow, a0, a1, a2, a3, a4, a5, g0, g1, g2, g3, false);
+    gs_warp_pixel<float>(src, (const float*)0, dst, h, w, c, oh, ow, a0, a1, a2, a3, a4, a5, g0, g1, g2, g3, g4, g5,
+                         g6, g7, false);
 }
 
 // gs_warp_planar_f32: src (c, h, w) planar float32 (already linear) -> dst (c, oh, ow).
 extern "C" __global__ void gs_warp_planar_f32(const float* __restrict__ src, float* __restrict__ dst, int h, int w,
                                               int c, int oh, int ow, double a0, double a1, double a2, double a3,
-                                              double a4, double a5, float g0, float g1, float g2, float g3)
+                                              double a4, double a5,
+                                              float g0, float g1, float g2, float g3, float g4, float g5, float g6,
+                                              float g7)
 {
-    gs_warp_pixel<float>(src, (const float*)0, dst, h, w, c, oh, ow, a0, a1, a2, a3, a4, a5, g0, g1, g2, g3, true);
+    gs_warp_pixel<float>(src, (const float*)0, dst, h, w, c, oh, ow, a0, a1, a2, a3, a4, a5, g0, g1, g2, g3, g4, g5,
+                         g6, g7, true);
 }

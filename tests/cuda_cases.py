@@ -24,8 +24,9 @@ from gpustack.stages.soft import POWER, RMIN, SoftState
 
 F = np.float32
 
-# (C, H, W): tiny, degenerate, odd and middling
-SHAPES = [(1, 1, 1), (1, 1, 2), (1, 2, 2), (3, 2, 2), (1, 3, 1), (3, 5, 7), (2, 16, 9), (3, 37, 53)]
+# (C, H, W): tiny, degenerate, odd and middling; 5 and 8 channels (the most the gains take)
+SHAPES = [(1, 1, 1), (1, 1, 2), (1, 2, 2), (3, 2, 2), (1, 3, 1), (3, 5, 7), (2, 16, 9), (3, 37, 53), (5, 9, 6),
+          (8, 7, 5)]  # up to 8 channels: microscopy stacks
 WINDOW_SHAPES = [(1, 1, 2), (3, 2, 2), (1, 3, 1), (2, 6, 11), (3, 23, 17)]
 RADII = [0, 1, 2, 3, 4, 5]
 
@@ -247,6 +248,17 @@ def soft_finish(rng, shape, r):
     return OpCase("soft_finish", (state, F(9), empty(plane), empty(plane)), (0, 2, 3))
 
 
+def _soft_contrast(floor):
+    def build(rng, shape, r):
+        state = _soft_state(rng, shape, False)
+        state.sum_s[rng.uniform(size=state.sum_s.shape) < 0.1] = 0.0
+        ties = rng.uniform(size=state.sum_s.shape) < 0.1  # num == 0: den == floor (or 0 with floor 0)
+        state.sum_s[ties] = state.max_s[ties] * F(9)
+        return OpCase("soft_contrast", (state, F(9), F(floor), empty(shape[1:])), (3,))
+
+    return build
+
+
 def fuse_accumulate(rng, shape, r):
     return OpCase("fuse_accumulate", (rand(rng, shape, -5.0, 5.0), rand(rng, shape)), (0,))
 
@@ -385,6 +397,8 @@ CASES = {
     "soft_fold": _soft_fold(False, 0.0),
     "soft_fold_floor": _soft_fold(False, 0.01),
     "soft_finish": soft_finish,
+    "soft_contrast": _soft_contrast(0.01),
+    "soft_contrast_no_floor": _soft_contrast(0.0),
     "encode_8_srgb": _encode(8, "srgb"),
     "encode_16_srgb": _encode(16, "srgb"),
     "encode_16_linear": _encode(16, "linear"),

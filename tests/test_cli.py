@@ -180,7 +180,7 @@ def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, capsys, case
 
 
 @pytest.mark.parametrize("argv, says", [
-    (["stack", "in", "-o", "f.tif", "--z-step", "abc"], "argument --z-step: invalid float value: 'abc'"),
+    (["stack", "in", "-o", "f.tif", "--time", "last"], "argument --time: invalid int value: 'last'"),
     (["stack", "in", "-o", "f.tif", "--levels", "2.5"], "argument --levels: invalid int value: '2.5'"),
     (["stack", "in"], "the following arguments are required: -o/--output"),
     (["stack", "in", "-o", "f.tif", "--align", "rigid"], "argument --align: invalid choice: 'rigid'"),

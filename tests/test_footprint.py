@@ -108,3 +108,17 @@ def test_estimate_scales_with_the_frame_and_names_its_phase():
     assert big.phase in big.phases and big.largest == 3 * 4000 * 6000
     raw = stack_footprint(3, 4000, 6000, 10, frame_bytes=48_000_000, mosaic=True)
     assert raw.largest == 5 * 4020 * 6020
+
+
+@pytest.mark.parametrize("opts", [{"per_channel": True}, {"focus_channel": 2}, {"per_channel": True, "method": "pyramid"},
+                                  {}])
+def test_estimate_covers_the_peak_of_microscopy_stacks(lib, monkeypatch, tmp_path, opts):
+    """Five channels (C > 3): per-channel states, a focus channel, the height map's confidence planes."""
+    from gpustack import synth
+
+    st = synth.make_microscopy_stack(n_planes=4, shape=(240, 320), channels=5, offsets=(0, 2, 4, 6, 8))
+    path = st.write_ome(tmp_path / "five.ome.tif")
+    be, result = _run(lib, monkeypatch, [path], align="none", height_map=tmp_path / "h.ome.tif", **opts)
+    fp = be.checked
+    assert result.image.shape == (240, 320, 5)
+    assert be.peak <= fp.peak <= 1.15 * be.peak, f"estimate {fp.peak} ({fp.phase}), tracked peak {be.peak}"

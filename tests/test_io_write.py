@@ -167,7 +167,9 @@ def test_bad_images(tmp_path):
     with pytest.raises(InputError, match="expected uint8 or uint16"):
         write_image(tmp_path / "o.tif", np.zeros((4, 4, 3), np.float32), fmt="tiff")
     with pytest.raises(InputError, match=r"shape \(4, 4, 2\)"):
-        write_image(tmp_path / "o.tif", np.zeros((4, 4, 2), np.uint8), fmt="tiff")
+        write_image(tmp_path / "o.png", np.zeros((4, 4, 2), np.uint8), fmt="png")
+    with pytest.raises(InputError, match=r"shape \(4, 4, 9\); expected \(H, W, C\) with 1 to 8 channels$"):
+        write_image(tmp_path / "o.tif", np.zeros((4, 4, 9), np.uint8), fmt="tiff")
     with pytest.raises(InputError, match="unknown format"):
         write_image(tmp_path / "o.tif", np.zeros((4, 4, 3), np.uint8), fmt="bmp")
     assert list(tmp_path.iterdir()) == []
@@ -333,8 +335,10 @@ def test_depth_round_trip(tmp_path):
         write_depth(path, depth)
     write_depth(path, depth.astype(np.float64) + 1, overwrite=True)
     np.testing.assert_array_equal(tifffile.imread(path), depth + 1)
-    with pytest.raises(InputError, match="expected a 2-D float array"):
+    with pytest.raises(InputError, match=r"expected a float array \(H, W\) or \(C, H, W\)"):
         write_depth(tmp_path / "d2.tif", np.zeros((4, 4), np.uint8))
+    write_depth(tmp_path / "d3.tif", np.stack([depth, depth + 1]))  # per channel: a page each
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "d3.tif"), np.stack([depth, depth + 1]))
 
 
 def test_sidecar(tmp_path):

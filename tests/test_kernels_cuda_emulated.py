@@ -88,6 +88,22 @@ def test_emulated_stack_matches_cpu(emu, monkeypatch, method, align):
         assert_bits_equal(getattr(got, field), getattr(want, field))
 
 
+def _on_both(emu, monkeypatch, tmp_path, run):
+    """(emulated, cpu): ``run(folder)`` on the emulated cuda backend and on the cpu backend, each
+    writing into its own folder (``tmp_path / "emulated"``, ``tmp_path / "cpu"``)."""
+    import gpustack.pipeline
+
+    results = {}
+    for name in ("cpu", "emulated"):
+        out = tmp_path / name
+        out.mkdir()
+        with monkeypatch.context() as m:
+            if name == "emulated":
+                m.setattr(gpustack.pipeline, "get_backend", lambda _: emu)
+            results[name] = run(out)
+    return results["emulated"], results["cpu"]
+
+
 @pytest.mark.parametrize("kind", ["jpeg", "tiff16"])
 @pytest.mark.parametrize("method", ["soft", "pyramid", "depthmap"])
 def test_emulated_stack_from_files_matches_cpu(emu, monkeypatch, tmp_path, kind, method):
@@ -96,16 +112,8 @@ def test_emulated_stack_from_files_matches_cpu(emu, monkeypatch, tmp_path, kind,
     import gpustack.pipeline
 
     folder = write_moving_stack(tmp_path / "in", kind, shape=(96, 128))
-    results = {}
-    for name in ("cpu", "emulated"):
-        out = tmp_path / name
-        out.mkdir()
-        with monkeypatch.context() as m:
-            if name == "emulated":
-                m.setattr(gpustack.pipeline, "get_backend", lambda _: emu)
-            results[name] = gpustack.stack(folder, backend="cpu", method=method, levels=4,
-                                           output=out / "fused.tif", depth_map=out / "depth.tif")
-    got, want = results["emulated"], results["cpu"]
+    got, want = _on_both(emu, monkeypatch, tmp_path, lambda out: gpustack.stack(
+        folder, backend="cpu", method=method, levels=4, output=out / "fused.tif", depth_map=out / "depth.tif"))
     assert any(t is not None and not np.allclose(t, np.eye(2, 3)) for t in want.transforms)
     for field in ("image", "linear", "depth", "depth_raw", "confidence"):
         assert_bits_equal(getattr(got, field), getattr(want, field))
@@ -134,3 +142,23 @@ def test_emulated_raw_stack_matches_cpu(emu, monkeypatch, tmp_path):
         assert {kernel, "gs_warp_planar_f32"} <= set(emu.launched)
         for field in ("image", "linear", "depth", "depth_raw", "confidence"):
             assert_bits_equal(getattr(got, field), getattr(want, field))
+
+
+@pytest.mark.filterwarnings("ignore:frame .* matched worse than no warp")
+@pytest.mark.parametrize("opts", [{"per_channel": True}, {"focus_channel": "GFP", "align": "similarity"},
+                                  {"method": "pyramid", "per_channel": True}])
+def test_emulated_microscopy_stack_matches_cpu(emu, monkeypatch, tmp_path, opts):
+    """A 5-channel 12-bit OME-TIFF z-stack (gains for 5 channels when aligned, per-channel states or a
+    focus channel, the height map's confidence): the emulated cuda backend writes the cpu backend's bytes."""
+    import gpustack
+    from gpustack import synth
+
+    st = synth.make_microscopy_stack(n_planes=5, shape=(64, 80), channels=5, offsets=(0, 2, 4, 1, 3), seed=5)
+    path = st.write_ome(tmp_path / "five.ome.tif")
+    got, want = _on_both(emu, monkeypatch, tmp_path, lambda out: gpustack.stack(
+        path, backend="cpu", output=out / "f.ome.tif", height_map=out / "h.ome.tif", confidence_map=out / "c.tif",
+        **opts))
+    for field in ("image", "linear", "depth", "confidence", "height", "height_confidence"):
+        assert_bits_equal(getattr(got, field), getattr(want, field))
+    for file in ("f.ome.tif", "h.ome.tif", "c.tif"):
+        assert (tmp_path / "emulated" / file).read_bytes() == (tmp_path / "cpu" / file).read_bytes()

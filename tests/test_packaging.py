@@ -52,3 +52,11 @@ def test_installed_package_finds_its_kernels(wheel, tmp_path):
     package, kdir = (Path(line) for line in res.stdout.split())
     assert package == site / "gpustack"  # the installed copy, not the checkout
     assert kdir == site / "gpustack" / "kernels" and (kdir / "warp.cu").is_file()
+
+
+def test_wheel_holds_the_napari_manifest_and_points_napari_at_it(wheel):
+    archive = zipfile.ZipFile(wheel)
+    names = set(archive.namelist())
+    assert "gpustack/napari/napari.yaml" in names
+    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "[napari.manifest]\ngpustack = gpustack.napari:napari.yaml" in archive.read(entry_points).decode()

@@ -51,8 +51,10 @@ RAW_EXTENSIONS = frozenset(
     ".dng .cr2 .cr3 .nef .nrw .arw .srf .sr2 .orf .rw2 .raf .pef .srw .kdc .dcr .mrw .3fr .erf .mef .mos .raw"
     " .rwl .iiq .x3f".split()
 )
+#: Vendor microscopy files (Nikon ND2, Zeiss CZI, Leica LIF), read through bioio (gpustack.io.vendor).
+VENDOR_EXTENSIONS = frozenset({".nd2", ".czi", ".lif"})
 #: Extensions of the files taken from a folder or a glob pattern.
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"}) | RAW_EXTENSIONS
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"}) | RAW_EXTENSIONS | VENDOR_EXTENSIONS
 
 _IMAGE_KINDS = "(.jpg, .png, .tif, or camera RAW)"
 _TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF
@@ -75,12 +77,19 @@ class FrameSource:
         multi-page TIFF, ``"array[5]"`` for arrays.
     array : ndarray or None
         The frame itself, for in-memory frames.
+    reader : callable or None
+        Microscopy files (:mod:`gpustack.io.ome`): ``reader()`` returns the focal plane's (H, W, C)
+        samples and its ``info``; ``page`` is then the plane's z index.
+    stack : gpustack.io.ome.StackInfo or None
+        What a microscopy file says of the stack this plane belongs to (channels, calibration).
     """
 
     path: Path | None
     page: int = 0
     name: str = ""
     array: np.ndarray | None = None
+    reader: object = field(default=None, repr=False)
+    stack: object = field(default=None, repr=False)
 
 
 @dataclass
@@ -103,8 +112,8 @@ class Frame:
         sensor mosaic.
     transfer : {"srgb", "linear"}
         ``"srgb"`` for integer images (display-referred), ``"linear"`` for RAW and float data.
-    kind : {"jpeg", "png", "tiff", "raw", "array"}
-        What it was decoded from.
+    kind : {"jpeg", "png", "tiff", "raw", "array", "microscopy"}
+        What it was decoded from ("microscopy": a focal plane of an OME-TIFF, ImageJ or vendor file).
     exif : bytes or None
         Sanitised EXIF block (``Exif\\0\\0`` + TIFF structure) to carry to the output.
     icc : bytes or None
@@ -137,7 +146,8 @@ class Frame:
 # --------------------------------------------------------------------------- listing
 
 
-def list_frames(inputs: Iterable[str | os.PathLike] | str | os.PathLike, order: str = "name") -> list[FrameSource]:
+def list_frames(inputs: Iterable[str | os.PathLike] | str | os.PathLike, order: str = "name", *,
+                time: int | None = None, position: int | None = None) -> list[FrameSource]:
     """List the frames of a stack in shot order.
 
     Parameters
@@ -145,13 +155,17 @@ def list_frames(inputs: Iterable[str | os.PathLike] | str | os.PathLike, order: 
     inputs : sequence of str or Path
         Image files, folders (their image files, not recursive; other files
         and hidden files are skipped) and glob patterns (``"shots/*.NEF"``).
-        A multi-page TIFF gives one frame per page.
-    order : {"name", "exif", "reverse"}
+        A multi-page TIFF gives one frame per page; an OME-TIFF or ImageJ hyperstack one frame per
+        focal plane, holding every channel (:mod:`gpustack.io.ome`).
+    order : {"name", "exif", "reverse", "z"}
         ``name``: natural sort of the file names (frame2 before frame10,
         case-insensitive, ties by the full path, then the page). ``reverse``:
         the same, reversed. ``exif``: EXIF capture time (DateTimeOriginal +
         SubSecTimeOriginal), names break ties; frames without one follow in
-        name order, with one warning.
+        name order, with one warning. ``z``: the z position in each microscopy file's metadata.
+    time, position : int, optional
+        Microscopy files: the time point and the stage position to take (default: each one is
+        a stack of its own, told apart by ``FrameSource.stack``).
 
     Returns
     -------
@@ -186,9 +200,20 @@ def list_frames(inputs: Iterable[str | os.PathLike] | str | os.PathLike, order: 
     kinds = {path: _sniff(path) for path in paths}
     sources = []
     for path in paths:
-        sources.extend(_tiff_sources(path) if kinds[path] == "tiff" else [FrameSource(path, 0, path.name)])
+        if kinds[path] == "tiff":
+            sources.extend(_tiff_sources(path, time, position))
+        elif kinds[path] == "vendor":
+            from .vendor import vendor_sources
+
+            sources.extend(vendor_sources(path, time=time, position=position))
+        else:
+            sources.append(FrameSource(path, 0, path.name))
     sources.sort(key=_name_key)
-    if order == "reverse":
+    if order == "z":
+        from .ome import z_order
+
+        sources = z_order(sources)
+    elif order == "reverse":
         sources.reverse()
     elif order == "exif":
         times = {path: capture_time(exif_from_file(path, kind)) for path, kind in kinds.items()}
@@ -310,12 +335,14 @@ def _time_key(stamp: str) -> tuple[str, float]:
 
 
 def _name_key(source: FrameSource) -> tuple:
-    return (_natural_key(source.path.name), _natural_key(str(source.path)), str(source.path), source.page)
+    stack = source.stack  # a microscopy file's planes stay grouped by position and time point
+    within = (source.page,) if stack is None else (stack.series, stack.time or 0, source.page)
+    return (_natural_key(source.path.name), _natural_key(str(source.path)), str(source.path), *within)
 
 
 def _sniff(path: Path) -> str:
-    """``"jpeg"``, ``"png"``, ``"tiff"`` or ``"raw"``; DecodeError for anything else, or a file that
-    cannot be read."""
+    """``"jpeg"``, ``"png"``, ``"tiff"``, ``"raw"`` or ``"vendor"`` (microscopy, by extension);
+    DecodeError for anything else, or a file that cannot be read."""
     try:
         with open(path, "rb") as f:
             head = f.read(16)
@@ -323,6 +350,8 @@ def _sniff(path: Path) -> str:
         raise DecodeError(path, f"cannot read: {exc.strerror or exc}; check that the file is readable") from exc
     if path.suffix.lower() in RAW_EXTENSIONS:
         return "raw"
+    if path.suffix.lower() in VENDOR_EXTENSIONS:
+        return "vendor"
     if head.startswith(b"\xff\xd8\xff"):
         return "jpeg"
     if head.startswith(_PNG_MAGIC):
@@ -353,11 +382,16 @@ def _describe(head: bytes) -> str:
     return "binary data " + head[:8].hex(" ")
 
 
-def _tiff_sources(path: Path) -> list[FrameSource]:
-    """One source per full-size page (reduced-resolution pages, i.e. thumbnails, are skipped)."""
+def _tiff_sources(path: Path, time=None, position=None) -> list[FrameSource]:
+    """One source per full-size page (reduced-resolution pages, i.e. thumbnails, are skipped); for
+    an OME-TIFF or ImageJ hyperstack, one per focal plane (:mod:`gpustack.io.ome`)."""
+    from . import ome
+
     with _decoding(path):
-        with tifffile.TiffFile(path) as tf:
+        with ome.broken_chain_refused(path), tifffile.TiffFile(path) as tf:
             _require_pages(path, tf)
+            if ome.is_microscopy(tf):
+                return ome.microscopy_sources(path, tf, time=time, position=position)
             if len(tf.pages) == 1:
                 return [FrameSource(path, 0, path.name)]
             full = [(i, _page_shape(path, page)) for i, page in enumerate(tf.pages) if not page.is_reduced]
@@ -491,6 +525,16 @@ def read_frame(source: FrameSource, index: int, raw_develop: str = "backend", *,
     if source.array is not None:
         data = _to_hwc(source.array)
         kind, info = "array", {"bits": data.dtype.itemsize * 8}
+    elif source.reader is not None:  # a focal plane of a microscopy file (or z-stack array), every channel
+        where = Path(source.path or source.name)
+        _log_decode("start", where)
+        try:
+            with _decoding(where):
+                data, info = source.reader()
+        finally:
+            _log_decode("end", where)
+        _require_pixels(where, data)
+        kind = "microscopy"
     else:
         path = Path(source.path)
         _log_decode("start", path)
@@ -499,7 +543,7 @@ def read_frame(source: FrameSource, index: int, raw_develop: str = "backend", *,
         finally:
             _log_decode("end", path)
     info["read_s"] = time.perf_counter() - start
-    transfer = "linear" if kind == "raw" or data.dtype == np.float32 else "srgb"
+    transfer = "linear" if kind in ("raw", "microscopy") or data.dtype == np.float32 else "srgb"
     name = source.name or (Path(source.path).name if source.path is not None else f"array[{index}]")
     logger.debug("read frame %d (%s): %s %s in %.3f s", index, name, data.shape, data.dtype, info["read_s"])
     return Frame(index, name, source.path, data, transfer, kind, exif=exif, icc=icc, info=info, raw=mosaic)

@@ -174,7 +174,8 @@ def write_image(
     path : Path or str
         Destination.
     image : ndarray, (H, W, C) with C in {1, 3} (or (H, W)), uint8 or uint16
-        JPEG takes uint8 only.
+        JPEG takes uint8 only. TIFF also takes 2 and 4 to 8 channels (microscopy): a grayscale
+        page per channel.
     fmt : {"tiff", "png", "jpeg"}
         Format (``StackOptions.output_format``).
     exif : bytes, optional
@@ -204,8 +205,9 @@ def write_image(
         raise InputError(f"output {path}: unknown format {fmt!r}; use one of {', '.join(_FORMATS)}")
     if image.ndim == 2:
         image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3):
-        raise InputError(f"output {path}: image has shape {image.shape}; expected (H, W, 1) or (H, W, 3)")
+    if image.ndim != 3 or image.shape[2] not in ((1, 3) if fmt != "tiff" else range(1, 9)):
+        expected = "(H, W, C) with 1 to 8 channels" if fmt == "tiff" else "(H, W, 1) or (H, W, 3)"
+        raise InputError(f"output {path}: image has shape {image.shape}; expected {expected}")
     if image.dtype not in (np.uint8, np.uint16):
         raise InputError(f"output {path}: image has dtype {image.dtype}; expected uint8 or uint16")
     if fmt == "jpeg" and image.dtype != np.uint8:
@@ -226,8 +228,8 @@ def write_depth(
     ----------
     path : Path or str
         Destination (.tif/.tiff).
-    depth : ndarray, (H, W), float
-        Frame index or microns per pixel; written as float32.
+    depth : ndarray, (H, W) or (C, H, W), float
+        Frame index or microns per pixel (a page per plane for C planes); written as float32.
     overwrite : bool
         Replace an existing file.
     description : str, optional
@@ -244,8 +246,9 @@ def write_depth(
     """
     path = Path(path)
     depth = np.asarray(depth)
-    if depth.ndim != 2 or depth.dtype.kind != "f":
-        raise InputError(f"depth map {path}: got {depth.dtype} {depth.shape}; expected a 2-D float array (H, W)")
+    if depth.ndim not in (2, 3) or depth.dtype.kind != "f":
+        raise InputError(f"depth map {path}: got {depth.dtype} {depth.shape}; expected a float array (H, W) or "
+                         f"(C, H, W)")
     depth = np.ascontiguousarray(depth, dtype=np.float32)
     _atomic_write(path, lambda f: _tiff(f, depth, "minisblack", description=description), overwrite=overwrite,
                   stage=stage)
@@ -274,7 +277,8 @@ def write_sidecar(path: Path | str, data: dict, *, overwrite: bool = False,
 
 
 def _tiff(f: BinaryIO, data: np.ndarray, photometric: str, *, icc=None, description=None, extratags=()) -> None:
-    rowbytes = max(1, data.nbytes // data.shape[0])
+    planes = data.ndim == 3 and photometric != "rgb"  # (C, H, W): a page per plane
+    rowbytes = max(1, data.shape[-1] * data.itemsize if planes else data.nbytes // data.shape[0])
     tifffile.imwrite(
         f,
         data,
@@ -293,9 +297,15 @@ def _tiff(f: BinaryIO, data: np.ndarray, photometric: str, *, icc=None, descript
 def _encode_tiff(f, image, exif, icc, metadata) -> None:
     rgb = image.shape[2] == 3
     description = json.dumps(_jsonable(metadata), ensure_ascii=False) if metadata else None
+    if image.shape[2] == 1:
+        data = image[:, :, 0]
+    elif rgb:
+        data = image
+    else:  # 2 or 4-8 channels (microscopy): a grayscale page per channel
+        data = np.ascontiguousarray(np.moveaxis(image, -1, 0))
     _tiff(
         f,
-        image if rgb else image[:, :, 0],
+        data,
         "rgb" if rgb else "minisblack",
         icc=icc,
         description=description,

@@ -44,37 +44,52 @@ class Footprint:
     largest: int  # elements of the largest single array (the kernels' index type depends on it)
 
 
-def _state_bytes(method: str, c: int, height: int, width: int, levels: int) -> int:
-    """The fusion state of ``method`` (``SoftFusion``, or ``PyramidFusion`` for pyramid and depthmap)."""
+def _state_bytes(method: str, c: int, height: int, width: int, levels: int,
+                 height_map: bool = False) -> tuple[int, int]:
+    """(scratch, stack): the fusion of ``method`` (``SoftFusion``, or ``PyramidFusion`` for pyramid
+    and depthmap) as the frame's scratch, which several stacks' states can share
+    (``PerChannelFusion``), and one stack's running state (``STACK_FIELDS``). ``height_map``: the
+    soft fusion's depth tracker too (6 planes, and the first frame's scores)."""
     plane = height * width
     if method == "soft":
         areas = [h * w for h, w in level_shapes(height, width, SCORE_LEVELS + 1)]
-        return F32 * (c * sum(areas)               # the frame's first levels (Gaussian, then Laplacian)
-                      + c * plane                  # its finest Laplacian level
-                      + sum(areas[:SCORE_LEVELS])  # the focus score per level
-                      + 2 * plane                  # squared sums and row box sums
-                      + 4 * plane                  # best score, weight sum, depth sum, score sum
-                      + 2 * c * plane)             # weighted sums of the frames and of their finest level
+        scratch = (c * sum(areas)                  # the frame's first levels (Gaussian, then Laplacian)
+                   + c * plane                     # its finest Laplacian level
+                   + sum(areas[:SCORE_LEVELS])     # the focus score per level
+                   + 2 * plane)                    # squared sums and row box sums
+        stack = (4 * plane                         # best score, weight sum, depth sum, score sum
+                 + 2 * c * plane                   # weighted sums of the frames and of their finest level
+                 + (7 * plane if height_map else 0))  # DepthTracker: DepthState and the first frame's scores
+        return F32 * scratch, F32 * stack
     areas = [h * w for h, w in level_shapes(height, width, levels)]
     all_levels, coarsest = sum(areas), areas[-1]
-    return F32 * (c * all_levels                  # the frame's pyramid (Gaussian, then Laplacian)
-                  + c * (all_levels - coarsest)    # best coefficient per level
-                  + (all_levels - coarsest)        # best energy per level
-                  + c * coarsest                   # running sum of the coarsest level
-                  + 2 * plane                      # squared sums and row box sums
-                  + 6 * plane                      # depth bookkeeping (DepthState)
-                  + plane)                         # the first frame's scores, kept for the turn of the chain
+    scratch = (c * all_levels                      # the frame's pyramid (Gaussian, then Laplacian)
+               + 2 * plane)                        # squared sums and row box sums
+    stack = (c * (all_levels - coarsest)           # best coefficient per level
+             + (all_levels - coarsest)             # best energy per level
+             + c * coarsest                        # running sum of the coarsest level
+             + 6 * plane                           # depth bookkeeping (DepthState)
+             + plane)                              # the first frame's scores, kept for the turn of the chain
+    return F32 * scratch, F32 * stack
 
 
 def stack_footprint(channels: int, height: int, width: int, levels: int, *, frame_bytes: int, mosaic: bool = False,
                     moved: bool = True, method: str = "soft", demosaic: str = "rcd",
-                    output_bytes: int = 2) -> Footprint:
+                    output_bytes: int = 2, per_channel: bool = False,
+                    height_map: bool = False) -> Footprint:
     """The peak memory of a stack of (``height``, ``width``, ``channels``) frames fused over
     ``levels`` pyramid levels; ``frame_bytes`` is one decoded frame as uploaded (the mosaic
     for camera RAW, ``mosaic=True``); ``moved``: frames may be warped (alignment on);
-    ``output_bytes``: bytes per sample of the encoded image (1 or 2)."""
+    ``output_bytes``: bytes per sample of the encoded image (1 or 2); ``per_channel``: each channel
+    fused by its own single-channel state (``stages.channels.PerChannelFusion``), beside the frame's
+    (C, H, W) input; ``height_map``: the soft fusion's height-map confidence is made too."""
     c, plane = channels, height * width
-    state = _state_bytes(method, c, height, width, levels)
+    contrast = height_map and method == "soft"  # the height map's confidence and plane index
+    if per_channel:  # one scratch, a running state per channel, and the frame's (C, H, W) input
+        scratch, stack = _state_bytes(method, 1, height, width, levels, height_map)
+        state = scratch + c * stack + F32 * c * plane
+    else:
+        state = sum(_state_bytes(method, c, height, width, levels, height_map))
     decode_table = F32 * 65536                      # the largest decode table (16-bit samples)
     encode_table = output_bytes * ENCODE_LUT_SIZE   # the output's encoding table, uploaded at the end
     image = F32 * c * plane
@@ -83,13 +98,17 @@ def stack_footprint(channels: int, height: int, width: int, levels: int, *, fram
     held = 2 * frame_bytes + decode_table + developed  # the upload slots (two frames), kept to the end
     in_flight = frame_bytes + rcd + held
     encoded = output_bytes * c * plane
+    maps = c if per_channel else 1                  # depth, confidence (and contrast) planes: one per channel or one
+    kinds = 2 + (2 if contrast else 0)  # depth and confidence; the height map's confidence and index
     phases = {
         "fold": state + in_flight,
-        "finish": max(state + 2 * F32 * plane,                      # depth and confidence beside the whole state
-                      image + 2 * F32 * plane + 4 * F32 * plane)    # fused, depth planes, smoothing planes
+        # beside the whole state: the contrast planes, then one tracker's (or the fusion's) depth and
+        # confidence (each depth tracker is released as its index is made)
+        "finish": max(state + ((maps if contrast else 0) + 2) * F32 * plane,
+                      image + (maps * (kinds + 1) - 1) * F32 * plane + 4 * F32 * plane)  # fused, maps, smoothing
         + held,
-        "output": max(2 * (image + 3 * F32 * plane),                # cropped copies beside the planes
-                      image + 3 * F32 * plane + encoded + encode_table)  # the encoding
+        "output": max(2 * (image + maps * (kinds + 1) * F32 * plane),  # cropped copies beside the planes
+                      image + maps * (kinds + 1) * F32 * plane + encoded + encode_table)  # the encoding
         + F32 * plane + held + max(0, encode_table - frame_bytes),  # summed confidence; a slot grows to the table
     }
     if method == "depthmap":

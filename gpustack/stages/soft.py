@@ -24,7 +24,9 @@ below the finest level. The depth map is the weighted mean frame index, its conf
 ``(best - mean score) / best``.
 
 State: ``2C + 4`` full-size float32 planes, plus the frame's first three pyramid levels and a few
-scratch planes, whatever the number of frames.
+scratch planes, whatever the number of frames; with ``track_depth`` (a height map) 7 more: the
+best score's plane and its neighbours' scores (``stages.fuse.DepthTracker``), for a sub-plane
+index by a parabola, which the height map uses.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fuse import FrameLevels, level_shapes
+from .fuse import DepthTracker, FrameLevels, focus_view, level_shapes
 
 POWER = 24         # exponent of the weight (score ratio)
 RMIN = np.float32(0.5)  # ratios below this weigh 0 (0.5**24 = 6e-8, a normal float)
@@ -81,15 +83,17 @@ class SoftFusion(FrameLevels):
     """Running state of the soft fusion of frames of shape (C, H, W) on backend ``be``.
 
     Use as ``PyramidFusion``: write a frame into ``input``, ``fold(k)``; then ``depth()`` and
-    ``collapse()``.
+    ``collapse()``. ``focus_channel``: the score (and the noise floor) from that channel alone;
+    every channel still gets the same weights, so the channels stay registered.
     """
 
-    def __init__(self, be, channels: int, height: int, width: int):
+    def __init__(self, be, channels: int, height: int, width: int, *, focus_channel: int | None = None,
+                 track_depth: bool = False):
         self.be = be
         self.channels = channels
+        self.focus = focus_view(channels, focus_channel)
+        self.track_depth = track_depth
         self.shapes = level_shapes(height, width, SCORE_LEVELS + 1)
-        self.count = 0
-        self.floor = None
         f32 = np.float32
         c = channels
         plane = (height, width)
@@ -99,16 +103,26 @@ class SoftFusion(FrameLevels):
         self.scores = [self.score] + [be.empty(s, f32) for s in self.shapes[1:SCORE_LEVELS]]
         self._q = be.empty((height * width,), f32)
         self._rowbox = be.empty((height * width,), f32)
-        self.state = SoftState(max_s=be.full(plane, 0.0, f32), den=be.full(plane, 0.0, f32),
-                               depth_num=be.full(plane, 0.0, f32), sum_s=be.full(plane, 0.0, f32),
-                               acc=be.full((c, height, width), 0.0, f32),
-                               acc_lap=be.full((c, height, width), 0.0, f32))
+        self.use_stack_state(self.new_stack_state())
+
+    STACK_FIELDS = ("state", "floor", "tracker", "count")
+
+    def new_stack_state(self) -> dict:
+        be, c, f32 = self.be, self.channels, np.float32
+        plane = self.shapes[0]
+        state = SoftState(max_s=be.full(plane, 0.0, f32), den=be.full(plane, 0.0, f32),
+                          depth_num=be.full(plane, 0.0, f32), sum_s=be.full(plane, 0.0, f32),
+                          acc=be.full((c, *plane), 0.0, f32), acc_lap=be.full((c, *plane), 0.0, f32))
+        # the height map's sub-plane index: the best score's plane and a parabola through its
+        # neighbours' scores (the weighted mean index of the depth map pulls towards whole planes)
+        tracker = DepthTracker(be, *plane) if self.track_depth else None
+        return {"state": state, "floor": None, "tracker": tracker, "count": 0}
 
     def _focus(self) -> None:
         """``self.score`` = the frame's focus score (on the first frame, first the noise floor)."""
         be, g = self.be, self.g
         if self.floor is None:
-            self.floor = noise_floor(be.to_host(g[0]))  # sync: once per stack
+            self.floor = noise_floor(be.to_host(self.focus(g[0])))  # sync: once per stack
         for lv in range(SCORE_LEVELS):
             be.pyramid_reduce(g[lv], g[lv + 1])
         be.pyramid_laplacian(g[0], g[1], self.lap0)
@@ -117,7 +131,7 @@ class SoftFusion(FrameLevels):
         laps = [self.lap0] + g[1:SCORE_LEVELS]
         for lv in range(SCORE_LEVELS - 1, -1, -1):
             q, rowbox = self._scratch(lv)
-            be.fuse_sqsum(laps[lv], q)
+            be.fuse_sqsum(self.focus(laps[lv]), q)
             be.filter_box_rows(q, rowbox, RADIUS)
             be.filter_box_cols(rowbox, self.scores[lv], RADIUS)
             if lv + 1 < SCORE_LEVELS:
@@ -128,6 +142,8 @@ class SoftFusion(FrameLevels):
         """Fold frame ``k`` (shot index), written in ``input``, into the state (``input`` is free for
         the next frame afterwards)."""
         self._focus()
+        if self.tracker is not None:
+            self.tracker.track(self.score, 0, k)
         self.be.soft_fold(self.g[0], self.lap0, self.score, self.state, k, self.floor, POWER, RMIN)
         self.count += 1
 
@@ -141,12 +157,31 @@ class SoftFusion(FrameLevels):
         be.soft_finish(self.state, np.float32(self.count), depth, conf)
         return depth, conf
 
-    def collapse(self):
+    def height_index(self):
+        """float32 (H, W): the sub-plane index of the highest focus score (a parabola through it
+        and its neighbours' scores), for the height map; needs ``track_depth``. Call after the last
+        ``fold``, before ``depth``."""
+        index, _conf = self.tracker.finalize(self.count)
+        self.tracker = None
+        return index
+
+    def contrast(self):
+        """float32 (H, W): how far the best frame's score stands above the mean score, in noise
+        floors, mapped to [0, 1) (``n / (n + 1)``): the height map's confidence (a dark background,
+        only noise, stays low whatever the frames). Call after the last ``fold``, before ``depth``."""
+        out = self.be.empty(self.shapes[0], np.float32)
+        self.be.soft_contrast(self.state, np.float32(self.count), np.float32(self.floor), out)
+        return out
+
+    def collapse(self, release: bool = True):
         """The fused image, planar float32 (C, H, W), linear light (not clipped): the low-pass of
-        the weighted mean frame plus the weighted mean finest level. Call after ``depth``."""
+        the weighted mean frame plus the weighted mean finest level. Call after ``depth``.
+        ``release=False`` keeps the frame's scratch (for another stack's state)."""
         be, st = self.be, self.state
         be.pyramid_reduce(st.acc, self.g[1])
         be.pyramid_expand_add(st.acc_lap, self.g[1])
         out = st.acc_lap
-        self.g = self.lap0 = self.score = self.scores = self._q = self._rowbox = self.state = None
+        self.state = self.tracker = None
+        if release:
+            self.g = self.lap0 = self.score = self.scores = self._q = self._rowbox = None
         return out

@@ -12,7 +12,7 @@ from .encode import encode
 from .filter import filter_box_cols, filter_box_rows
 from .fuse import fuse_accumulate, fuse_divide, fuse_select, fuse_sqsum
 from .pyramid import pyramid_expand_add, pyramid_expand_sub, pyramid_laplacian, pyramid_reduce
-from .soft import soft_finish, soft_fold
+from .soft import soft_contrast, soft_finish, soft_fold
 from .warp import warp, warp_planar
 
 
@@ -84,4 +84,5 @@ class CpuBackend:
     depthmap_blend = staticmethod(depthmap_blend)
     soft_fold = staticmethod(soft_fold)
     soft_finish = staticmethod(soft_finish)
+    soft_contrast = staticmethod(soft_contrast)
     encode = staticmethod(encode)

@@ -39,11 +39,17 @@ def convert(src: np.ndarray, lut: np.ndarray | None, dst: np.ndarray, gains=None
         _convert_lut_kernel(src, lut, g, dst)
 
 
+#: Channels a frame may have (the CUDA kernels take the gains as eight float scalars, GS_MAX_CHANNELS).
+MAX_CHANNELS = 8
+
+
 def gains_or_ones(gains, c: int) -> np.ndarray:
-    """(C,) float32 host gains, checked: one per channel, at most 4 (both backends)."""
+    """(C,) float32 host gains, checked: one per channel, at most ``MAX_CHANNELS`` (both backends)."""
+    if c > MAX_CHANNELS:
+        raise ValueError(f"gains: frames may have at most {MAX_CHANNELS} channels; got {c}")
     if gains is None:
         return np.ones(c, np.float32)
     g = np.ascontiguousarray(gains, dtype=np.float32).reshape(-1)
-    if g.size != c or c > 4:
-        raise ValueError(f"gains: expected one per channel ({c}, at most 4); got {g.size}")
+    if g.size != c:
+        raise ValueError(f"gains: expected one per channel ({c}); got {g.size}")
     return g

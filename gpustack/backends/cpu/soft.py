@@ -84,6 +84,22 @@ def _soft_finish_kernel(acc, acc_lap, den, depth_num, max_s, sum_s, depth, conf,
                 conf[i, j] = F0
 
 
+@njit(parallel=True, nogil=True, cache=True)
+def _soft_contrast_kernel(max_s, sum_s, out, nf, floor_s):
+    h, w = max_s.shape
+    for i in prange(h):
+        for j in range(w):
+            num = max_s[i, j] - sum_s[i, j] / nf
+            den = num + floor_s
+            out[i, j] = num / den if den > F0 else F0
+
+
+def soft_contrast(state, n, floor, out):
+    """``out`` (H, W) = the best frame's score above the mean score, over that plus the noise
+    ``floor``: 0 where only noise, towards 1 where a frame stands out (the height map's confidence)."""
+    _soft_contrast_kernel(state.max_s, state.sum_s, out, n, floor)
+
+
 def soft_fold(frame, lap, score, state, k, floor, power, rmin):
     """Fold frame ``k`` (``frame`` and its finest Laplacian level ``lap``, (C, H, W); its focus
     ``score``, (H, W)) into ``state`` (``stages.soft.SoftState``) with the noise ``floor``, the

@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import F1, HALF, NEG_HALF, ONE_HALF, TWO, decode
+from .convert import MAX_CHANNELS
 
 A_HALF = NEG_HALF  # Keys' a
 TWO_HALF = np.float32(2.5)
@@ -87,9 +88,9 @@ def check_warp(src, gains, dst, planar=False) -> None:
     """One gain per channel and matching channel counts (both backends check before dispatch: the
     kernels read ``gains[ch]`` unchecked)."""
     c = src.shape[0 if planar else 2]
-    if src.ndim != 3 or dst.ndim != 3 or dst.shape[0] != c or len(gains) != c or c > 4:
-        raise ValueError(f"warp: src {tuple(src.shape)} ({'C, H, W' if planar else 'H, W, C'}), dst {tuple(dst.shape)} (C, H, W) and "
-                         f"{len(gains)} gain(s) must agree on C <= 4")
+    if src.ndim != 3 or dst.ndim != 3 or dst.shape[0] != c or len(gains) != c or c > MAX_CHANNELS:
+        raise ValueError(f"warp: src {tuple(src.shape)} ({'C, H, W' if planar else 'H, W, C'}), dst {tuple(dst.shape)} "
+                         f"(C, H, W) and {len(gains)} gain(s) must agree on C <= {MAX_CHANNELS}")
 
 
 def warp(src, lut, affine, gains, dst):

@@ -385,6 +385,10 @@ class CudaBackend:
         self._run(_k.plan_soft_finish(state.acc, state.acc_lap, state.den, state.depth_num, state.max_s,
                                       state.sum_s, n, depth, conf))
 
+    def soft_contrast(self, state, n, floor, out) -> None:
+        """The soft fusion's height-map confidence (``backends/cpu/soft.soft_contrast``); before ``soft_finish``."""
+        self._run(_k.plan_soft_contrast(state.max_s, state.sum_s, n, floor, out))
+
     def develop(self, mosaic, cfa, black, scale, matrix, method, dst) -> None:
         """Develop a Bayer ``mosaic`` (H, W) uint16 into ``dst`` (3, H, W) float32: normalise with
         ``black`` and ``scale`` ((2, 2) float32 per CFA position, host values), demosaic by the

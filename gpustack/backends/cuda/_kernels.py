@@ -54,7 +54,7 @@ FAMILIES = {
     "depth": ("gs_depth_track", "gs_depth_finalize", "gs_depth_weight", "gs_depth_ratio", "gs_depthmap_accumulate",
               "gs_depthmap_blend"),
     "encode": ("gs_encode_lut_u8", "gs_encode_lut_u16"),
-    "soft": ("gs_soft_fold", "gs_soft_finish"),
+    "soft": ("gs_soft_fold", "gs_soft_finish", "gs_soft_contrast"),
     "develop": ("gs_develop_bilinear", "gs_develop_mhc", "gs_develop_rcd_normalise", "gs_develop_rcd_vh",
                 "gs_develop_rcd_green", "gs_develop_rcd_pq", "gs_develop_rcd_rb", "gs_develop_rcd_rb_at_green",
                 "gs_develop_rcd_finish"),
@@ -71,7 +71,7 @@ BLOCK_1D = (128, 1, 1)  # 1-D kernels: one thread per pixel or element
 _GRID_YZ_LIMIT = 65535
 _GRID_X_LIMIT = 2**31 - 1
 _FRAME_INDEX_LIMIT = 2**24  # frame indices travel as float32, exact below this
-_WARP_MAX_CHANNELS = 4  # the warp's gains travel as four float scalars
+MAX_CHANNELS = 8  # convert and warp: the gains travel as eight float scalars (GS_MAX_CHANNELS)
 
 F32, U8, U16 = np.dtype(np.float32), np.dtype(np.uint8), np.dtype(np.uint16)
 
@@ -405,14 +405,14 @@ def plan_convert_lut_u16(src, lut, dst, gains=None) -> Launch:
     return _plan_convert_lut(src, lut, dst, gains, U16, "gs_convert_lut_u16")
 
 
-def _gains4(gains, c):
-    """The C host gains (None: ones) as the four float scalars the kernels take."""
-    g = np.ones(c, np.float32) if gains is None else np.asarray(gains, dtype=np.float32).reshape(-1)
-    if g.size != c or c > _WARP_MAX_CHANNELS:
-        raise ValueError(f"gains: expected one per channel ({c}, at most {_WARP_MAX_CHANNELS}); got {g.size}")
-    g4 = np.ones(_WARP_MAX_CHANNELS, np.float32)
-    g4[:c] = g
-    return tuple(g4)
+def _gains8(gains, c):
+    """The C host gains (None: ones) as the eight float scalars the kernels take (1 for the
+    channels beyond C)."""
+    from ..cpu.convert import gains_or_ones
+
+    g8 = np.ones(MAX_CHANNELS, np.float32)
+    g8[:c] = gains_or_ones(gains, c)
+    return tuple(g8)
 
 
 def _plan_convert_lut(src, lut, dst, gains, dtype, kernel) -> Launch:
@@ -421,7 +421,7 @@ def _plan_convert_lut(src, lut, dst, gains, dtype, kernel) -> Launch:
     _check(lut, "lut", F32, shape=(np.iinfo(dtype).max + 1,))
     _check(dst, "dst", F32, shape=(c, h, w))
     return Launch(kernel, _index_type(src, dst), _grid_1d(h * w), BLOCK_1D,
-                  (src, lut, dst, *_i32(h, w, c), *_gains4(gains, c)))
+                  (src, lut, dst, *_i32(h, w, c), *_gains8(gains, c)))
 
 
 def plan_convert_f32(src, dst, gains=None) -> Launch:
@@ -430,7 +430,7 @@ def plan_convert_f32(src, dst, gains=None) -> Launch:
     h, w, c = src.shape
     _check(dst, "dst", F32, shape=(c, h, w))
     return Launch("gs_convert_f32", _index_type(src, dst), _grid_1d(h * w), BLOCK_1D,
-                  (src, dst, *_i32(h, w, c), *_gains4(gains, c)))
+                  (src, dst, *_i32(h, w, c), *_gains8(gains, c)))
 
 
 def plan_warp_lut_u8(src, lut, affine, gains, dst) -> Launch:
@@ -472,7 +472,7 @@ def _plan_warp(src, lut, affine, gains, dst, dtype, kernel, planar=False) -> Lau
         raise ValueError(f"affine: expected a (2, 3) matrix; got {np.shape(affine)}")
     arrays = (src, dst) if lut is None else (src, lut, dst)
     return Launch(kernel, _index_type(src, dst), _grid_2d(ow, oh), BLOCK_2D,
-                  (*arrays, *_i32(h, w, c, oh, ow), *a.astype(np.float64), *_gains4(gains, c)))
+                  (*arrays, *_i32(h, w, c, oh, ow), *a.astype(np.float64), *_gains8(gains, c)))
 
 
 def plan_pyramid_reduce(src, dst) -> Launch:
@@ -659,6 +659,12 @@ def plan_soft_finish(acc, acc_lap, den, depth_num, max_s, sum_s, n, depth, conf)
     planes = {"den": den, "depth_num": depth_num, "max_s": max_s, "sum_s": sum_s, "depth": depth, "conf": conf}
     return _plan_pixels("gs_soft_finish", planes, (acc, acc_lap, *planes.values()),
                         (np.int32(acc.shape[0]), np.float32(n)), {"acc": acc, "acc_lap": acc_lap})
+
+
+def plan_soft_contrast(max_s, sum_s, n, floor, out) -> Launch:
+    """``out`` = (max_s - sum_s / n) / (that + floor), 0 where not positive (all (H, W))."""
+    planes = {"max_s": max_s, "sum_s": sum_s, "out": out}
+    return _plan_pixels("gs_soft_contrast", planes, tuple(planes.values()), (np.float32(n), np.float32(floor)))
 
 
 def plan_encode_lut_u8(src, lut, dst) -> Launch:
