@@ -14,6 +14,7 @@ import datetime
 import logging
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,11 +160,12 @@ class StackResult:
 
         versions = {"gpustack": __version__, "python": platform.python_version(), "numpy": np.__version__,
                     "numba": numba.__version__}
+        # only what this run used: importing CuPy (or rawpy) just to name its version costs a CPU run
+        # up to a second and can print driver warnings on a machine without a GPU
         for mod in ("tifffile", "imageio", "PIL", "rawpy", "cupy"):
-            try:
-                versions[mod] = __import__(mod).__version__
-            except Exception:
-                pass
+            version = getattr(sys.modules.get(mod), "__version__", None)
+            if version is not None:
+                versions[mod] = version
         d = self.depth
         extra = {}
         if self.microscopy is not None or self.height is not None:

@@ -78,6 +78,19 @@ def test_stack_writes_image_depth_and_sidecar(tmp_path, capsys):
     np.testing.assert_array_equal(api.image, img)
 
 
+def test_cpu_run_does_not_import_cupy(tmp_path):
+    """The sidecar names the versions of the libraries the run used; a CPU run must not import CuPy
+    only to name it."""
+    _write_stack(tmp_path / "in")
+    code = ("import sys, json, gpustack; r = gpustack.stack(sys.argv[1], backend='cpu', align='none'); "
+            "print(json.dumps([sorted(r.to_dict()['versions']), 'cupy' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "in")], capture_output=True, text=True,
+                         check=True, cwd=tmp_path)
+    names, cupy_imported = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "tifffile" in names, "the reader the run used is named"
+    assert not cupy_imported and "cupy" not in names
+
+
 def test_existing_output_needs_overwrite(tmp_path, capsys):
     _write_stack(tmp_path / "in")
     out = tmp_path / "fused.tif"
