@@ -182,9 +182,11 @@ def read_cases(paths: list[Path], time_limit: float = 20.0, hook: Path | None = 
         proc = subprocess.Popen([sys.executable, "-c", WORKER, str(listing), str(start)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=env)
         lines: queue.Queue = queue.Queue()
-        out_reader = threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout] + [lines.put(None)],
+        # the readers bind this worker's process and queue: a reader still draining a killed worker must not
+        # feed the next worker's queue
+        out_reader = threading.Thread(target=lambda p=proc, q=lines: [q.put(ln) for ln in p.stdout] + [q.put(None)],
                                       daemon=True)
-        err_reader = threading.Thread(target=lambda: stderr.append(proc.stderr.read()), daemon=True)
+        err_reader = threading.Thread(target=lambda p=proc: stderr.append(p.stderr.read()), daemon=True)
         out_reader.start()
         err_reader.start()
         current = None

@@ -4,8 +4,6 @@ limit. Each must be read, or refused with one DecodeError/InputError line naming
 traceback, a hang, a crash, or another library's line on stderr. ``bench/fuzz_readers.py`` runs
 the same for as many files as asked."""
 
-import os
-from pathlib import Path
 
 import fuzz
 

@@ -589,9 +589,9 @@ def _decoding(path: Path):
     except GpustackError:
         raise
     except MemoryError as exc:
-        raise DecodeError(path, f"cannot decode: out of memory while decoding it; the file may be corrupt (a "
-                                f"wrong size field) — re-copy it or remove it from the frames; if it is sound, "
-                                f"lower --workers") from exc
+        raise DecodeError(path, "cannot decode: out of memory while decoding it; the file may be corrupt (a "
+                                "wrong size field) — re-copy it or remove it from the frames; if it is sound, "
+                                "lower --workers") from exc
     except Exception as exc:  # noqa: BLE001 - Pillow, tifffile and imagecodecs raise many types
         lines = str(exc).strip().splitlines()
         reason = type(exc).__name__ + (f": {lines[0][:120]}" if lines else "")
