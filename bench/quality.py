@@ -21,8 +21,12 @@ and its dual-tree complex wavelet method, ``--align none --no-exposure-match --c
 Real stacks (no truth): the tone measure of the issue. Where the depth map confidently names
 frame k as the sharpest (confidence >= 0.3), the local mean (Gaussian sigma 6 px) of the fused
 image is compared with that of frame k aligned into the output geometry (the run's own transforms
-and gains, through the backend's warp). ``ref`` uses one depth map for every method, the
-``pyramid`` method's (the one both old methods write); ``own`` uses the method's own depth map.
+and gains, through the backend's warp). Which frame is sharp is itself a judgement, so three
+columns: ``ref`` uses one depth map for every method, the ``pyramid`` method's (the one both old
+methods write, and the one the ``depthmap`` method composes its image from); ``own`` uses the
+method's own depth map; ``judge`` uses a judge no method uses, ``metrics.sharpest_frame`` (the
+frame of the most fine detail, sRGB luma minus its sigma 1 px blur, squared and averaged over the
+tone measure's sigma 6 px window; confidence as the depth maps'), the same for every method.
 
     python bench/quality.py [--frames 12] [--size 384x512] [--band 7] [--backend cpu]
                             [--scenes all|NAME,...] [--real all|none|NAME,...] [--no-peer]
@@ -210,11 +214,13 @@ def real_tone(path: Path, backend) -> dict:
     results = {m: gpustack.stack([str(path)], backend=backend, method=m) for m in METHODS}
     ref = results["pyramid"]
     frames = aligned_frames([str(path)], ref, backend)
+    judge, judge_conf = metrics.sharpest_frame(frames)
     rows = {}
     for m, res in results.items():
         assert res.crop == ref.crop and res.linear.shape == ref.linear.shape
         row = {"ref": metrics.tone_error(res.linear, frames, ref.depth, ref.confidence >= TONE_CONFIDENCE)}
         row["own"] = metrics.tone_error(res.linear, frames, res.depth, res.confidence >= TONE_CONFIDENCE)
+        row["judge"] = metrics.tone_error(res.linear, frames, judge, judge_conf >= TONE_CONFIDENCE)
         rows[m] = row
     return rows
 
@@ -266,9 +272,9 @@ def main(argv=None):
             continue
         rows = real_tone(path, args.backend)
         out["real"][name] = rows
-        print(f"\n{name}: tone error (levels of 255), reference depth / own depth")
+        print(f"\n{name}: tone error (levels of 255), reference depth / own depth / judge")
         for method, r in rows.items():
-            print(f"  {method:22s} {r['ref']:6.2f} {r['own']:6.2f}")
+            print(f"  {method:22s} {r['ref']:6.2f} {r['own']:6.2f} {r['judge']:6.2f}")
     print("JSON " + json.dumps(out))
 
 

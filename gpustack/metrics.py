@@ -9,8 +9,9 @@ often undefined after alignment).
 Also here: the two baselines every fusion method must beat
 (:func:`naive_fusion`, :func:`mean_fusion`), the two per-pixel bounds of a
 synthetic stack (:func:`oracle_fusion`, :func:`best_pick_fusion`), the tone
-measure for stacks without a truth (:func:`tone_error`) and the exact sRGB
-transfer curve.
+measure for stacks without a truth (:func:`tone_error`), a judge of the
+sharpest frame that no fusion method uses (:func:`sharpest_frame`) and the
+exact sRGB transfer curve.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "oracle_fusion",
     "best_pick_fusion",
     "tone_error",
+    "sharpest_frame",
     "depth_correlation",
     "srgb_encode",
     "srgb_decode",
@@ -286,6 +288,30 @@ def tone_error(fused, frames, depth, mask, *, sigma=6.0) -> float:
         total += float(diff.sum())
         count += diff.size
     return total / count
+
+
+def sharpest_frame(frames, *, sigma=6.0, detail_sigma=1.0):
+    """A judge of which frame is sharpest at each pixel that none of the fusion methods uses.
+
+    Per frame, the sRGB-encoded luma (the mean of the encoded channels, levels of 255) minus its
+    Gaussian blur of ``detail_sigma`` px is the finest detail; its square, averaged by a Gaussian
+    of ``sigma`` px (the tone measure's window), is the frame's detail energy there. Returns
+    ``(index, confidence)``, (H, W) float32: the frame of the highest energy and
+    ``(best - mean) / best`` over the frames, the confidence the depth maps use (0 where the best
+    energy is below ``1e-6`` levels squared, i.e. every frame is flat: far below the 1/12 of a
+    quantization step). ``frames`` are linear light, (H, W[, C]), one geometry.
+    """
+    energies = []
+    for f in frames:
+        enc = srgb_encode(np.clip(np.asarray(f, dtype=np.float64), 0.0, 1.0)) * 255.0
+        y = enc.mean(axis=-1) if enc.ndim == 3 else enc
+        detail = y - ndimage.gaussian_filter(y, detail_sigma, mode="reflect")
+        energies.append(ndimage.gaussian_filter(detail * detail, sigma, mode="reflect"))
+    energy = np.stack(energies)
+    best = energy.max(axis=0)
+    sure = best > 1e-6
+    conf = np.where(sure, (best - energy.mean(axis=0)) / np.where(sure, best, 1.0), 0.0)
+    return energy.argmax(axis=0).astype(np.float32), conf.astype(np.float32)
 
 
 def depth_correlation(est, true, *, crop=0) -> float:

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from gpustack import metrics
 from gpustack.errors import InputError
@@ -177,6 +178,32 @@ def test_tone_error_in_levels_of_255():
     assert metrics.tone_error(frame1, [frame0, frame1], depth, mask) < 1e-9
     with pytest.raises(InputError, match="no pixels"):
         metrics.tone_error(frame1, [frame0, frame1], depth, ~mask)
+
+
+def test_sharpest_frame_names_the_sharp_frame_and_is_unsure_where_flat():
+    rng = np.random.default_rng(3)
+    sharp = rng.uniform(0.1, 0.6, (48, 112, 3))
+    sharp[:, 32:] = 0.3  # flat right of column 32: no frame is sharper there
+    blurred = ndimage.gaussian_filter(sharp, (2.0, 2.0, 0))
+    index, conf = metrics.sharpest_frame([blurred, sharp, blurred])
+    assert index.shape == conf.shape == (48, 112) and index.dtype == conf.dtype == np.float32
+    assert (index[:, :20] == 1).all()
+    assert (conf[:, :20] > 0.5).all()  # (1 - 1/3) of the energy above the mean at most: 0.67
+    assert (conf[:, 80:] == 0).all()  # 8 sigma from the texture
+    index, _ = metrics.sharpest_frame([sharp, blurred])  # order does not matter
+    assert (index[:, :20] == 0).all()
+
+
+def test_sharpest_frame_follows_the_true_depth_of_a_synthetic_stack():
+    from gpustack import synth
+
+    st = synth.make_stack(scene="astronaut", depth="slope", n_frames=6, shape=(96, 128), seed=2)
+    index, conf = metrics.sharpest_frame(st.frames)
+    sure = (conf >= 0.3) & metrics.textured_mask(st.truth)
+    sure[:12], sure[-12:], sure[:, :12], sure[:, -12:] = False, False, False, False
+    assert sure.mean() > 0.3
+    # synth's depth is the index of the frame in focus there (0 .. n - 1)
+    assert np.abs(index - st.depth)[sure].mean() < 0.5
 
 
 def test_depth_correlation():
