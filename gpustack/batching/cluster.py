@@ -27,6 +27,8 @@ CONNECT_TIMEOUT_S = 10
 #: Numba threads per worker of the local cluster (see the module docstring).
 THREADS_PER_STACK = 2
 INSTALL_HINT = "pip install 'gpustack[batch]'"
+#: Preloaded in each local worker process: it ignores the terminal's Ctrl-C (the batch stops it).
+WORKER_SETUP = "gpustack.batching.worker_setup"
 
 
 @dataclass
@@ -130,10 +132,10 @@ def _local_cluster(distributed, n_workers, backend):
             n_workers = n_workers or 1
         else:
             return LocalCUDACluster(n_workers=n_workers, threads_per_worker=1, dashboard_address=":0",
-                                    silence_logs=logging.CRITICAL)
+                                    silence_logs=logging.CRITICAL, preload=[WORKER_SETUP])
     workers, _ = local_size(n_workers)
     return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                    silence_logs=logging.CRITICAL)
+                                    silence_logs=logging.CRITICAL, preload=[WORKER_SETUP])
 
 
 def _has_dashboard(info: dict, kind: str) -> bool:
