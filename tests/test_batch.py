@@ -155,6 +155,10 @@ def test_csv_list(tmp_path):
     csv.write_text("data/s1,x\ndata/s2,X\n")
     with pytest.raises(gpustack.InputError, match="two stacks would write the same outputs 'X'"):
         read_list(csv)
+    from gpustack.batching import jobs_of
+
+    assert jobs_of({"a/b": "z.ome.tif", "c": ["f1.tif", "f2.tif"]}) == [
+        StackJob("a/b", ("z.ome.tif",), microscopy=True), StackJob("c", ("f1.tif", "f2.tif"))]
 
 
 def test_missing_dask_says_what_to_install(root, tmp_path, capsys, monkeypatch):

@@ -15,12 +15,12 @@ import os
 from pathlib import Path
 
 from ..errors import InputError
-from .discover import DISCOVERY, FORMATS, StackJob, find_stacks, output_paths, read_list
+from .discover import DISCOVERY, FORMATS, StackJob, check_names, find_stacks, make_job, output_paths, read_list
 from .runner import REPORT, Batch
 from .stack_task import StackRecord
 
 __all__ = ["DISCOVERY", "FORMATS", "REPORT", "Batch", "StackJob", "StackRecord", "batch", "batch_iter", "find_stacks",
-           "jobs_of", "output_paths", "read_list"]
+           "jobs_of", "make_job", "output_paths", "read_list"]
 
 
 def jobs_of(stacks, *, stacks_from: str = "subfolders", exclude=(), split_positions: bool = True) -> list[StackJob]:
@@ -28,8 +28,9 @@ def jobs_of(stacks, *, stacks_from: str = "subfolders", exclude=(), split_positi
     (discovered as ``stacks_from`` says), a ``.csv`` stack list, a ``{name: inputs}`` dict, or
     StackJobs."""
     if isinstance(stacks, dict):
-        return [StackJob(str(name), tuple(map(str, [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)))
-                for name, inputs in stacks.items()]
+        jobs = [make_job(name, inputs, where="stacks: ") for name, inputs in stacks.items()]
+        check_names(jobs)
+        return jobs
     if isinstance(stacks, (str, os.PathLike)):
         stacks = [stacks]
     stacks = list(stacks)

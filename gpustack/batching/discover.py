@@ -103,7 +103,7 @@ def find_stacks(roots, mode: str = "subfolders", *, exclude=(), split_positions:
         for job in found:
             name = job.name if len(roots) == 1 else f"{prefix}/{job.name}" if job.name != prefix else prefix
             jobs.append(_renamed(job, name))
-    _check_names(jobs)
+    check_names(jobs)
     return jobs
 
 
@@ -167,7 +167,8 @@ def _nothing_found(root: Path, mode: str, seen: dict) -> str:
             f"...); check the path")
 
 
-def _check_names(jobs: list[StackJob]) -> None:
+def check_names(jobs: list[StackJob]) -> None:
+    """InputError when two stacks would write the same outputs (names equal but for case)."""
     names: dict[str, StackJob] = {}
     for job in jobs:
         key = job.name.casefold()  # one output on a case-insensitive file system
@@ -208,15 +209,20 @@ def read_list(path) -> list[StackJob]:
         inputs = tuple(str(p if p.is_absolute() else path.parent / p)
                        for p in (Path(x.strip()) for x in cells[0].split(";") if x.strip()))
         name = cells[1] if len(cells) > 1 and cells[1] else _stem(Path(inputs[0]).name)
-        jobs.append(_listed_job(path, line, name, inputs))
+        jobs.append(make_job(name, inputs, where=f"{path}, row {line}: "))
     if not jobs:
         raise InputError(f"stack list {path} lists no stack; one row per stack: inputs[,name]")
-    _check_names(jobs)
+    check_names(jobs)
     return jobs
 
 
-def _listed_job(path: Path, line: int, name: str, inputs: tuple) -> StackJob:
-    name = name.replace("\\", "/")
+def make_job(name: str, inputs, *, where: str = "") -> StackJob:
+    """A StackJob of ``inputs`` (a path or several) named ``name``: a relative path inside the output
+    folder, with an output extension for that format; ``where`` starts the error message."""
+    inputs = tuple(str(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs))
+    if not inputs:
+        raise InputError(f"{where}stack {name!r} has no inputs; give its folder, files or glob patterns")
+    name = str(name).replace("\\", "/")
     suffix = next((s for s in (".ome.tif", ".ome.tiff") if name.lower().endswith(s)), None) or (
         Path(name).suffix.lower() if Path(name).suffix.lower() in OUTPUT_FORMATS else None)
     if suffix:
@@ -224,7 +230,7 @@ def _listed_job(path: Path, line: int, name: str, inputs: tuple) -> StackJob:
         suffix = ".ome.tif" if suffix.startswith(".ome") else suffix
     parts = PurePosixPath(name).parts
     if not parts or name.startswith("/") or any(p in ("..", ".") for p in parts) or any(":" in p for p in parts):
-        raise InputError(f"{path}, row {line}: output name {name!r} must be a relative path inside the output folder "
+        raise InputError(f"{where}output name {name!r} must be a relative path inside the output folder "
                          f"(such as slide1/fov3)")
     microscopy = any(_is_microscopy_name(i) for i in inputs) or (suffix is not None and is_ome_path("x" + suffix))
     return StackJob("/".join(parts), inputs, microscopy=microscopy, suffix=suffix)
