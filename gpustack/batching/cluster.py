@@ -123,19 +123,27 @@ def describe(client, kind: str, numba_threads: int | None = None) -> ClusterInfo
 
 
 def _local_cluster(distributed, n_workers, backend):
+    if backend == "auto" and importlib.util.find_spec("cupy") is not None:
+        from ..backends import cuda_status
+
+        if cuda_status()[0]:  # the workers will pick cuda: size the cluster for the GPUs, not the cores
+            backend = "cuda"
     if backend == "cuda":
         try:
             from dask_cuda import LocalCUDACluster  # unverified here: no GPU in CI (see the README)
         except ImportError:
-            logger.warning("dask-cuda is not installed: one local worker shares the GPU (%s for one worker per "
-                           "GPU: pip install dask-cuda)", "--n-workers N" if n_workers is None else "")
-            n_workers = n_workers or 1
+            if n_workers is None:
+                logger.warning("dask-cuda is not installed, so one local worker uses the GPU; for one worker per GPU: "
+                               "pip install 'gpustack[batch-cuda13]' (or batch-cuda12)")
+                n_workers = 1
         else:
             return LocalCUDACluster(n_workers=n_workers, threads_per_worker=1, dashboard_address=":0",
                                     silence_logs=logging.CRITICAL, preload=[WORKER_SETUP])
-    workers, _ = local_size(n_workers)
+    workers, threads = local_size(n_workers)
+    # Dask's nanny sets OMP_NUM_THREADS=1 in its workers; Numba's OpenMP layer gets their share instead
+    env = {"OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}
     return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                    silence_logs=logging.CRITICAL, preload=[WORKER_SETUP])
+                                    silence_logs=logging.CRITICAL, preload=[WORKER_SETUP], env=env)
 
 
 def _has_dashboard(info: dict, kind: str) -> bool:
