@@ -383,3 +383,23 @@ def test_an_external_cluster(root, tmp_path, warm, capsys):
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+def test_each_position_of_a_microscopy_file_is_a_stack(tmp_path, client):
+    path = tmp_path / "root" / "plate" / "well.ome.tif"
+    path.parent.mkdir(parents=True)
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        for seed in (1, 2):
+            planes = synth.make_microscopy_stack(n_planes=3, shape=(40, 40), offsets=(0, 0), seed=seed).planes
+            tif.write(planes, photometric="minisblack", metadata={"axes": "ZCYX", "PhysicalSizeZ": 2.0})
+    out = tmp_path / "out"
+    records = gpustack.batch(tmp_path / "root", out, client=client, stacks_from="files", backend="cpu", align="none",
+                             height_map=True)
+    assert sorted((r.name, r.status, r.position) for r in records) == [("plate/well_pos0", "done", 0),
+                                                                       ("plate/well_pos1", "done", 1)]
+    assert (out / "plate" / "well_pos1.height.ome.tif").is_file()
+    one = gpustack.stack(path, position=1, backend="cpu", align="none")
+    np.testing.assert_array_equal(tifffile.imread(out / "plate" / "well_pos1.ome.tif"), np.moveaxis(one.image, -1, 0))
+    again = gpustack.batch(tmp_path / "root", out, client=client, stacks_from="files", backend="cpu", align="none",
+                           height_map=True)
+    assert [r.status for r in again] == ["skipped", "skipped"]
