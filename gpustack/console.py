@@ -10,7 +10,8 @@ this module turns that into lines for a person:
 - :func:`quiet_native_stderr`: C libraries that print on the process's stderr themselves
   (LibRaw's ``<file>: Unexpected end of file`` for a truncated RAW) are filtered: their known lines
   become debug records, anything else passes through unchanged.
-- :class:`ProgressBar` (a terminal) and :class:`ProgressLog` (a pipe with ``-v``).
+- :class:`ProgressBar` (a terminal, drawn by ``rich``) and :class:`ProgressLog` (a pipe with ``-v``).
+- :class:`BatchProgress` and :func:`print_summary`: what ``gpustack batch`` shows.
 """
 
 from __future__ import annotations
@@ -121,11 +122,16 @@ def _fmt_time(seconds: float) -> str:
 
 
 class ProgressBar:
-    """``[#####.....]  12/40 fuse  3.1 fr/s  ETA 0:09  name`` on one terminal line (``\\r``)."""
+    """One live line on a terminal, drawn by ``rich``: a bar, ``12/40 fuse  3.1 fr/s  ETA 0:09  name``
+    (frames done of total, the stage, the rate in this stage, the time left, the frame)."""
 
     def __init__(self, stream, width: int = 24):
-        self.stream = stream
-        self.width = width
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn
+
+        self._progress = Progress(BarColumn(bar_width=width), TextColumn("{task.fields[line]}"),
+                                  console=Console(file=stream, highlight=False), auto_refresh=False)
+        self._task = None
         self.active = False
         self.stage_start = {}
 
@@ -136,22 +142,22 @@ class ProgressBar:
             dt = time.perf_counter() - start[0]
             rate = done / dt if dt > 0 else 0.0
             if ev.total:
-                filled = int(self.width * ev.index / ev.total)
-                bar = "#" * filled + "." * (self.width - filled)
                 eta = f"ETA {_fmt_time((ev.total - ev.index) / rate)}" if rate > 0 else "ETA  -:--"
-                line = f"[{bar}] {ev.index:4d}/{ev.total:<4d} {ev.stage:5s} {rate:5.1f} fr/s  {eta}  {ev.name}"
+                line = f"{ev.index:4d}/{ev.total:<4d} {ev.stage:5s} {rate:5.1f} fr/s  {eta}  {ev.name}"
             else:
                 line = f"{ev.index:4d} frames {ev.stage:5s} {rate:5.1f} fr/s  {ev.name}"
         else:
             line = f"{ev.stage} ({_fmt_time(ev.elapsed)} elapsed)"
-        self.stream.write("\r" + line[:110].ljust(110))
-        self.stream.flush()
-        self.active = True
+        if self._task is None:
+            self._progress.start()
+            self._task = self._progress.add_task("stack", total=None, line="")
+            self.active = True
+        total = ev.total if ev.stage in ("fuse", "blend") and ev.total else None
+        self._progress.update(self._task, completed=ev.index if total else 0, total=total, line=line, refresh=True)
 
     def close(self) -> None:
         if self.active:
-            self.stream.write("\n")
-            self.stream.flush()
+            self._progress.stop()
             self.active = False
 
 
