@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import machine  # noqa: E402
+from throughput import machine
 
 
 def make_stacks(root: Path, n: int, frames: int, size: tuple[int, int]) -> list[Path]:
@@ -89,7 +89,7 @@ def child(args) -> None:
     if args.mode == "warm":
         import gpustack
 
-        first = sorted(p.parent for p in Path(args.root).rglob("frame_00.tif"))[0]
+        first = min(p.parent for p in Path(args.root).rglob("frame_00.tif"))
         gpustack.stack(first, **options)
         return
     result = run_loop(Path(args.root), out, options) if args.mode == "loop" else \

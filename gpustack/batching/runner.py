@@ -237,8 +237,8 @@ class Batch:
             "redo": self.redo,
             "cluster": self.info.to_dict() if self.info else None,
             "versions": versions,
-            "stacks": [self.records[j.name].to_dict() if j.name in self.records else
-                       StackRecord(j.name, list(j.inputs), "not run", position=j.position).to_dict() for j in self.jobs],
+            "stacks": [(self.records.get(j.name) or StackRecord(j.name, list(j.inputs), "not run",
+                                                               position=j.position)).to_dict() for j in self.jobs],
         }
 
     def write_report(self) -> Path | None:

@@ -133,8 +133,8 @@ def run_stack(job, spec: dict) -> StackRecord:
     this stack's starts), ``since`` (when the batch began, ISO 8601 UTC, as sidecars say ``created``)
     and ``numba_threads`` (None: the worker's cores shared by its threads).
     """
-    from ..options import StackOptions
     from ..io.write import remove_temporaries
+    from ..options import StackOptions
     from ..pipeline import run
 
     worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -156,7 +156,7 @@ def run_stack(job, spec: dict) -> StackRecord:
         record.error = (f"the worker stacking it died {MAX_STARTS} times (killed, out of memory, or a crash in a "
                         f"decoder: a corrupt frame?); run 'gpustack stack' on {job.inputs[0]} to see which frame")
         return record
-    _set_numba_threads(spec.get("numba_threads"))
+    threads_warning = _set_numba_threads(spec.get("numba_threads"))
     paths = spec["paths"]
     t0 = time.perf_counter()
     try:
@@ -179,7 +179,8 @@ def run_stack(job, spec: dict) -> StackRecord:
         record.frames = sum(len(r.frames) for r in (result.stacks or [result]))
         record.megapixels = round(h * w / 1e6, 3)
         record.backend = result.backend
-        record.warnings = list(dict.fromkeys(str(c.message) for c in caught))
+        notes = [str(c.message) for c in caught] + ([threads_warning] if threads_warning else [])
+        record.warnings = list(dict.fromkeys(notes))
     record.seconds = round(time.perf_counter() - t0, 3)
     return record
 
@@ -194,14 +195,19 @@ def _count_start(path: Path, worker: str) -> int:
         return sum(1 for line in f if line.strip())
 
 
-def _set_numba_threads(n: int | None) -> None:
+def _set_numba_threads(n: int | None) -> str | None:
     """Numba's threads for this task: ``n``, or the machine's cores shared by the worker's threads
-    (unless NUMBA_NUM_THREADS was set for the worker)."""
+    (unless NUMBA_NUM_THREADS was set for the worker). Returns a warning when the worker's
+    environment holds Numba to one thread."""
     import numba
 
     if n is None:
         if "NUMBA_NUM_THREADS" in os.environ:
-            return
+            return None
+        if os.environ.get("OMP_NUM_THREADS") == "1" and (os.cpu_count() or 1) > 1:
+            # Dask's nanny sets it, and Numba's OpenMP threading layer obeys it
+            return ("this worker runs Numba on 1 thread (OMP_NUM_THREADS=1, set by Dask's nanny); start the workers "
+                    "with OMP_NUM_THREADS=N NUMBA_NUM_THREADS=N, N their share of the cores")
         try:
             from distributed import get_worker
 
@@ -210,3 +216,4 @@ def _set_numba_threads(n: int | None) -> None:
             share = 1
         n = (os.cpu_count() or 1) // max(1, share)
     numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    return None
