@@ -61,7 +61,8 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="run on an existing Dask cluster: its scheduler's address (tcp://host:8786) or scheduler "
                           "file (default: a local cluster)")
     run.add_argument("--n-workers", type=int, default=None, metavar="N",
-                     help="workers of the local cluster (default: one per 2 cores; dask-cuda: one per GPU)")
+                     help="workers of the local cluster (default: one per core, at most one per 2 GiB of memory; "
+                          "dask-cuda: one per GPU)")
     run.add_argument("--redo", action="store_true", help="run every stack, even those whose outputs are up to date")
     _add_stack_options(b, batch=True)
     return parser

@@ -161,6 +161,18 @@ def test_csv_list(tmp_path):
         StackJob("a/b", ("z.ome.tif",), microscopy=True), StackJob("c", ("f1.tif", "f2.tif"))]
 
 
+def test_local_cluster_size():
+    from gpustack.batching.cluster import local_size
+
+    gib = 1024**3
+    assert local_size(None, 2, 25 * gib) == (2, 1)  # one worker per core, one Numba thread each
+    assert local_size(None, 16, 8 * gib) == (4, 4)  # at most one per 2 GiB: the cores shared out among them
+    assert local_size(None, 1, 1 * gib) == (1, 1)
+    assert local_size(3, 2, 25 * gib) == (3, 1)
+    with pytest.raises(gpustack.InputError, match="n_workers must be a whole number of at least 1; got 0"):
+        local_size(0)
+
+
 def test_missing_dask_says_what_to_install(root, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
     assert main(["batch", str(root), "-o", str(tmp_path / "out")]) == 1

@@ -74,7 +74,7 @@ def batch(stacks, output_dir, *, client=None, scheduler=None, n_workers=None, st
         A running scheduler's address (``tcp://host:8786``) or scheduler file.
     n_workers : int, optional
         Workers of the local cluster started when neither ``client`` nor ``scheduler`` is given
-        (default: one per 2 cores).
+        (default: one per core, at most one per 2 GiB of memory).
     stacks_from : {"subfolders", "files"}
         ``files``: each multi-page TIFF, OME-TIFF or microscopy file under the roots is a stack (one
         per stage position).

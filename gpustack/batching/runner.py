@@ -214,14 +214,11 @@ class Batch:
 
     def report(self) -> dict:
         """``batch.json``: the run, the options, the versions, the cluster and every stack's record."""
+        import dask
         import distributed
 
-        versions = {"gpustack": __version__, "python": platform.python_version(), "dask": distributed.__version__,
+        versions = {"gpustack": __version__, "python": platform.python_version(), "dask": dask.__version__,
                     "distributed": distributed.__version__}
-        try:
-            versions["dask"] = __import__("dask").__version__
-        except ImportError:
-            pass
         counts = self.counts
         return {
             "gpustack": __version__,
