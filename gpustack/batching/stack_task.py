@@ -156,7 +156,8 @@ def run_stack(job, spec: dict) -> StackRecord:
         record.error = (f"the worker stacking it died {MAX_STARTS} times (killed, out of memory, or a crash in a "
                         f"decoder: a corrupt frame?); run 'gpustack stack' on {job.inputs[0]} to see which frame")
         return record
-    threads_warning = _set_numba_threads(spec.get("numba_threads"))
+    _set_numba_threads(spec.get("numba_threads"))
+    environment = _worker_environment()
     paths = spec["paths"]
     t0 = time.perf_counter()
     try:
@@ -179,7 +180,7 @@ def run_stack(job, spec: dict) -> StackRecord:
         record.frames = sum(len(r.frames) for r in (result.stacks or [result]))
         record.megapixels = round(h * w / 1e6, 3)
         record.backend = result.backend
-        notes = [str(c.message) for c in caught] + ([threads_warning] if threads_warning else [])
+        notes = [str(c.message) for c in caught] + ([environment] if environment else [])
         record.warnings = list(dict.fromkeys(notes))
     record.seconds = round(time.perf_counter() - t0, 3)
     return record
@@ -195,19 +196,26 @@ def _count_start(path: Path, worker: str) -> int:
         return sum(1 for line in f if line.strip())
 
 
-def _set_numba_threads(n: int | None) -> str | None:
+def _worker_environment() -> str | None:
+    """A warning when the worker's environment (Dask's nanny sets both variables) slows the stacks."""
+    problems = []
+    if "NUMBA_NUM_THREADS" not in os.environ and os.environ.get("OMP_NUM_THREADS") == "1" and (os.cpu_count() or 1) > 1:
+        problems.append("OMP_NUM_THREADS=1 holds Numba to one thread (start the workers with OMP_NUM_THREADS=N "
+                        "NUMBA_NUM_THREADS=N, N their share of the cores)")
+    if "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        problems.append("MALLOC_TRIM_THRESHOLD_ makes every large array a fresh mmap, 1.2-1.7x slower (start the "
+                        "workers with DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_=None)")
+    return f"this worker's environment slows stacking: {'; '.join(problems)}" if problems else None
+
+
+def _set_numba_threads(n: int | None) -> None:
     """Numba's threads for this task: ``n``, or the machine's cores shared by the worker's threads
-    (unless NUMBA_NUM_THREADS was set for the worker). Returns a warning when the worker's
-    environment holds Numba to one thread."""
+    (unless NUMBA_NUM_THREADS was set for the worker)."""
     import numba
 
     if n is None:
         if "NUMBA_NUM_THREADS" in os.environ:
-            return None
-        if os.environ.get("OMP_NUM_THREADS") == "1" and (os.cpu_count() or 1) > 1:
-            # Dask's nanny sets it, and Numba's OpenMP threading layer obeys it
-            return ("this worker runs Numba on 1 thread (OMP_NUM_THREADS=1, set by Dask's nanny); start the workers "
-                    "with OMP_NUM_THREADS=N NUMBA_NUM_THREADS=N, N their share of the cores")
+            return
         try:
             from distributed import get_worker
 
@@ -216,4 +224,3 @@ def _set_numba_threads(n: int | None) -> str | None:
             share = 1
         n = (os.cpu_count() or 1) // max(1, share)
     numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
-    return None
