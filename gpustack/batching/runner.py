@@ -198,8 +198,9 @@ class Batch:
                                         pure=False, retries=0)
             self._pending[future] = (job, paths)
         for future in as_completed(list(self._pending), loop=self.client.loop):
-            job, paths = self._pending.pop(future)
+            job, paths = self._pending[future]
             record = self.records[job.name] = _result(future, job, paths)
+            del self._pending[future]  # only now: a stop before this line finds the stack in one of the two
             yield record
 
     # ------------------------------------------------------------------ the report
