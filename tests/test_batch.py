@@ -173,6 +173,21 @@ def test_local_cluster_size():
         local_size(0)
 
 
+def test_one_batch_at_a_time_per_output_folder(root, tmp_path):
+    from gpustack.batching import Batch, runner
+
+    out = tmp_path / "out"
+    (out / runner.STATE_DIR).mkdir(parents=True)
+    held = runner._lock(out / runner.STATE_DIR / "lock", out)  # another batch runs
+    try:
+        with pytest.raises(gpustack.InputError, match=f"another gpustack batch is writing to {out}; wait for it"):
+            with Batch(find_stacks(root), out, backend="cpu"):
+                pass
+    finally:
+        held.close()
+    assert not (out / "batch.json").exists()
+
+
 def test_missing_dask_says_what_to_install(root, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
     assert main(["batch", str(root), "-o", str(tmp_path / "out")]) == 1
