@@ -157,8 +157,9 @@ def test_csv_list(tmp_path):
         read_list(csv)
     from gpustack.batching import jobs_of
 
+    absolute = [str(Path(f).absolute()) for f in ("z.ome.tif", "f1.tif", "f2.tif")]  # as the workers see them
     assert jobs_of({"a/b": "z.ome.tif", "c": ["f1.tif", "f2.tif"]}) == [
-        StackJob("a/b", ("z.ome.tif",), microscopy=True), StackJob("c", ("f1.tif", "f2.tif"))]
+        StackJob("a/b", (absolute[0],), microscopy=True), StackJob("c", tuple(absolute[1:]))]
 
 
 def test_local_cluster_size():

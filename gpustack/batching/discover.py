@@ -88,7 +88,8 @@ def find_stacks(roots, mode: str = "subfolders", *, exclude=(), split_positions:
     """
     if mode not in DISCOVERY:
         raise InputError(f"stacks must be one of {', '.join(DISCOVERY)}; got {mode!r}")
-    roots = [Path(r) for r in ([roots] if isinstance(roots, (str, os.PathLike)) else roots)]
+    # absolute: a worker of another machine, or another working folder, reads the same paths
+    roots = [Path(r).absolute() for r in ([roots] if isinstance(roots, (str, os.PathLike)) else roots)]
     if not roots:
         raise InputError("no ROOT given; pass the folder(s) that hold the stacks")
     excluded = {_key(p) for p in exclude}
@@ -217,9 +218,10 @@ def read_list(path) -> list[StackJob]:
 
 
 def make_job(name: str, inputs, *, where: str = "") -> StackJob:
-    """A StackJob of ``inputs`` (a path or several) named ``name``: a relative path inside the output
-    folder, with an output extension for that format; ``where`` starts the error message."""
-    inputs = tuple(str(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs))
+    """A StackJob of ``inputs`` (a path or several, made absolute) named ``name``: a relative path
+    inside the output folder, with an output extension for that format; ``where`` starts the error
+    message."""
+    inputs = tuple(str(Path(p).absolute()) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs))
     if not inputs:
         raise InputError(f"{where}stack {name!r} has no inputs; give its folder, files or glob patterns")
     name = str(name).replace("\\", "/")
