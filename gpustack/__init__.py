@@ -13,7 +13,7 @@ import logging
 
 from . import _numba_cache  # noqa: F401 - first: a cache folder for the kernels before any is decorated
 from ._version import __version__
-from .errors import (AlignmentError, BackendUnavailableError, DecodeError, GpustackError, InputError,
+from .errors import (AlignmentError, BackendUnavailableError, ClusterError, DecodeError, GpustackError, InputError,
                      KernelCompileError, KernelLaunchError, OutputError)
 from .options import METHODS, ORDERS, StackOptions
 from .pipeline import FrameInfo, ProgressEvent, StackResult
@@ -21,9 +21,9 @@ from .pipeline import FrameInfo, ProgressEvent, StackResult
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
-    "AlignmentError", "BackendUnavailableError", "DecodeError", "FrameInfo", "GpustackError", "InputError",
+    "AlignmentError", "BackendUnavailableError", "ClusterError", "DecodeError", "FrameInfo", "GpustackError", "InputError",
     "KernelCompileError", "KernelLaunchError", "METHODS", "ORDERS", "OutputError", "ProgressEvent", "StackOptions", "StackResult",
-    "__version__", "stack",
+    "__version__", "batch", "batch_iter", "stack",
 ]
 
 
@@ -57,3 +57,19 @@ def stack(inputs, *, progress=None, **options) -> StackResult:
     from .pipeline import run
 
     return run(inputs, StackOptions(**options), progress=progress)
+
+
+def batch(stacks, output_dir, **kwargs):
+    """Focus-stack many stacks on Dask distributed; see :func:`gpustack.batching.batch` (needs
+    ``pip install 'gpustack[batch]'``)."""
+    from .batching import batch
+
+    return batch(stacks, output_dir, **kwargs)
+
+
+def batch_iter(stacks, output_dir, **kwargs):
+    """:func:`batch` as an iterator of per-stack records, as they finish; see
+    :func:`gpustack.batching.batch_iter`."""
+    from .batching import batch_iter
+
+    return batch_iter(stacks, output_dir, **kwargs)

@@ -17,7 +17,8 @@ import sys
 
 from . import supervise
 from ._version import __version__
-from .console import ProgressBar, ProgressLog, configure_logging, quiet_native_stderr
+from .batching.discover import DISCOVERY, FORMATS
+from .console import BatchProgress, ProgressBar, ProgressLog, configure_logging, print_summary, quiet_native_stderr
 from .errors import GpustackError, InputError
 from .io.write import sidecar_path
 from .options import ALIGN_MODELS, BACKENDS, BITS, COLORS, DEMOSAIC, METHODS, ORDERS, RAW_DEVELOP, StackOptions
@@ -37,18 +38,55 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gpustack", description="Focus stacking on the GPU (CuPy) or CPU (Numba).")
     parser.add_argument("--version", action="version", version=f"gpustack {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    d = StackOptions()
     p = sub.add_parser("stack", help="fuse a focus stack into one sharp image and a depth map",
                        description="Fuse FRAMES (files, folders or globs, in shot order) into one image sharp "
                                    "front to back.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("frames", nargs="+", metavar="FRAMES", help="frame files, folders of frames, or glob patterns")
+    _add_stack_options(p, batch=False)
+    b = sub.add_parser("batch", help="fuse many stacks (a folder of stack folders, stack files, a list) on Dask",
+                       description="Fuse every stack under ROOT (each subfolder that holds frames, or with --stacks "
+                                   "files each z-stack file) into OUTDIR/<relative path>.tif with its sidecar, on a "
+                                   "local Dask cluster or an existing one. Stacks already done with the same inputs "
+                                   "and options are skipped; a failing stack does not stop the others.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    b.add_argument("roots", nargs="*", metavar="ROOT", help="folders of stacks, or stack files")
+    run = b.add_argument_group("batch")
+    run.add_argument("--stacks", choices=list(DISCOVERY), default="subfolders",
+                     help="; ".join(f"{k}: {v}" for k, v in DISCOVERY.items()))
+    run.add_argument("--list", metavar="CSV", default=None,
+                     help="stacks from a CSV file instead, one per row: inputs[,name] (inputs: a folder, files or "
+                          "globs separated by ';', relative to the CSV; name: the output path under OUTDIR)")
+    run.add_argument("--scheduler", metavar="ADDRESS|FILE", default=None,
+                     help="run on an existing Dask cluster: its scheduler's address (tcp://host:8786) or scheduler "
+                          "file (default: a local cluster)")
+    run.add_argument("--n-workers", type=int, default=None, metavar="N",
+                     help="workers of the local cluster (default: one per core, at most one per 2 GiB of memory; "
+                          "dask-cuda: one per GPU)")
+    run.add_argument("--redo", action="store_true", help="run every stack, even those whose outputs are up to date")
+    _add_stack_options(b, batch=True)
+    return parser
+
+
+def _add_stack_options(p, *, batch: bool) -> None:
+    """The options of one stack, shared by ``stack`` and ``batch``: in a batch the outputs are named
+    after each stack (``-o`` is the output folder, the maps are switches) and ``--redo`` replaces
+    ``--overwrite``."""
+    d = StackOptions()
     out = p.add_argument_group("output")
-    out.add_argument("-o", "--output", required=True, metavar="OUT",
-                     help="fused image: .tif/.tiff (16-bit), .png (16-bit), .jpg (8-bit) or .ome.tif (OME-TIFF: "
-                          "channel names, pixel size, the input's sample type)")
-    out.add_argument("--depth-map", metavar="FILE", default=None,
-                     help="also write the depth map, float32 TIFF (frame index, or microns with --z-step)")
+    if batch:
+        out.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR",
+                         help="where OUTDIR/<stack>.tif, its sidecar <stack>.tif.json, the maps and batch.json go")
+        out.add_argument("--format", choices=list(FORMATS), default=None,
+                         help="format of the fused images (default: .ome.tif for microscopy inputs, else .tif)")
+        out.add_argument("--depth-map", action="store_true",
+                         help="also write <stack>.depth.tif, float32 (frame index, or microns with --z-step)")
+    else:
+        out.add_argument("-o", "--output", required=True, metavar="OUT",
+                         help="fused image: .tif/.tiff (16-bit), .png (16-bit), .jpg (8-bit) or .ome.tif (OME-TIFF: "
+                              "channel names, pixel size, the input's sample type)")
+        out.add_argument("--depth-map", metavar="FILE", default=None,
+                         help="also write the depth map, float32 TIFF (frame index, or microns with --z-step)")
     out.add_argument("--bits", type=int, choices=BITS, default=None, help="sample depth of the fused image "
                      "(default: 16 for TIFF and PNG, 8 for JPEG)")
     out.add_argument("--linear", action="store_true", help="frames are linear light and the output stays linear "
@@ -56,9 +94,10 @@ def _build_parser() -> argparse.ArgumentParser:
     out.add_argument("--z-step", default=None, metavar="LENGTH",
                      help="distance between frames: microns, or with a unit (2.5um, 500nm); the depth map is then "
                           "in microns; overrides a microscopy file's z-step")
-    out.add_argument("--no-sidecar", dest="sidecar", action="store_false",
-                     help="do not write OUT.json (options, versions, per-frame information, timings)")
-    out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    if not batch:  # a batch always writes the sidecars: they say which stacks are done
+        out.add_argument("--no-sidecar", dest="sidecar", action="store_false",
+                         help="do not write OUT.json (options, versions, per-frame information, timings)")
+        out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     micro = p.add_argument_group("microscopy")
     micro.add_argument("--pixel-size", default=None, metavar="LENGTH",
                        help="pixel size (X and Y), microns or with a unit (0.65um); overrides the file's")
@@ -72,11 +111,18 @@ def _build_parser() -> argparse.ArgumentParser:
                             "(without it: all channels' focus energies summed)")
     micro.add_argument("--per-channel", action="store_true",
                        help="fuse each channel by its own focus, with a depth/height map per channel")
-    micro.add_argument("--height-map", metavar="FILE", default=None,
-                       help="write the height map: float32 microns above the first plane (.ome.tif: calibrated "
-                            "OME-TIFF), NaN where the confidence is below --confidence-threshold")
-    micro.add_argument("--confidence-map", metavar="FILE", default=None,
-                       help="write the confidence map (float32, 0 to 1)")
+    if batch:
+        micro.add_argument("--height-map", action="store_true",
+                           help="also write <stack>.height.tif: float32 microns above the first plane, NaN where "
+                                "the confidence is below --confidence-threshold")
+        micro.add_argument("--confidence-map", action="store_true",
+                           help="also write <stack>.confidence.tif (float32, 0 to 1)")
+    else:
+        micro.add_argument("--height-map", metavar="FILE", default=None,
+                           help="write the height map: float32 microns above the first plane (.ome.tif: calibrated "
+                                "OME-TIFF), NaN where the confidence is below --confidence-threshold")
+        micro.add_argument("--confidence-map", metavar="FILE", default=None,
+                           help="write the confidence map (float32, 0 to 1)")
     micro.add_argument("--confidence-threshold", type=float, default=d.confidence_threshold, metavar="T",
                        help="below this confidence (0-1) the height map is NaN")
     align = p.add_argument_group("alignment")
@@ -118,7 +164,6 @@ def _build_parser() -> argparse.ArgumentParser:
     info = p.add_argument_group("information")
     info.add_argument("-v", "--verbose", action="count", default=0, help="more messages (-vv: per frame)")
     info.add_argument("-q", "--quiet", action="count", default=0, help="fewer messages, no progress bar")
-    return parser
 
 
 def main(argv=None) -> int:
@@ -128,6 +173,8 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if args.command == "batch":  # the stacks run in Dask's worker processes, which watch over them
+        return _batch(args)
     if supervise.CHILD_ENV in os.environ:
         supervise.attach()
     elif supervise.wanted():
@@ -170,3 +217,47 @@ def _stack(args) -> int:
         logger.info("wrote %s (%d frames, %s, %.2f s, %.1f MP-frames/s)", result.outputs.get("image"),
                     len(result.frames), result.backend, t["total_s"], t["mp_frames_per_s"])
         return 0
+
+
+def _batch(args) -> int:
+    """``gpustack batch``: the stacks, the batch run, its display; exit 1 if any stack failed."""
+    configure_logging(args.verbose - args.quiet)
+    opts = {f.name: getattr(args, f.name) for f in dataclasses.fields(StackOptions) if hasattr(args, f.name)}
+    received: list[int] = []
+    display = run = None
+    try:
+        with supervise.stoppable(received):
+            from .batching import Batch, jobs_of, read_list
+
+            if bool(args.list) == bool(args.roots):
+                raise InputError("give the ROOT folders of the stacks or --list CSV (one of them)")
+            jobs = read_list(args.list) if args.list else jobs_of(
+                args.roots, stacks_from=args.stacks, exclude=[args.output_dir], split_positions=args.position is None)
+            run = Batch(jobs, args.output_dir, scheduler=args.scheduler, n_workers=args.n_workers, redo=args.redo,
+                        format=args.format, **opts)
+            display = BatchProgress(sys.stderr, len(jobs), live=args.quiet == 0 and sys.stderr.isatty(),
+                                    verbose=args.verbose > 0)
+            run.on_cluster = display.started
+            with run:
+                for record in run.run():
+                    display(record)
+    except GpustackError as exc:
+        message, code = f"gpustack: error: {exc}", 2 if isinstance(exc, InputError) else 1
+    except KeyboardInterrupt:
+        signum = received[0] if received else signal.SIGINT
+        message = (f"gpustack: {supervise.STOP_SIGNALS.get(signum, 'stopped')}; the stacks that finished are kept, "
+                   f"none is half-written: run the same command again to do the rest")
+        code = 128 + signum
+    else:
+        message, code = None, 0
+    if display is not None:
+        display.close()
+    if run is not None and run.started is not None:
+        records = [run.records[j.name] for j in run.jobs if j.name in run.records]
+        if records and args.quiet < 2:
+            print_summary(records, sys.stdout, report=run.output_dir / "batch.json")
+        if code == 0 and any(not r.ok for r in records):
+            code = 1
+    if message is not None:
+        print(message, file=sys.stderr)
+    return code

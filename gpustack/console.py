@@ -10,7 +10,8 @@ this module turns that into lines for a person:
 - :func:`quiet_native_stderr`: C libraries that print on the process's stderr themselves
   (LibRaw's ``<file>: Unexpected end of file`` for a truncated RAW) are filtered: their known lines
   become debug records, anything else passes through unchanged.
-- :class:`ProgressBar` (a terminal) and :class:`ProgressLog` (a pipe with ``-v``).
+- :class:`ProgressBar` (a terminal, drawn by ``rich``) and :class:`ProgressLog` (a pipe with ``-v``).
+- :class:`BatchProgress` and :func:`print_summary`: what ``gpustack batch`` shows.
 """
 
 from __future__ import annotations
@@ -121,11 +122,16 @@ def _fmt_time(seconds: float) -> str:
 
 
 class ProgressBar:
-    """``[#####.....]  12/40 fuse  3.1 fr/s  ETA 0:09  name`` on one terminal line (``\\r``)."""
+    """One live line on a terminal, drawn by ``rich``: a bar, ``12/40 fuse  3.1 fr/s  ETA 0:09  name``
+    (frames done of total, the stage, the rate in this stage, the time left, the frame)."""
 
     def __init__(self, stream, width: int = 24):
-        self.stream = stream
-        self.width = width
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn
+
+        self._progress = Progress(BarColumn(bar_width=width), TextColumn("{task.fields[line]}"),
+                                  console=Console(file=stream, highlight=False), auto_refresh=False)
+        self._task = None
         self.active = False
         self.stage_start = {}
 
@@ -136,22 +142,22 @@ class ProgressBar:
             dt = time.perf_counter() - start[0]
             rate = done / dt if dt > 0 else 0.0
             if ev.total:
-                filled = int(self.width * ev.index / ev.total)
-                bar = "#" * filled + "." * (self.width - filled)
                 eta = f"ETA {_fmt_time((ev.total - ev.index) / rate)}" if rate > 0 else "ETA  -:--"
-                line = f"[{bar}] {ev.index:4d}/{ev.total:<4d} {ev.stage:5s} {rate:5.1f} fr/s  {eta}  {ev.name}"
+                line = f"{ev.index:4d}/{ev.total:<4d} {ev.stage:5s} {rate:5.1f} fr/s  {eta}  {ev.name}"
             else:
                 line = f"{ev.index:4d} frames {ev.stage:5s} {rate:5.1f} fr/s  {ev.name}"
         else:
             line = f"{ev.stage} ({_fmt_time(ev.elapsed)} elapsed)"
-        self.stream.write("\r" + line[:110].ljust(110))
-        self.stream.flush()
-        self.active = True
+        if self._task is None:
+            self._progress.start()
+            self._task = self._progress.add_task("stack", total=None, line="")
+            self.active = True
+        total = ev.total if ev.stage in ("fuse", "blend") and ev.total else None
+        self._progress.update(self._task, completed=ev.index if total else 0, total=total, line=line, refresh=True)
 
     def close(self) -> None:
         if self.active:
-            self.stream.write("\n")
-            self.stream.flush()
+            self._progress.stop()
             self.active = False
 
 
@@ -167,3 +173,98 @@ class ProgressLog:
 
     def close(self) -> None:
         pass
+
+
+class BatchProgress:
+    """What ``gpustack batch`` shows while it runs (needs ``rich``, part of the batch extra).
+
+    On a terminal: a line per finished stack above one live bar for the whole batch (stacks
+    done/total, frames/s across the cluster, ETA, failures so far). In a pipe: nothing but the
+    failures, unless ``verbose``, which logs a line per stack.
+    """
+
+    def __init__(self, stream, total: int, *, live: bool, verbose: bool):
+        self.total, self.live, self.verbose = total, live, verbose
+        self.finished = self.failed = self.skipped = self.frames = 0
+        self.t_start = None  # when the first stack was submitted
+        self._progress = self._task = None
+        if live:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self._progress = Progress(TextColumn("stacks"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.fields[rate]}  {task.fields[eta]}  {task.fields[failed]}"),
+                                      console=Console(file=stream), transient=True)
+            self._task = self._progress.add_task("batch", total=total, rate="", eta="", failed="")
+            self._progress.start()
+
+    def started(self, info) -> None:
+        """The cluster is up: say where, and the dashboard."""
+        self.t_start = time.perf_counter()
+        threads = f" x {info.threads_per_worker} thread{'s' if info.threads_per_worker != 1 else ''}" \
+            if info.threads_per_worker else ""
+        numba = f", {info.numba_threads} Numba thread{'s' if info.numba_threads != 1 else ''} per stack" \
+            if info.numba_threads else ""
+        dashboard = f"; dashboard {info.dashboard}" if info.dashboard else ""
+        self._line(f"{info.kind} cluster {info.scheduler}: {info.workers} worker{'s' if info.workers != 1 else ''}"
+                   f"{threads}{numba}{dashboard}")
+
+    def __call__(self, record) -> None:
+        self.finished += 1
+        if record.status == "skipped":
+            self.skipped += 1
+            self._line(f"skipped {record.name}: up to date (same inputs and options; --redo runs it again)")
+        elif record.status == "done":
+            self.frames += record.frames or 0
+            self._line(f"done    {record.name}: {record.frames} frames, {record.seconds:.1f} s")
+        else:
+            self.failed += 1
+            logger.error("stack %s failed: %s", record.name, record.error)
+        if self._progress is not None:
+            self._progress.update(self._task, completed=self.finished, **self._fields())
+
+    def _fields(self) -> dict:
+        run = self.finished - self.skipped
+        if self.t_start is None or run == 0:
+            return {"rate": "", "eta": "", "failed": f"{self.failed} failed" if self.failed else ""}
+        elapsed = time.perf_counter() - self.t_start
+        eta = elapsed / run * (self.total - self.finished)
+        return {"rate": f"{self.frames / elapsed:.1f} frames/s", "eta": f"ETA {_fmt_time(eta)}",
+                "failed": f"{self.failed} failed" if self.failed else ""}
+
+    def _line(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text, highlight=False, markup=False)
+        elif self.verbose:
+            logger.info("%s", text)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def print_summary(records: list, stream, *, report=None) -> None:
+    """The table of a batch (stack, frames, MP, seconds, status or error) on ``stream``, and a count line."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=stream, width=None if stream.isatty() else 160, highlight=False)
+    table = Table(box=None, pad_edge=False)
+    for column, justify in (("stack", "left"), ("frames", "right"), ("MP", "right"), ("seconds", "right"),
+                            ("status", "left")):
+        table.add_column(column, justify=justify, overflow="fold")
+    for r in records:
+        status = r.status if r.ok else f"{r.status}: {r.error}"
+        table.add_row(r.name, _cell(r.frames), _cell(r.megapixels, ".1f"), _cell(r.seconds, ".1f"), status,
+                      style=None if r.ok else "red")
+    console.print(table)
+    counts = {}
+    for r in records:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    line = ", ".join(f"{n} {status}" for status, n in counts.items())
+    console.print(f"{len(records)} stacks: {line}" + (f"; report {report}" if report else ""))
+
+
+def _cell(value, fmt: str = "d") -> str:
+    return "" if value is None else format(value, fmt)

@@ -43,3 +43,7 @@ class KernelLaunchError(GpustackError, RuntimeError):
 
 class AlignmentError(GpustackError, RuntimeError):
     """Frames could not be aligned."""
+
+
+class ClusterError(GpustackError, RuntimeError):
+    """A batch's Dask cluster cannot be started or reached, or Dask is not installed."""

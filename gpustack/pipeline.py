@@ -27,8 +27,8 @@ from .backends import get_backend
 from .color import decode_lut, encode_lut
 from .errors import InputError
 from .io.raw import bin2x2, develop_params
-from .io import (FrameSource, StagedOutputs, check_outputs, list_frames, read_frame, sidecar_path, sources_from_arrays,
-                 write_depth, write_image, write_sidecar)
+from .io import (FrameSource, StagedOutputs, check_outputs, file_stats, list_frames, read_frame, sidecar_path,
+                 sources_from_arrays, write_depth, write_image, write_sidecar)
 from .options import StackOptions, is_ome_path
 from .prefetch import prefetch
 from .io import ome_write
@@ -122,6 +122,9 @@ class StackResult:
         Pixel size and z-step used, and where each came from.
     microscopy : dict or None
         What the microscopy file said of the stack (format, axes, time point, position).
+    inputs : list of dict
+        The input files as they were when the run began: ``path``, ``size`` (bytes) and ``mtime_ns``
+        (``gpustack batch`` compares them to tell whether a stack's outputs are up to date).
     stacks : list of StackResult
         When the input held several stacks (time points, positions): all of them, this one first.
     """
@@ -145,6 +148,7 @@ class StackResult:
     calibration: Calibration = field(default_factory=Calibration)
     microscopy: dict | None = None
     stacks: list = field(default_factory=list, repr=False)
+    inputs: list = field(default_factory=list)
     exif: bytes | None = field(default=None, repr=False)
     icc: bytes | None = field(default=None, repr=False)
 
@@ -189,6 +193,7 @@ class StackResult:
             "reference": self.reference,
             "crop": None if self.crop is None else {"row0": self.crop[0], "row1": self.crop[1],
                                                     "col0": self.crop[2], "col1": self.crop[3]},
+            "inputs": self.inputs,
             "frames": [dataclasses.asdict(f) for f in self.frames],
             "timings": self.timings,
             "outputs": self.outputs,
@@ -293,6 +298,7 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
     if options.output is not None and options.sidecar:
         outputs.append(sidecar_path(options.output))
     check_outputs(outputs, input_paths, options.overwrite)
+    inputs_seen = file_stats(input_paths)  # before reading: a file changed meanwhile reads as changed later
 
     be = get_backend(options.backend)
     logger.info("backend %s: %s", be.name, getattr(be, "device_name", ""))
@@ -304,6 +310,7 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
         results.append(_fuse_stack(be, group, len(group) if isinstance(group, list) else total, options, emit))
         results[-1].timings["setup_s"] = setup_s
     result = results[0]
+    result.inputs = inputs_seen
     if len(results) > 1:
         result.stacks = results
     n = sum(len(r.frames) for r in results)

@@ -10,7 +10,8 @@
   outputs published together.
 """
 
-from .frames import IMAGE_EXTENSIONS, RAW_EXTENSIONS, Frame, FrameSource, list_frames, read_frame, sources_from_arrays
+from .frames import (IMAGE_EXTENSIONS, RAW_EXTENSIONS, Frame, FrameSource, file_stats, list_frames, read_frame,
+                     sources_from_arrays)
 from .raw import POSTPROCESS, read_raw
 from .write import StagedOutputs, check_outputs, sidecar_path, write_depth, write_image, write_sidecar
 
@@ -22,6 +23,7 @@ __all__ = [
     "Frame",
     "FrameSource",
     "check_outputs",
+    "file_stats",
     "list_frames",
     "read_frame",
     "read_raw",

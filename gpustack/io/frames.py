@@ -231,6 +231,23 @@ def list_frames(inputs: Iterable[str | os.PathLike] | str | os.PathLike, order: 
     return sources
 
 
+def file_stats(paths: Iterable[Path | str | None]) -> list[dict]:
+    """``path``, ``size`` (bytes) and ``mtime_ns`` of each distinct file among ``paths`` (None entries,
+    in-memory frames, skipped), in the order first given: what a sidecar records of a run's inputs."""
+    out, seen = [], set()
+    for path in paths:
+        if path is None or str(path) in seen:
+            continue
+        seen.add(str(path))
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append({"path": str(path), "size": None, "mtime_ns": None})
+        else:
+            out.append({"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return out
+
+
 def _expand(item) -> list[Path]:
     """The frame files one input names."""
     text = os.fspath(item)
