@@ -340,3 +340,19 @@ def test_proxy_luma_reduced_row_by_row_is_the_two_step_result(shape):
     assert scale == 2
     np.testing.assert_array_equal(got, want)
 
+
+@pytest.mark.parametrize("method", ["soft", "depthmap"])
+def test_loading_ahead_on_a_worker_gives_the_same_bytes(moving_stacks, monkeypatch, method):
+    """The cpu backend warps the next frame on a worker thread, into the other of two buffers, while
+    the current one is folded; loading each frame in turn into one buffer gives the same result."""
+    from gpustack.backends.cpu import CpuBackend
+
+    _, moving = moving_stacks
+    frames = moving.frames[:6]
+    ahead = gpustack.stack(frames, backend="cpu", method=method)
+    assert sum(f.alignment is not None and f.alignment["affine"] != IDENTITY.tolist() for f in ahead.frames) >= 3
+    monkeypatch.setattr(CpuBackend, "concurrent", False)
+    in_turn = gpustack.stack(frames, backend="cpu", method=method)
+    np.testing.assert_array_equal(ahead.image, in_turn.image)
+    np.testing.assert_array_equal(ahead.depth, in_turn.depth)
+    assert [f.dtype for f in ahead.frames] == [f.dtype for f in in_turn.frames] == ["float32"] * 6
