@@ -366,7 +366,7 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
     frames_info: dict[int, FrameInfo] = {}
     fusion = first = None
     t_fuse = time.perf_counter()
-    stream = _read_stream(sources, order, options, aligner, be.host_buffer)
+    stream = _read_stream(sources, order, options, aligner, be.host_buffer, getattr(be, "concurrent", False))
     loaded = None
     try:
         head = next(stream, None)
@@ -424,6 +424,7 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
         if loaded is not None:
             loaded.close()  # the load ahead first: it pulls from the stream
         stream.close()
+    buffer = loaded = None  # the last frame's buffer is the fusion's input: free with the fusion
     if fusion is None or fusion.count < 2:
         name = first.name if first is not None else "none"
         raise InputError(f"focus stacking needs at least 2 frames; got {0 if first is None else 1} ({name}); "
@@ -603,19 +604,21 @@ def _cropped(be, a, r0, r1, c0, c1):
     return out
 
 
-def _read_stream(sources, order, options, aligner, alloc):
+def _read_stream(sources, order, options, aligner, alloc, loading_ahead=False):
     """(frame, FrameAlignment or None) in processing order, running ahead of the fusion: frames
     decoded on the reader threads (with their alignment proxy); pair motions estimated several at
     once (``estimator_threads``; threads, not processes: a process pool would re-import the
     caller's main module, which breaks every script without a ``__main__`` guard); then composed
     along the chain in order, with the brightness gains measured once each transform is known.
-    Frames are decoded into ``alloc``'s memory where the decoder allows (``read_frame``)."""
+    Frames are decoded into ``alloc``'s memory where the decoder allows (``read_frame``).
+    ``loading_ahead``: the fusion loads a frame ahead (``_loaded``), which holds one decoded frame
+    more, so the readers keep one fewer (at least one)."""
     items = ((i, src) for i, src in zip(order, (sources[i] for i in order))) if order else enumerate(sources)
     n = estimator_threads()
     # decoded frames waiting for the fusion: queue_size in all, the n in the estimation stage
     # included, beyond the ones being decoded
     waiting = max(0, options.queue_size - n) if aligner is not None else options.queue_size
-    ahead = options.workers + waiting
+    ahead = max(1, options.workers + waiting - (1 if loading_ahead else 0))
     with_proxy = aligner is not None and aligner.model != "none"
     with_means = aligner is not None and aligner.brightness
 
@@ -799,8 +802,9 @@ def _depthmap_pass(be, pyr, depth, conf_sum, area, sources, order, aligner, load
     acc = be.full((c, h, w), 0.0, np.float32)
     planar = be.empty((c, h, w), np.float32)
     items = ((i, sources[i]) for i in order)
+    ahead = max(1, options.workers + options.queue_size - (1 if getattr(be, "concurrent", False) else 0))
     reader = _checked(prefetch(lambda item: _timed_read(item, options, be.host_buffer), items,
-                               workers=options.workers, ahead=options.workers + options.queue_size))
+                               workers=options.workers, ahead=ahead))  # one fewer where _loaded holds one
     loaded = _loaded(be, loader, ((f, aligner.results.get(f.index) if aligner else None) for f in reader), planar)
     try:
         for done, (frame, _fa, buffer, _s) in enumerate(loaded, 1):
@@ -809,6 +813,7 @@ def _depthmap_pass(be, pyr, depth, conf_sum, area, sources, order, aligner, load
     finally:
         loaded.close()
         reader.close()
+    buffer = loaded = None  # the second buffer, before the blend
     lo, inv_width = blend_params(options.contrast_threshold, area)
     be.depthmap_blend(acc, pyr, conf_sum, lo, inv_width, planar)
     return planar
