@@ -75,8 +75,9 @@ def _warp_kernel(src, lut, a, gains, dst):
     # The arithmetic of each output pixel is warp.cu's, in its order; only the loads differ: a block
     # of output rows decodes each source row it reads once (``_decode_row``, ROW_SLOTS rows kept),
     # and within a run of pixels that share their four source rows the taps are read from the
-    # decoded rows (the same samples: the clamped indices of every tap are the kernel's). An output
-    # row whose source rows do not fit in the slots (a large rotation) reads the frame directly.
+    # decoded rows (the same samples: the clamped indices of every tap are the kernel's). Where an
+    # output row spans more source rows than the slots hold (a large rotation), each run decodes
+    # the columns it reads of its four rows instead (four look-ups per pixel and channel, not 16).
     h, w, c = src.shape
     oh, ow = dst.shape[1], dst.shape[2]
     if ow == 0:
@@ -88,6 +89,7 @@ def _warp_kernel(src, lut, a, gains, dst):
         ys = np.empty(ow, np.int64)  # the corner's row, clamped to [-2, h + 1]
         wx = np.empty((4, ow), np.float32)
         wy = np.empty((4, ow), np.float32)
+        slots = np.empty(4, np.int64)
         for i in range(b * BLOCK_ROWS, min(oh, (b + 1) * BLOCK_ROWS)):
             for j in range(ow):
                 x = a[0] * j + a[1] * i + a[2]
@@ -101,53 +103,40 @@ def _warp_kernel(src, lut, a, gains, dst):
                 ys[j] = int(-2.0 if fy < -2.0 else (h + 1.0 if fy > h + 1.0 else fy))
                 wx[0, j], wx[1, j], wx[2, j], wx[3, j] = cubic_weights(tx)
                 wy[0, j], wy[1, j], wy[2, j], wy[3, j] = cubic_weights(ty)
-            if abs(ys[ow - 1] - ys[0]) + 4 > ROW_SLOTS:  # y is linear in j: the row's span
-                for j in range(ow):
-                    x0 = xs[j] - (PAD - 1)
-                    y0 = ys[j]
-                    c0 = _clamp(x0 - 1, w)
-                    c1 = _clamp(x0, w)
-                    c2 = _clamp(x0 + 1, w)
-                    c3 = _clamp(x0 + 2, w)
-                    for ch in range(c):
-                        r = _clamp(y0 - 1, h)
-                        r0 = (wx[0, j] * decode(src[r, c0, ch], lut) + wx[1, j] * decode(src[r, c1, ch], lut)
-                              + wx[2, j] * decode(src[r, c2, ch], lut) + wx[3, j] * decode(src[r, c3, ch], lut))
-                        r = _clamp(y0, h)
-                        r1 = (wx[0, j] * decode(src[r, c0, ch], lut) + wx[1, j] * decode(src[r, c1, ch], lut)
-                              + wx[2, j] * decode(src[r, c2, ch], lut) + wx[3, j] * decode(src[r, c3, ch], lut))
-                        r = _clamp(y0 + 1, h)
-                        r2 = (wx[0, j] * decode(src[r, c0, ch], lut) + wx[1, j] * decode(src[r, c1, ch], lut)
-                              + wx[2, j] * decode(src[r, c2, ch], lut) + wx[3, j] * decode(src[r, c3, ch], lut))
-                        r = _clamp(y0 + 2, h)
-                        r3 = (wx[0, j] * decode(src[r, c0, ch], lut) + wx[1, j] * decode(src[r, c1, ch], lut)
-                              + wx[2, j] * decode(src[r, c2, ch], lut) + wx[3, j] * decode(src[r, c3, ch], lut))
-                        dst[ch, i, j] = gains[ch] * (wy[0, j] * r0 + wy[1, j] * r1 + wy[2, j] * r2 + wy[3, j] * r3)
-                continue
+            cached = abs(ys[ow - 1] - ys[0]) + 4 <= ROW_SLOTS  # y is linear in j: the row's span
             j0 = 0
             while j0 < ow:  # runs of pixels whose corner is on the same source row
                 y0 = ys[j0]
                 j1 = j0 + 1
                 while j1 < ow and ys[j1] == y0:
                     j1 += 1
-                for m in range(4):
-                    r = _clamp(y0 - 1 + m, h)
-                    if tags[r % ROW_SLOTS] != r:
-                        _decode_row(src, lut, r, rows[r % ROW_SLOTS])
-                        tags[r % ROW_SLOTS] = r
-                s0 = _clamp(y0 - 1, h) % ROW_SLOTS
-                s1 = _clamp(y0, h) % ROW_SLOTS
-                s2 = _clamp(y0 + 1, h) % ROW_SLOTS
-                s3 = _clamp(y0 + 2, h) % ROW_SLOTS
+                if cached:  # whole decoded rows, kept for the next output rows
+                    base = 0
+                    for m in range(4):
+                        r = _clamp(y0 - 1 + m, h)
+                        if tags[r % ROW_SLOTS] != r:
+                            _decode_row(src, lut, r, rows[r % ROW_SLOTS])
+                            tags[r % ROW_SLOTS] = r
+                        slots[m] = r % ROW_SLOTS
+                else:  # a large rotation: the run's columns of its rows, in slots 0-3 (no longer kept)
+                    base = min(xs[j0], xs[j1 - 1])  # x is linear in j: between the run's ends
+                    for m in range(4):
+                        r = _clamp(y0 - 1 + m, h)
+                        for col in range(base, max(xs[j0], xs[j1 - 1]) + 4):
+                            cc = _clamp(col - PAD, w)
+                            for ch in range(c):
+                                rows[m, ch, col - base] = decode(src[r, cc, ch], lut)
+                        tags[m] = -1
+                        slots[m] = m
                 for ch in range(c):
-                    q0 = rows[s0, ch]
-                    q1 = rows[s1, ch]
-                    q2 = rows[s2, ch]
-                    q3 = rows[s3, ch]
+                    q0 = rows[slots[0], ch]
+                    q1 = rows[slots[1], ch]
+                    q2 = rows[slots[2], ch]
+                    q3 = rows[slots[3], ch]
                     g = gains[ch]
                     out = dst[ch, i]
                     for j in range(j0, j1):
-                        k = xs[j]
+                        k = xs[j] - base
                         w0, w1, w2, w3 = wx[0, j], wx[1, j], wx[2, j], wx[3, j]
                         r0 = w0 * q0[k] + w1 * q0[k + 1] + w2 * q0[k + 2] + w3 * q0[k + 3]
                         r1 = w0 * q1[k] + w1 * q1[k + 1] + w2 * q1[k + 2] + w3 * q1[k + 3]
