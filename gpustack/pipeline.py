@@ -3,7 +3,10 @@
 This module only schedules: it lists and reads frames (on worker threads,
 bounded read-ahead), hands each to the backend, folds it into the fusion state,
 and writes the results. All pixel work is in ``gpustack.stages`` (backend
-neutral) and the backends' kernels.
+neutral) and the backends' kernels. On the cpu backend the next frame is loaded
+(converted, or warped: the largest cost per moving frame) on a worker thread
+while the main thread folds the current one (``_loaded``), so two cores are
+busy even where one op alone does not keep both so.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import datetime
+import itertools
 import logging
 import os
 import platform
@@ -371,50 +375,54 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
     frames_info: dict[int, FrameInfo] = {}
     fusion = first = None
     t_fuse = time.perf_counter()
-    stream = _read_stream(sources, order, options, aligner, be.host_buffer)
+    stream = _read_stream(sources, order, options, aligner, be.host_buffer, getattr(be, "concurrent", False))
+    loaded = None
     try:
-        for frame, fa in stream:
-            if first is None:
-                first = frame
-                h, w, c = frame.shape
-                if info is None:
-                    names = tuple(f"C{i}" for i in range(c))
-                    focus = resolve_channel(options.focus_channel, names, where="the frames")
-                if frame.kind == "raw":
-                    logger.info("RAW frames developed by %s", "the backend's kernels (demosaic %s, colour %s)"
-                                % (options.demosaic, options.color) if frame.raw is not None
-                                else frame.info.get("develop", "LibRaw"))
-                levels = check_levels(h, w, options.levels)
-                per_channel = options.per_channel and c > 1
-                if per_channel:
-                    check_per_channel(options.method)
-                if hasattr(be, "check_memory"):  # device backends: fail up front, with the sizes
-                    be.check_memory(stack_footprint(c, h, w, levels, frame_bytes=frame.data.nbytes,
-                                                    mosaic=frame.raw is not None, moved=options.align != "none",
-                                                    method=options.method, demosaic=options.demosaic,
-                                                    output_bytes=_output_bits(options, frame) // 8,
-                                                    per_channel=per_channel,
-                                                    height_map=heights),
-                                    f"{w}x{h} frames with {c} channel(s)")
-                fusion = _make_fusion(be, options, c, h, w, levels, focus, per_channel, heights)
-                logger.info("%dx%d, %d channel(s), %s %s, method %s%s, reference frame %d (%s)", w, h, c,
-                            frame.kind, "mosaic" if frame.raw is not None else frame.data.dtype, options.method,
-                            "" if options.method == "soft" else f" ({levels} pyramid levels)", frame.index, frame.name)
-                if info is not None and options.align != "none":
-                    logger.info("%s: aligning the planes (%s); a stage z-stack that does not move needs none: "
-                                "--align none", info.format, options.align)
-                if info is not None:
-                    logger.info("%s: channels %s; %s%s", info.format, ", ".join(names),
-                                microscopy.describe_calibration(calibration),
-                                "" if focus is None else f"; focus judged on channel {focus} ({names[focus]})")
+        head = next(stream, None)
+        if head is not None:
+            frame = first = head[0]
+            h, w, c = frame.shape
+            if info is None:
+                names = tuple(f"C{i}" for i in range(c))
+                focus = resolve_channel(options.focus_channel, names, where="the frames")
+            if frame.kind == "raw":
+                logger.info("RAW frames developed by %s", "the backend's kernels (demosaic %s, colour %s)"
+                            % (options.demosaic, options.color) if frame.raw is not None
+                            else frame.info.get("develop", "LibRaw"))
+            levels = check_levels(h, w, options.levels)
+            per_channel = options.per_channel and c > 1
+            if per_channel:
+                check_per_channel(options.method)
+            if hasattr(be, "check_memory"):  # device backends: fail up front, with the sizes
+                be.check_memory(stack_footprint(c, h, w, levels, frame_bytes=frame.data.nbytes,
+                                                mosaic=frame.raw is not None, moved=options.align != "none",
+                                                method=options.method, demosaic=options.demosaic,
+                                                output_bytes=_output_bits(options, frame) // 8,
+                                                per_channel=per_channel,
+                                                height_map=heights),
+                                f"{w}x{h} frames with {c} channel(s)")
+            fusion = _make_fusion(be, options, c, h, w, levels, focus, per_channel, heights)
+            logger.info("%dx%d, %d channel(s), %s %s, method %s%s, reference frame %d (%s)", w, h, c,
+                        frame.kind, "mosaic" if frame.raw is not None else frame.data.dtype, options.method,
+                        "" if options.method == "soft" else f" ({levels} pyramid levels)", frame.index, frame.name)
+            if info is not None and options.align != "none":
+                logger.info("%s: aligning the planes (%s); a stage z-stack that does not move needs none: "
+                            "--align none", info.format, options.align)
+            if info is not None:
+                logger.info("%s: channels %s; %s%s", info.format, ", ".join(names),
+                            microscopy.describe_calibration(calibration),
+                            "" if focus is None else f"; focus judged on channel {focus} ({names[focus]})")
+            loaded = _loaded(be, loader, itertools.chain([head], stream), fusion.input)
+            del head, frame
+        for frame, fa, buffer, load_s in loaded or ():
             t0 = time.perf_counter()
-            loader.load(frame, fa, fusion.input)
+            fusion.use_input(buffer)
             fusion.fold(frame.index)
             frames_info[frame.index] = FrameInfo(
                 frame.index, frame.name, None if frame.path is None else str(frame.path), tuple(frame.shape),
                 "mosaic uint16" if frame.raw is not None else str(frame.data.dtype), frame.kind,
                 _transfer(frame, linear), read_s=frame.info.get("read_s", 0.0),
-                fuse_s=time.perf_counter() - t0,
+                fuse_s=load_s + time.perf_counter() - t0,
                 info={k: v for k, v in frame.info.items() if k != "read_s" and not k.startswith("_")},
                 alignment=None if fa is None else fa.to_dict())
             logger.debug("[%d/%s] fused %s in %.3f s", fusion.count, total or "?", frame.name,
@@ -422,7 +430,10 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
             emit("fuse", fusion.count, total, frame.name)
             del frame
     finally:
+        if loaded is not None:
+            loaded.close()  # the load ahead first: it pulls from the stream
         stream.close()
+    buffer = loaded = None  # the last frame's buffer is the fusion's input: free with the fusion
     if fusion is None or fusion.count < 2:
         name = first.name if first is not None else "none"
         raise InputError(f"focus stacking needs at least 2 frames; got {0 if first is None else 1} ({name}); "
@@ -602,19 +613,21 @@ def _cropped(be, a, r0, r1, c0, c1):
     return out
 
 
-def _read_stream(sources, order, options, aligner, alloc):
+def _read_stream(sources, order, options, aligner, alloc, loading_ahead=False):
     """(frame, FrameAlignment or None) in processing order, running ahead of the fusion: frames
     decoded on the reader threads (with their alignment proxy); pair motions estimated several at
     once (``estimator_threads``; threads, not processes: a process pool would re-import the
     caller's main module, which breaks every script without a ``__main__`` guard); then composed
     along the chain in order, with the brightness gains measured once each transform is known.
-    Frames are decoded into ``alloc``'s memory where the decoder allows (``read_frame``)."""
+    Frames are decoded into ``alloc``'s memory where the decoder allows (``read_frame``).
+    ``loading_ahead``: the fusion loads a frame ahead (``_loaded``), which holds one decoded frame
+    more, so the readers keep one fewer (at least one)."""
     items = ((i, src) for i, src in zip(order, (sources[i] for i in order))) if order else enumerate(sources)
     n = estimator_threads()
     # decoded frames waiting for the fusion: queue_size in all, the n in the estimation stage
     # included, beyond the ones being decoded
     waiting = max(0, options.queue_size - n) if aligner is not None else options.queue_size
-    ahead = options.workers + waiting
+    ahead = max(1, options.workers + waiting - (1 if loading_ahead else 0))
     with_proxy = aligner is not None and aligner.model != "none"
     with_means = aligner is not None and aligner.brightness
 
@@ -758,6 +771,39 @@ class _Loader:
             be.convert(src, self.luts.decode(frame), dst, None if fa is None else fa.gains)
 
 
+def _loaded(be, loader, items, buffer):
+    """``(frame, fa, buf, seconds)`` for each ``(frame, fa)`` of ``items``: the frame loaded (converted, or
+    warped when it moved: ``_Loader``) into ``buf``, in ``seconds``. On a ``concurrent`` backend the next
+    frame is loaded on a worker thread while the caller folds this one, into the other of two buffers
+    (``buffer`` and one more of its size: the one planar frame in flight; the caller must be done with
+    ``buf`` when it asks for the next item), and each frame's decoded pixels are freed once it is loaded;
+    otherwise every frame is loaded into ``buffer`` when the caller asks for it. Closing it waits for the
+    load under way; it does not close ``items``."""
+    concurrent = getattr(be, "concurrent", False)
+    buffers = [buffer, be.empty(tuple(buffer.shape), buffer.dtype)] if concurrent else [buffer]
+
+    def load(item):
+        k, (frame, fa) = item
+        buf = buffers[k % len(buffers)]
+        t0 = time.perf_counter()
+        loader.load(frame, fa, buf)
+        if concurrent:
+            _drop_pixels(frame)
+        return frame, fa, buf, time.perf_counter() - t0
+
+    if concurrent:
+        return prefetch(load, enumerate(items), workers=1, ahead=1)
+    return (load(item) for item in enumerate(items))
+
+
+def _drop_pixels(frame) -> None:
+    """Free a loaded frame's decoded pixels (host memory, CPU backend) while its record lives on (until it
+    is folded; the first frame's for the whole run): ``data`` becomes a read-only stand-in of the same
+    shape and dtype that holds one sample."""
+    d = frame.data
+    frame.data = np.lib.stride_tricks.as_strided(np.zeros(1, d.dtype), d.shape, (0,) * d.ndim, writeable=False)
+
+
 def _depthmap_pass(be, pyr, depth, conf_sum, area, sources, order, aligner, loader, options, emit, n):
     """Pass 2 of the depthmap method: re-read the frames, take each pixel from the frames its
     smoothed depth names, and fall back to the pyramid result where confidence is low."""
@@ -765,15 +811,18 @@ def _depthmap_pass(be, pyr, depth, conf_sum, area, sources, order, aligner, load
     acc = be.full((c, h, w), 0.0, np.float32)
     planar = be.empty((c, h, w), np.float32)
     items = ((i, sources[i]) for i in order)
+    ahead = max(1, options.workers + options.queue_size - (1 if getattr(be, "concurrent", False) else 0))
     reader = _checked(prefetch(lambda item: _timed_read(item, options, be.host_buffer), items,
-                               workers=options.workers, ahead=options.workers + options.queue_size))
+                               workers=options.workers, ahead=ahead))  # one fewer where _loaded holds one
+    loaded = _loaded(be, loader, ((f, aligner.results.get(f.index) if aligner else None) for f in reader), planar)
     try:
-        for done, frame in enumerate(reader, 1):
-            loader.load(frame, aligner.results.get(frame.index) if aligner else None, planar)
-            be.depthmap_accumulate(planar, depth, acc, np.float32(frame.index))
+        for done, (frame, _fa, buffer, _s) in enumerate(loaded, 1):
+            be.depthmap_accumulate(buffer, depth, acc, np.float32(frame.index))
             emit("blend", done, n, frame.name)
     finally:
+        loaded.close()
         reader.close()
+    buffer = loaded = None  # the second buffer, before the blend
     lo, inv_width = blend_params(options.contrast_threshold, area)
     be.depthmap_blend(acc, pyr, conf_sum, lo, inv_width, planar)
     return planar

@@ -31,6 +31,35 @@ def test_warp_matches_reference(dtype, affine):
     np.testing.assert_array_equal(out, ref.warp(src, lut, affine, gains, (37, 45)))
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+@pytest.mark.parametrize("shape, affine", [
+    ((150, 70), [1.004, -0.0009, -1.5, 0.0009, 1.004, 0.75]),   # several blocks of output rows, long runs
+    ((150, 70), [0.5, 0.2, -3.0, -0.3, 1.7, 5.0]),              # rows 2 px apart, source rows skipped
+    ((150, 70), [0.7071, 0.7071, -20.0, -0.7071, 0.7071, 40.0]),  # 45 deg: too many rows, read directly
+    ((150, 70), [2.0, 0.0, -200.5, 0.0, 2.0, 400.25]),          # mostly outside: every tap on an edge
+    ((150, 70), [1.0, 0.0, 1e6, 0.0, 1.0, -1e6]),               # far outside
+    ((1, 9), [1.01, 0.0, 0.5, 0.0, 1.01, 0.25]), ((9, 1), [1.0, 0.01, 0.5, 0.0, 1.0, 0.25])])
+def test_warp_matches_reference_on_every_path(dtype, shape, affine):
+    """The warp reads a block's source rows once (runs of pixels that share their rows) unless an
+    output row spans too many source rows; either way each pixel's arithmetic is the oracle's."""
+    rng = np.random.default_rng(1)
+    h, w = shape
+    if dtype == np.float32:
+        src, lut = rng.uniform(0, 1, (h, w, 3)).astype(F), None
+    else:
+        src, lut = rng.integers(0, 65536, (h, w, 3)).astype(dtype), decode_lut(dtype, "srgb")
+    gains = np.array([1.0, 0.95, 1.1], F)
+    out = np.empty((3, h, w), F)
+    be.warp(src, lut, np.array(affine, float), gains, out)
+    want = ref.warp(src, lut, affine, gains, (h, w))
+    np.testing.assert_array_equal(out, want)
+    if dtype == np.float32:  # the planar source: the same kernel through an (H, W, C) view
+        planar = np.ascontiguousarray(np.moveaxis(src, -1, 0))
+        out2 = np.empty((3, h, w), F)
+        be.warp_planar(planar, np.array(affine, float), gains, out2)
+        np.testing.assert_array_equal(out2, want)
+
+
 def test_identity_warp_is_a_copy():
     src = np.random.default_rng(1).integers(0, 65536, (20, 30, 3)).astype(np.uint16)
     lut = decode_lut(np.uint16, "srgb")
@@ -310,3 +339,20 @@ def test_proxy_luma_reduced_row_by_row_is_the_two_step_result(shape):
     got, scale = P.make_proxy(data, lut, max_pixels=want.size)
     assert scale == 2
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("method", ["soft", "depthmap"])
+def test_loading_ahead_on_a_worker_gives_the_same_bytes(moving_stacks, monkeypatch, method):
+    """The cpu backend warps the next frame on a worker thread, into the other of two buffers, while
+    the current one is folded; loading each frame in turn into one buffer gives the same result."""
+    from gpustack.backends.cpu import CpuBackend
+
+    _, moving = moving_stacks
+    frames = moving.frames[:6]
+    ahead = gpustack.stack(frames, backend="cpu", method=method)
+    assert sum(f.alignment is not None and f.alignment["affine"] != IDENTITY.tolist() for f in ahead.frames) >= 3
+    monkeypatch.setattr(CpuBackend, "concurrent", False)
+    in_turn = gpustack.stack(frames, backend="cpu", method=method)
+    np.testing.assert_array_equal(ahead.image, in_turn.image)
+    np.testing.assert_array_equal(ahead.depth, in_turn.depth)
+    assert [f.dtype for f in ahead.frames] == [f.dtype for f in in_turn.frames] == ["float32"] * 6

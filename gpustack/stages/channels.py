@@ -61,6 +61,10 @@ class PerChannelFusion:
             self.stacks[ch] = self.worker.stack_state()
         return out
 
+    def use_input(self, buffer) -> None:
+        """Make ``buffer`` (C, H, W) float32 the next ``fold``'s input (``FrameLevels.use_input``)."""
+        self.input = buffer
+
     def fold(self, k: int) -> None:
         for ch in range(self.channels):
             self.worker.use_stack_state(self.stacks[ch])

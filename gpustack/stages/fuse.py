@@ -95,6 +95,11 @@ class FrameLevels:
         """The (C, H, W) float32 buffer the next frame is converted into (consumed by ``fold``)."""
         return self.g[0]
 
+    def use_input(self, buffer) -> None:
+        """Make ``buffer`` (C, H, W) float32, the shape of ``input``, the next ``fold``'s input: the
+        pipeline loads the next frame into another buffer while this one is folded."""
+        self.g[0] = buffer
+
     def stack_state(self) -> dict:
         """This fusion's running state (``STACK_FIELDS``), to be put back with ``use_stack_state``:
         several stacks (``stages.channels.PerChannelFusion``: one per channel) share one scratch."""

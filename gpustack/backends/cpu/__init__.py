@@ -21,6 +21,7 @@ class CpuBackend:
 
     name = "cpu"
     xp = np
+    concurrent = True  # the kernels are nogil: a frame is warped on a worker while another is folded
 
     def __init__(self):
         import numba

@@ -9,6 +9,12 @@ sample is Catmull-Rom bicubic (Keys, a = -0.5) over the 4x4 neighbours of
 samples go through the decoding table first. At integer positions the weights are
 exactly (0, 1, 0, 0), so an identity warp copies the frame (times the gain).
 
+Only the loads differ from the CUDA kernel's (one thread per pixel, 16 decoded samples each):
+here a block of output rows decodes every source row it reads once, and the pixels of a run
+that share their four source rows read their taps from those decoded rows, which takes about
+0.6x the time of 16 table look-ups per pixel and channel (the ``bench/peers.py`` stack); the
+samples and every operation on them are the kernel's, so the bits are too.
+
 ``warp_planar`` reads a planar (C, H, W) float32 source (a RAW frame developed on the
 backend) through the same kernel: only the addressing differs.
 
@@ -46,42 +52,98 @@ def _clamp(i, n):
     return 0 if i < 0 else (n - 1 if i >= n else i)
 
 
+#: decoded source rows a block of output rows keeps (a power of two), and output rows per block
+ROW_SLOTS = 16
+BLOCK_ROWS = 64
+#: columns of edge samples either side of a decoded row: every tap of a corner clamped to
+#: [-2, w + 1] (as warp.cu clamps it) lands in the row
+PAD = 4
+
+
 @njit(cache=True, inline="always")
-def _row4(src, lut, r, c0, c1, c2, c3, ch, wx0, wx1, wx2, wx3):
-    return (wx0 * decode(src[r, c0, ch], lut) + wx1 * decode(src[r, c1, ch], lut)
-            + wx2 * decode(src[r, c2, ch], lut) + wx3 * decode(src[r, c3, ch], lut))
+def _decode_row(src, lut, r, row):
+    """``row`` (C, w + 2 PAD) = source row ``r`` in linear light, its edge samples repeated PAD times."""
+    w, c = src.shape[1], src.shape[2]
+    for j in range(-PAD, w + PAD):
+        col = _clamp(j, w)
+        for ch in range(c):
+            row[ch, j + PAD] = decode(src[r, col, ch], lut)
 
 
 @njit(parallel=True, nogil=True, cache=True)
 def _warp_kernel(src, lut, a, gains, dst):
+    # The arithmetic of each output pixel is warp.cu's, in its order; only the loads differ: a block
+    # of output rows decodes each source row it reads once (``_decode_row``, ROW_SLOTS rows kept),
+    # and within a run of pixels that share their four source rows the taps are read from the
+    # decoded rows (the same samples: the clamped indices of every tap are the kernel's). Where an
+    # output row spans more source rows than the slots hold (a large rotation), each run decodes
+    # the columns it reads of its four rows instead (four look-ups per pixel and channel, not 16).
     h, w, c = src.shape
     oh, ow = dst.shape[1], dst.shape[2]
-    for i in prange(oh):
-        for j in range(ow):
-            x = a[0] * j + a[1] * i + a[2]
-            y = a[3] * j + a[4] * i + a[5]
-            fx = math.floor(x)
-            fy = math.floor(y)
-            tx = np.float32(x - fx)
-            ty = np.float32(y - fy)
-            x0 = int(fx)
-            y0 = int(fy)
-            wx0, wx1, wx2, wx3 = cubic_weights(tx)
-            wy0, wy1, wy2, wy3 = cubic_weights(ty)
-            c0 = _clamp(x0 - 1, w)
-            c1 = _clamp(x0, w)
-            c2 = _clamp(x0 + 1, w)
-            c3 = _clamp(x0 + 2, w)
-            r0 = _clamp(y0 - 1, h)
-            r1 = _clamp(y0, h)
-            r2 = _clamp(y0 + 1, h)
-            r3 = _clamp(y0 + 2, h)
-            for ch in range(c):
-                v = (wy0 * _row4(src, lut, r0, c0, c1, c2, c3, ch, wx0, wx1, wx2, wx3)
-                     + wy1 * _row4(src, lut, r1, c0, c1, c2, c3, ch, wx0, wx1, wx2, wx3)
-                     + wy2 * _row4(src, lut, r2, c0, c1, c2, c3, ch, wx0, wx1, wx2, wx3)
-                     + wy3 * _row4(src, lut, r3, c0, c1, c2, c3, ch, wx0, wx1, wx2, wx3))
-                dst[ch, i, j] = gains[ch] * v
+    if ow == 0:
+        return
+    for b in prange((oh + BLOCK_ROWS - 1) // BLOCK_ROWS):
+        rows = np.empty((ROW_SLOTS, c, w + 2 * PAD), np.float32)
+        tags = np.full(ROW_SLOTS, -1, np.int64)
+        xs = np.empty(ow, np.int64)  # the corner's column, clamped to [-2, w + 1], plus PAD - 1
+        ys = np.empty(ow, np.int64)  # the corner's row, clamped to [-2, h + 1]
+        wx = np.empty((4, ow), np.float32)
+        wy = np.empty((4, ow), np.float32)
+        slots = np.empty(4, np.int64)
+        for i in range(b * BLOCK_ROWS, min(oh, (b + 1) * BLOCK_ROWS)):
+            for j in range(ow):
+                x = a[0] * j + a[1] * i + a[2]
+                y = a[3] * j + a[4] * i + a[5]
+                fx = math.floor(x)
+                fy = math.floor(y)
+                tx = np.float32(x - fx)
+                ty = np.float32(y - fy)
+                # clamped first (far outside, every tap clamps to an edge anyway), as warp.cu does
+                xs[j] = int(-2.0 if fx < -2.0 else (w + 1.0 if fx > w + 1.0 else fx)) + (PAD - 1)
+                ys[j] = int(-2.0 if fy < -2.0 else (h + 1.0 if fy > h + 1.0 else fy))
+                wx[0, j], wx[1, j], wx[2, j], wx[3, j] = cubic_weights(tx)
+                wy[0, j], wy[1, j], wy[2, j], wy[3, j] = cubic_weights(ty)
+            cached = abs(ys[ow - 1] - ys[0]) + 4 <= ROW_SLOTS  # y is linear in j: the row's span
+            j0 = 0
+            while j0 < ow:  # runs of pixels whose corner is on the same source row
+                y0 = ys[j0]
+                j1 = j0 + 1
+                while j1 < ow and ys[j1] == y0:
+                    j1 += 1
+                if cached:  # whole decoded rows, kept for the next output rows
+                    base = 0
+                    for m in range(4):
+                        r = _clamp(y0 - 1 + m, h)
+                        if tags[r % ROW_SLOTS] != r:
+                            _decode_row(src, lut, r, rows[r % ROW_SLOTS])
+                            tags[r % ROW_SLOTS] = r
+                        slots[m] = r % ROW_SLOTS
+                else:  # a large rotation: the run's columns of its rows, in slots 0-3 (no longer kept)
+                    base = min(xs[j0], xs[j1 - 1])  # x is linear in j: between the run's ends
+                    for m in range(4):
+                        r = _clamp(y0 - 1 + m, h)
+                        for col in range(base, max(xs[j0], xs[j1 - 1]) + 4):
+                            cc = _clamp(col - PAD, w)
+                            for ch in range(c):
+                                rows[m, ch, col - base] = decode(src[r, cc, ch], lut)
+                        tags[m] = -1
+                        slots[m] = m
+                for ch in range(c):
+                    q0 = rows[slots[0], ch]
+                    q1 = rows[slots[1], ch]
+                    q2 = rows[slots[2], ch]
+                    q3 = rows[slots[3], ch]
+                    g = gains[ch]
+                    out = dst[ch, i]
+                    for j in range(j0, j1):
+                        k = xs[j] - base
+                        w0, w1, w2, w3 = wx[0, j], wx[1, j], wx[2, j], wx[3, j]
+                        r0 = w0 * q0[k] + w1 * q0[k + 1] + w2 * q0[k + 2] + w3 * q0[k + 3]
+                        r1 = w0 * q1[k] + w1 * q1[k + 1] + w2 * q1[k + 2] + w3 * q1[k + 3]
+                        r2 = w0 * q2[k] + w1 * q2[k + 1] + w2 * q2[k + 2] + w3 * q2[k + 3]
+                        r3 = w0 * q3[k] + w1 * q3[k + 1] + w2 * q3[k + 2] + w3 * q3[k + 3]
+                        out[j] = g * (wy[0, j] * r0 + wy[1, j] * r1 + wy[2, j] * r2 + wy[3, j] * r3)
+                j0 = j1
 
 
 def check_warp(src, gains, dst, planar=False) -> None:
