@@ -22,16 +22,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._common import F1, HALF, NEG_HALF, ONE_HALF, TWO, decode
+from ._threads import run_rows
 from .convert import MAX_CHANNELS
 
 A_HALF = NEG_HALF  # Keys' a
 TWO_HALF = np.float32(2.5)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def cubic_weights(t):
     """Catmull-Rom weights of the taps at -1, 0, 1, 2 for a fraction t in [0, 1)."""
     w0 = ((A_HALF * t + F1) * t + A_HALF) * t
@@ -41,22 +42,22 @@ def cubic_weights(t):
     return w0, w1, w2, w3
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _clamp(i, n):
     return 0 if i < 0 else (n - 1 if i >= n else i)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _row4(src, lut, r, c0, c1, c2, c3, ch, wx0, wx1, wx2, wx3):
     return (wx0 * decode(src[r, c0, ch], lut) + wx1 * decode(src[r, c1, ch], lut)
             + wx2 * decode(src[r, c2, ch], lut) + wx3 * decode(src[r, c3, ch], lut))
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _warp_kernel(src, lut, a, gains, dst):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _warp_kernel(src, lut, a, gains, dst, row0, row1):
     h, w, c = src.shape
     oh, ow = dst.shape[1], dst.shape[2]
-    for i in prange(oh):
+    for i in range(row0, row1):  # a chunk of range(oh) (_threads.run_rows)
         for j in range(ow):
             x = a[0] * j + a[1] * i + a[2]
             y = a[3] * j + a[4] * i + a[5]
@@ -100,7 +101,8 @@ def warp(src, lut, affine, gains, dst):
     a = np.ascontiguousarray(affine, dtype=np.float64).reshape(6)
     g = np.ascontiguousarray(gains, dtype=np.float32)
     check_warp(src, g, dst)
-    _warp_kernel(src, np.zeros(1, np.float32) if lut is None else lut, a, g, dst)
+    run_rows(_warp_kernel, dst.shape[1], 16 * dst.shape[0] * dst.shape[2], src,
+             np.zeros(1, np.float32) if lut is None else lut, a, g, dst)
 
 
 def warp_planar(src, affine, gains, dst):
@@ -112,4 +114,5 @@ def warp_planar(src, affine, gains, dst):
     a = np.ascontiguousarray(affine, dtype=np.float64).reshape(6)
     g = np.ascontiguousarray(gains, dtype=np.float32)
     check_warp(src, g, dst, planar=True)
-    _warp_kernel(np.moveaxis(src, 0, -1), np.zeros(1, np.float32), a, g, dst)
+    run_rows(_warp_kernel, dst.shape[1], 16 * dst.shape[0] * dst.shape[2], np.moveaxis(src, 0, -1),
+             np.zeros(1, np.float32), a, g, dst)
