@@ -19,8 +19,8 @@ from . import supervise
 from ._version import __version__
 from .console import ProgressBar, ProgressLog, configure_logging, quiet_native_stderr
 from .errors import GpustackError, InputError
-from .io.write import sidecar_path
-from .options import ALIGN_MODELS, BACKENDS, BITS, COLORS, DEMOSAIC, METHODS, ORDERS, RAW_DEVELOP, StackOptions
+from .options import (ALIGN_MODELS, BACKENDS, BITS, COLORS, DEMOSAIC, METHODS, ORDERS, RAW_DEVELOP, StackOptions,
+                      sidecar_path)
 
 logger = logging.getLogger("gpustack")
 

@@ -319,6 +319,17 @@ class StackOptions:
         return out
 
 
+def sidecar_path(output: Path | str) -> Path:
+    """Path of the JSON sidecar of an output: ``fused.tif`` -> ``fused.tif.json``.
+
+    The suffix is appended rather than replaced so that the sidecar can never
+    collide with an input named ``fused.json``, nor with a ``fused.png``
+    written beside ``fused.tif``.
+    """
+    output = Path(output)
+    return output.with_name(output.name + ".json")
+
+
 def is_ome_path(path) -> bool:
     """Whether ``path`` names an OME-TIFF (``.ome.tif`` or ``.ome.tiff``)."""
     name = Path(path).name.lower()

@@ -106,6 +106,7 @@ import numpy as np
 from numba import njit
 from scipy import ndimage as ndi
 
+from .. import _numba_cache  # noqa: F401 - before any kernel is decorated: a cache folder for them
 from ..errors import InputError
 
 __all__ = ["MODELS", "PairEstimate", "ProxyFeatures", "estimate_pair", "prepare_proxy"]

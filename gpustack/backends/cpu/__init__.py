@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ... import _numba_cache  # noqa: F401 - first: a cache folder for the kernels before any is decorated
 from ._common import check_copy, check_crop
 from .convert import convert
 from .depth import depth_finalize, depth_ratio, depth_track, depth_weight, depthmap_accumulate, depthmap_blend
