@@ -29,6 +29,14 @@ class CpuBackend:
         self.device_name = f"{numba.config.NUMBA_NUM_THREADS} CPU threads (Numba {numba.__version__})"
 
     @staticmethod
+    def compile_ahead(options, src=None, lut=None) -> None:
+        """Compile on a thread the kernels a run with ``options`` will call (``_ahead``); with the first
+        frame's samples ``src`` (and decoding table ``lut``), the ones that depend on them."""
+        from . import _ahead
+
+        _ahead.start(options, src, lut)
+
+    @staticmethod
     def empty(shape, dtype):
         return np.empty(shape, dtype=dtype)
 

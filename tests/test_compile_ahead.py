@@ -1,0 +1,66 @@
+"""The CPU backend compiles a run's kernels on a thread ahead of their first call
+(``gpustack.backends.cpu._ahead``): it must compile exactly what the run calls, no specialisation
+more (a wrong guess of a type would compile one nobody uses, which a first run pays for)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+SCRIPT = r"""
+import gc, json, sys, threading
+import gpustack
+from numba.core.registry import CPUDispatcher
+from gpustack.backends.cpu import CpuBackend
+
+folder, out, method, ahead = sys.argv[1:5]
+if ahead == "off":
+    del CpuBackend.compile_ahead
+gpustack.stack(folder, output=out + "/f.tif", depth_map=out + "/d.tif", method=method, overwrite=True,
+               backend="cpu")
+for t in threading.enumerate():
+    if t.name == "gpustack-compile":
+        t.join()  # anything it still compiles counts
+sigs = {f"{d.py_func.__module__}.{d.py_func.__qualname__}": sorted(map(str, d.signatures))
+        for d in gc.get_objects() if isinstance(d, CPUDispatcher) and d.py_func.__module__.startswith("gpustack")}
+print(json.dumps({k: v for k, v in sigs.items() if v and k.endswith("_kernel")}))  # helpers: inside the kernels
+"""
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    """Three 96x64 JPEG frames of one texture, shifted, so that the frames are aligned and warped."""
+    folder = tmp_path_factory.mktemp("frames")
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (64 + 8, 96 + 8, 3), dtype=np.uint8)
+    for k in range(3):
+        Image.fromarray(img[k:k + 64, 2 * k:2 * k + 96]).save(folder / f"f{k}.jpg", quality=95)
+    return folder, tmp_path_factory.mktemp("numba-cache")
+
+
+def _compiled(frames, tmp_path, method, ahead):
+    folder, cache = frames
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(REPO), GPUSTACK_SUPERVISE="0")
+    res = subprocess.run([sys.executable, "-c", SCRIPT, str(folder), str(tmp_path), method, ahead], env=env,
+                         capture_output=True, text=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["soft", "pyramid"])
+def test_compile_ahead_compiles_only_what_the_run_calls(frames, tmp_path, method):
+    """The kernels' specialisations compiled (or loaded from the cache) with the compiling thread are
+    exactly those a run without it compiles on first call, warp and alignment included."""
+    called = _compiled(frames, tmp_path, method, "off")
+    ahead = _compiled(frames, tmp_path, method, "on")
+    assert "gpustack.backends.cpu.warp._warp_kernel" in called  # the frames moved: the frame kernels count
+    assert ahead == called
+    assert all(len(v) == 1 for v in called.values()), called
