@@ -64,3 +64,33 @@ def test_compile_ahead_compiles_only_what_the_run_calls(frames, tmp_path, method
     assert "gpustack.backends.cpu.warp._warp_kernel" in called  # the frames moved: the frame kernels count
     assert ahead == called
     assert all(len(v) == 1 for v in called.values()), called
+
+
+HELPER_SCRIPT = r"""
+import sys
+from gpustack.options import StackOptions
+from gpustack.backends.cpu import _ahead
+
+items = _ahead._fusion_kernels(StackOptions(output="f.tif", depth_map="d.tif", method=sys.argv[1]))
+started = _ahead._start_helper(items)
+if started:
+    _ahead._helper.wait(timeout=600)  # it exits once its list is done
+print(started, all(_ahead._in_cache(d, sig) for _, d, sig in items))
+"""
+
+
+@pytest.mark.slow
+def test_compile_helper_fills_the_cache_and_is_not_started_when_warm(tmp_path):
+    """A first run's helper process compiles its kernels into the shared cache (the run then loads
+    them); once they are all there, no helper is started."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(REPO))
+    env.pop("GPUSTACK_COMPILE_HELPER", None)
+
+    def run():
+        res = subprocess.run([sys.executable, "-c", HELPER_SCRIPT, "depthmap"], env=env, capture_output=True,
+                             text=True, timeout=900, check=False)
+        assert res.returncode == 0, res.stderr
+        return res.stdout.split()
+
+    assert run() == ["True", "True"]  # cold: started, and everything it was given is cached afterwards
+    assert run() == ["False", "True"]  # warm: nothing to do

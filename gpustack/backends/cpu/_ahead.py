@@ -13,11 +13,28 @@ Only what the run is sure to call is listed, with the argument types the calls p
 guess would compile a specialisation nobody uses: ``tests/test_compile_ahead.py`` counts them).
 The frame-dependent kernels (the frame's sample type, its decoding table) are added once the
 first frame is known.
+
+Compiling holds Numba's compiler lock and mostly the GIL, so one process compiles one kernel at a
+time: a thread pool would not compile faster. When some of the run's kernels are not in Numba's
+cache yet (a first run), a **helper process** (``python -c``, the same interpreter and package)
+compiles the fusion's later kernels (all but the first ``OWN`` of the first frame's, and the
+finish's) into the same cache, while this process compiles the first ones and the alignment's;
+when this process gets to a helper's kernel, Numba finds it in the cache (it reads the index from
+disk each time) and loads it, or compiles it itself if the helper has not got there (or failed).
+On 2 cores that puts the second core to work while the run waits on its first kernels. No helper
+where caching is off (``gpustack._numba_cache``: nothing to share), when everything is cached
+(warm runs), or with ``GPUSTACK_COMPILE_HELPER=0``. The helper stops when its list is done or when
+this process goes (end of file on its stdin); this process reaps it at exit.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import pickle
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -31,8 +48,11 @@ _I = types.int64
 _F = types.float32
 
 
-#: When a run first calls a kernel: folding the first frame, the frames that move, the finish.
-FOLD, MOVED, FINISH = 0, 1, 2
+#: When a run first calls a kernel: folding the first frame, the frames that move, the finish; LATE:
+#: what the helper process compiles (loaded from the cache by then, or compiled here if need be).
+FOLD, MOVED, FINISH, LATE = 0, 1, 2, 3
+#: The first frame's kernels this process compiles itself when there is a helper.
+OWN = 4
 
 
 def _fusion_kernels(options) -> list:
@@ -118,10 +138,93 @@ class _Queue:
 
 
 _queue = _Queue()
+_helper: subprocess.Popen | None = None
+
+#: Set to ``0`` to compile in this process only.
+HELPER_ENV = "GPUSTACK_COMPILE_HELPER"
+
+_HELPER_CODE = "import sys; from gpustack.backends.cpu import _ahead; _ahead._help(sys.stdin.buffer)"
+
+
+def _in_cache(dispatcher, sig) -> bool:
+    """Whether Numba's cache holds ``dispatcher``'s specialisation ``sig`` (through Numba's private
+    cache API: True when it cannot tell, so that no helper is started for nothing)."""
+    try:
+        cache = dispatcher._cache
+        if not getattr(cache, "_enabled", False):
+            return True
+        key = cache._index_key(tuple(sig), dispatcher.targetctx.codegen())
+        return key in cache._cache_file._load_index()
+    except Exception:
+        return True
+
+
+def _start_helper(items) -> bool:
+    """A helper process compiling, in order, those of ``items`` that are not cached yet; whether one
+    was started."""
+    global _helper
+    if _helper is not None or os.environ.get(HELPER_ENV, "1") == "0":
+        return False
+    seen, todo = set(), []
+    for _, dispatcher, sig in items:
+        if (dispatcher, tuple(sig)) not in seen and not _in_cache(dispatcher, sig):
+            seen.add((dispatcher, tuple(sig)))
+            todo.append((dispatcher.py_func.__module__, dispatcher.py_func.__qualname__, tuple(sig)))
+    if len(todo) < 2:  # not worth a process
+        return False
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])))
+    try:
+        _helper = subprocess.Popen([sys.executable, "-c", _HELPER_CODE], stdin=subprocess.PIPE,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        _helper.stdin.write(pickle.dumps(todo))
+        _helper.stdin.flush()  # kept open: its end of file tells the helper this process is gone
+    except (OSError, pickle.PicklingError) as exc:
+        logger.debug("no compile helper: %s", exc)
+        return False
+    atexit.register(_stop_helper)
+    return True
+
+
+def _stop_helper() -> None:
+    """At exit: tell the helper to stop (what it compiled is cached) and reap it."""
+    try:
+        _helper.stdin.close()
+        _helper.wait(timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+
+
+def _help(stream) -> None:
+    """The helper process: compile the pickled (module, name, signature) list from ``stream`` in order;
+    exit at once when ``stream`` ends (the run's process is gone)."""
+    import importlib
+
+    todo = pickle.load(stream)
+
+    def watch():
+        stream.read()
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+    for module, name, sig in todo:
+        try:
+            getattr(importlib.import_module(module), name).compile(sig)
+        except Exception:  # the run compiles it itself
+            pass
+    os._exit(0)  # not a normal exit: the watching thread holds stdin
 
 
 def start(options, src=None, lut=None) -> None:
     """Compile on a thread what a run with ``options`` will call: without ``src``, the fusion's and
     the finish's kernels; with the first frame's samples ``src`` and decoding table ``lut``, the
-    frame-dependent ones, ahead of the finish's."""
-    _queue.add(_fusion_kernels(options) if src is None else _frame_kernels(options, src, lut))
+    frame-dependent ones, ahead of the finish's. A first run also gets a helper process."""
+    if src is not None:
+        _queue.add(_frame_kernels(options, src, lut))
+        return
+    items = _fusion_kernels(options)
+    fold = [item for item in items if item[0] == FOLD]
+    helped = fold[OWN:] + [item for item in items if item[0] != FOLD]
+    if _start_helper(helped):
+        items = fold[:OWN] + [(LATE, d, sig) for _, d, sig in helped]
+    _queue.add(items)
