@@ -13,7 +13,7 @@ HEAVY = ("numpy", "numba", "llvmlite", "scipy", "skimage", "tifffile", "imagecod
 
 
 def _modules_after(code: str, env=None) -> dict:
-    probe = code + "\nimport json, sys\nprint(json.dumps(sorted(m for m in sys.modules if '.' not in m)))"
+    probe = code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False,
                          env=dict(os.environ, PYTHONPATH=str(REPO), **(env or {})))
     assert res.returncode == 0, res.stderr
@@ -29,6 +29,13 @@ def test_the_supervising_process_and_import_gpustack_load_no_heavy_library():
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
     res = _modules_after("import gpustack\nprint(gpustack.StackResult.__module__)")
     assert res["out"] == ["gpustack.pipeline"]
+
+
+def test_the_stacking_process_imports_libraw_and_scipy_ndimage_only_when_used():
+    """What the stacking process imports before its first frame: not rawpy (RAW frames only), not
+    scipy.ndimage (the alignment imports it on first use, on a reader thread), not CuPy."""
+    loaded = _modules_after("import gpustack.pipeline, gpustack.backends.cpu, gpustack.cli")["modules"]
+    assert not loaded & {"rawpy", "scipy.ndimage", "cupy"}, sorted(loaded & {"rawpy", "scipy.ndimage", "cupy"})
 
 
 def test_no_driver_no_cupy_import():
