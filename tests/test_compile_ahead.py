@@ -47,7 +47,9 @@ def frames(tmp_path_factory):
 
 def _compiled(frames, tmp_path, method, ahead):
     folder, cache = frames
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(REPO), GPUSTACK_SUPERVISE="0")
+    # no helper process: the thread then compiles (or loads) every specialisation it lists
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(REPO), GPUSTACK_SUPERVISE="0",
+               GPUSTACK_COMPILE_HELPER="0")
     res = subprocess.run([sys.executable, "-c", SCRIPT, str(folder), str(tmp_path), method, ahead], env=env,
                          capture_output=True, text=True, timeout=600, check=False)
     assert res.returncode == 0, res.stderr
@@ -67,14 +69,15 @@ def test_compile_ahead_compiles_only_what_the_run_calls(frames, tmp_path, method
 
 
 HELPER_SCRIPT = r"""
-import sys
+import sys, time
 from gpustack.options import StackOptions
 from gpustack.backends.cpu import _ahead
 
 items = _ahead._fusion_kernels(StackOptions(output="f.tif", depth_map="d.tif", method=sys.argv[1]))
 started = _ahead._start_helper(items)
-if started:
-    _ahead._helper.wait(timeout=600)  # it exits once its list is done
+deadline = time.monotonic() + 600
+while started and not all(_ahead._in_cache(d, sig) for _, d, sig in items) and time.monotonic() < deadline:
+    time.sleep(0.2)  # nothing is compiled in this process: only the helper can fill the cache
 print(started, all(_ahead._in_cache(d, sig) for _, d, sig in items))
 """
 
@@ -94,3 +97,21 @@ def test_compile_helper_fills_the_cache_and_is_not_started_when_warm(tmp_path):
 
     assert run() == ["True", "True"]  # cold: started, and everything it was given is cached afterwards
     assert run() == ["False", "True"]  # warm: nothing to do
+
+
+def test_compile_helper_only_where_a_core_is_idle(monkeypatch):
+    """The helper costs about a CPU second of its own: started when the load average leaves a core
+    idle, or as GPUSTACK_COMPILE_HELPER says."""
+    from gpustack.backends.cpu import _ahead
+
+    monkeypatch.delenv("GPUSTACK_COMPILE_HELPER", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.2, 0.1))
+    assert _ahead._helper_wanted()
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.7, 1.5, 1.0))  # both cores busy
+    assert not _ahead._helper_wanted()
+    monkeypatch.setenv("GPUSTACK_COMPILE_HELPER", "1")
+    assert _ahead._helper_wanted()
+    monkeypatch.setenv("GPUSTACK_COMPILE_HELPER", "0")
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert not _ahead._helper_wanted()
