@@ -25,9 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 #: Samples (rows times the work per row) below which a chunk is not worth a thread.
 MIN_CHUNK = 1 << 16
-#: Chunks per thread: more than one, so that a thread slowed by other work (the frame readers,
-#: the alignment) leaves its share to the others.
-CHUNKS_PER_THREAD = 4
+#: Chunks per thread. One, as the static schedule of ``parallel=True`` had: every chunk costs its
+#: thread a GIL hand-over, and while another thread holds the GIL (compiling a kernel, the
+#: alignment's Python) that can take the switch interval (5 ms). Measured on 2 cores, 10 reduces
+#: and row box sums of a 3 MP frame beside a GIL-bound thread: 506/461 ms with 1 chunk per thread,
+#: 517/529 with 2, 548/561 with 4 (``parallel=True``: 618); alone the same within the noise.
+CHUNKS_PER_THREAD = 1
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
