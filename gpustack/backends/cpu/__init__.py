@@ -1,4 +1,5 @@
-"""The ``cpu`` backend: NumPy arrays and Numba kernels (``parallel=True``, no fastmath)."""
+"""The ``cpu`` backend: NumPy arrays and Numba kernels (compiled single-threaded, no fastmath; their rows run
+on a thread pool, ``_threads``; compiled ahead of use, ``_ahead``)."""
 
 from __future__ import annotations
 

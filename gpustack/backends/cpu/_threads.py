@@ -1,9 +1,10 @@
 """Running a kernel's rows on several threads.
 
 The CPU kernels are compiled single-threaded (``@njit(nogil=True, cache=True,
-error_model="numpy")``, no ``parallel=True``) and take the range of rows ``[row0, row1)`` they compute as their last two
-arguments; ``run_rows`` splits a kernel's rows into chunks and runs them on this thread and a pool
-of worker threads (the kernels release the GIL), each chunk taken by whichever thread is free.
+error_model="numpy")``, no ``parallel=True``) and take the range of rows ``[row0, row1)`` they
+compute as their last two arguments; ``run_rows`` splits a kernel's rows into chunks and runs them
+on this thread and a pool of worker threads (the kernels release the GIL), each chunk taken by
+whichever thread is free.
 
 Why not Numba's ``parallel=True``: a ``prange`` loop costs about 0.3-1 s more to compile per
 kernel (Numba compiles its body a second time, as a gufunc, plus the launcher), which on a
