@@ -137,6 +137,17 @@ class _Queue:
 _queue = _Queue()
 _helper: subprocess.Popen | None = None
 
+
+def _forget_helper() -> None:
+    """In a forked child: the helper is the parent's, and the compiling thread is not there."""
+    global _helper
+    _helper = None
+    _queue.items, _queue.thread, _queue.lock = [], None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helper)
+
 #: ``0``: compile in this process only; ``1``: a helper whatever the load; unset: when a core is idle.
 HELPER_ENV = "GPUSTACK_COMPILE_HELPER"
 #: The helper stops after this many seconds without work.
@@ -214,6 +225,8 @@ def _start_helper(items) -> bool:
 
 def _stop_helper() -> None:
     """At exit: tell the helper to stop (what it compiled is cached) and reap it."""
+    if _helper is None:  # (a forked child's)
+        return
     try:
         _helper.stdin.close()
         _helper.wait(timeout=10)

@@ -21,6 +21,7 @@ the number of cores), the same count ``parallel=True`` used. Small launches (les
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -51,6 +52,17 @@ def _workers(n: int) -> ThreadPoolExecutor:
             _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="gpustack-cpu")
             _pool_threads = n
         return _pool
+
+
+def _forget_pool() -> None:
+    """In a forked child: the parent's worker threads are not there, and a pool that thinks it has
+    them would never run what is submitted to it."""
+    global _pool, _pool_threads
+    _pool, _pool_threads = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def chunks(n: int, row_work: int, nthreads: int | None = None) -> list[tuple[int, int]]:
