@@ -20,12 +20,14 @@ compiles about half of them into the same cache: the alignment's sampler, every 
 the first frame's fold, the warp, and the finish's; this process compiles the others. When the run
 calls one of the helper's, Numba finds it in the cache (it reads the index from disk each time) and
 loads it, or compiles it itself if the helper has not got there (or failed). The helper costs
-about 1 CPU s of its own (its imports, Numba's start-up): it pays only where a core is idle, so it is
-started only when the load average leaves one (at most the number of cores less one; on a 2-core
-machine under a load of 7 to 12 it added 12 % of CPU time and no speed), or always with
-``GPUSTACK_COMPILE_HELPER=1``; never with ``=0``, where caching is off (``gpustack._numba_cache``:
-nothing to share), or when everything is cached (warm runs). It stops at the end of file on its
-stdin (this process has gone: it is reaped at exit), or after ``HELPER_IDLE_S`` seconds without work.
+about 1 CPU s of its own (its imports, Numba's start-up): it pays only where a core is idle (on a
+2-core machine at a load near 1, the README's first command's first run took 5.2-5.3 s with it,
+6.9-7.1 s without; under a load of 7 to 12 it added 12 % of CPU time and no speed), so it is
+started only when the load average leaves a core idle (at most the number of cores less one), or
+always with ``GPUSTACK_COMPILE_HELPER=1``; never with ``=0``, where caching is off
+(``gpustack._numba_cache``: nothing to share), or when everything is cached (warm runs). It stops at
+the end of file on its stdin (this process has gone: it is reaped at exit), or after
+``HELPER_IDLE_S`` seconds without work.
 """
 
 from __future__ import annotations
