@@ -4,21 +4,32 @@
 >>> result = gpustack.stack(["f1.tif", "f2.tif", "f3.tif"], output="fused.tif")  # doctest: +SKIP
 >>> result.image.shape, result.depth.shape                                         # doctest: +SKIP
 
-Importing gpustack never imports CuPy; only the ``cuda`` backend does.
+Importing gpustack never imports CuPy; only the ``cuda`` backend does. Nor does it import NumPy,
+Numba or the readers: ``FrameInfo``, ``ProgressEvent`` and ``StackResult`` come from
+``gpustack.pipeline`` on first use, so that ``gpustack --version`` and the command's supervising
+process (``gpustack.supervise``), which never stack anything, start in a few milliseconds.
 """
 
 from __future__ import annotations
 
 import logging
 
-from . import _numba_cache  # noqa: F401 - first: a cache folder for the kernels before any is decorated
 from ._version import __version__
 from .errors import (AlignmentError, BackendUnavailableError, ClusterError, DecodeError, GpustackError, InputError,
                      KernelCompileError, KernelLaunchError, OutputError)
 from .options import METHODS, ORDERS, StackOptions
-from .pipeline import FrameInfo, ProgressEvent, StackResult
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+_FROM_PIPELINE = ("FrameInfo", "ProgressEvent", "StackResult")
+
+
+def __getattr__(name):
+    if name in _FROM_PIPELINE:
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'gpustack' has no attribute {name!r}")
 
 __all__ = [
     "AlignmentError", "BackendUnavailableError", "ClusterError", "DecodeError", "FrameInfo", "GpustackError", "InputError",
@@ -27,7 +38,7 @@ __all__ = [
 ]
 
 
-def stack(inputs, *, progress=None, **options) -> StackResult:
+def stack(inputs, *, progress=None, **options) -> StackResult:  # noqa: F821 - gpustack.pipeline's
     """Focus-stack ``inputs`` into one image sharp front to back, plus its depth map.
 
     Parameters

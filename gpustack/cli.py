@@ -17,11 +17,10 @@ import sys
 
 from . import supervise
 from ._version import __version__
-from .batching.discover import DISCOVERY, FORMATS
 from .console import BatchProgress, ProgressBar, ProgressLog, configure_logging, print_summary, quiet_native_stderr
 from .errors import GpustackError, InputError
-from .io.write import sidecar_path
-from .options import ALIGN_MODELS, BACKENDS, BITS, COLORS, DEMOSAIC, METHODS, ORDERS, RAW_DEVELOP, StackOptions
+from .options import (ALIGN_MODELS, BACKENDS, BATCH_FORMATS, BITS, COLORS, DEMOSAIC, DISCOVERY, METHODS, ORDERS,
+                      RAW_DEVELOP, StackOptions, sidecar_path)
 
 logger = logging.getLogger("gpustack")
 
@@ -77,7 +76,7 @@ def _add_stack_options(p, *, batch: bool) -> None:
     if batch:
         out.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR",
                          help="where OUTDIR/<stack>.tif, its sidecar <stack>.tif.json, the maps and batch.json go")
-        out.add_argument("--format", choices=list(FORMATS), default=None,
+        out.add_argument("--format", choices=list(BATCH_FORMATS), default=None,
                          help="format of the fused images (default: .ome.tif for microscopy inputs, else .tif)")
         out.add_argument("--depth-map", action="store_true",
                          help="also write <stack>.depth.tif, float32 (frame index, or microns with --z-step)")

@@ -71,6 +71,14 @@ BITS = (8, 16)
 #: Output formats by file extension (``.ome.tif`` / ``.ome.tiff``: OME-TIFF, see ``output_format``).
 OUTPUT_FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 
+#: What ``--stacks`` accepts: how a root is cut into stacks.
+DISCOVERY = {
+    "subfolders": "each folder (recursively) that holds frames is one stack, named by its path relative to ROOT",
+    "files": "each multi-page TIFF, OME-TIFF or microscopy file is one stack (one per stage position)",
+}
+#: ``gpustack batch --format``: the fused image's format (default: ome.tif for microscopy inputs, tif otherwise).
+BATCH_FORMATS = (".tif", ".png", ".jpg", ".ome.tif")
+
 #: Length units accepted by ``--pixel-size`` and ``--z-step`` (and read from microscopy metadata),
 #: in microns. ``µ`` may be the micro sign (U+00B5) or the Greek mu (U+03BC); no unit: microns.
 LENGTH_UNITS = {"nm": 1e-3, "um": 1.0, "µm": 1.0, "μm": 1.0, "micron": 1.0, "microns": 1.0, "mm": 1e3,
@@ -317,6 +325,17 @@ class StackOptions:
             value = getattr(self, f.name)
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
+
+
+def sidecar_path(output: Path | str) -> Path:
+    """Path of the JSON sidecar of an output: ``fused.tif`` -> ``fused.tif.json``.
+
+    The suffix is appended rather than replaced so that the sidecar can never
+    collide with an input named ``fused.json``, nor with a ``fused.png``
+    written beside ``fused.tif``.
+    """
+    output = Path(output)
+    return output.with_name(output.name + ".json")
 
 
 def is_ome_path(path) -> bool:

@@ -306,6 +306,8 @@ def run(inputs, options: StackOptions | None = None, *, progress: Callable[[Prog
 
     be = get_backend(options.backend)
     logger.info("backend %s: %s", be.name, getattr(be, "device_name", ""))
+    if hasattr(be, "compile_ahead"):  # cpu: this run's kernels compile on a thread while the first frames are read
+        be.compile_ahead(options)
     setup_s = time.perf_counter() - t_start
     results = []
     for group in stacks:
@@ -381,6 +383,8 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
         head = next(stream, None)
         if head is not None:
             frame = first = head[0]
+            if hasattr(be, "compile_ahead") and frame.raw is None:
+                be.compile_ahead(options, frame.data, luts.decode(frame))
             h, w, c = frame.shape
             if info is None:
                 names = tuple(f"C{i}" for i in range(c))

@@ -61,8 +61,6 @@ def run_child(argv: list[str], outputs: list) -> int:
 
     ``outputs`` are the paths the run may write: their temporaries are deleted if the child dies
     without doing it itself."""
-    from .io.write import remove_temporaries
-
     log_r, log_w = os.pipe()  # child -> parent: the files being decoded
     alive_r, alive_w = os.pipe()  # parent -> child: end of file when the parent is gone
     env = dict(os.environ, **{CHILD_ENV: f"{log_w},{alive_r}"})
@@ -111,6 +109,8 @@ def run_child(argv: list[str], outputs: list) -> int:
         os.close(alive_w)
     follower.join(timeout=5)
     if code < 0:  # the child was killed, or crashed: it may have left temporary files
+        from .io.write import remove_temporaries  # only here: this process imports no readers or writers
+
         for out in outputs:
             if out is not None:
                 remove_temporaries(out)

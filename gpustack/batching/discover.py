@@ -19,15 +19,8 @@ from pathlib import Path, PurePosixPath
 from ..errors import GpustackError, InputError
 from ..io.frames import IMAGE_EXTENSIONS, VENDOR_EXTENSIONS, _natural_key, list_frames
 from ..io.write import sidecar_path
-from ..options import OUTPUT_FORMATS, is_ome_path
+from ..options import BATCH_FORMATS as FORMATS, DISCOVERY, OUTPUT_FORMATS, is_ome_path
 
-#: What ``--stacks`` accepts: how a root is cut into stacks.
-DISCOVERY = {
-    "subfolders": "each folder (recursively) that holds frames is one stack, named by its path relative to ROOT",
-    "files": "each multi-page TIFF, OME-TIFF or microscopy file is one stack (one per stage position)",
-}
-#: ``--format``: the fused image's format (default: ome.tif for microscopy inputs, tif otherwise).
-FORMATS = (".tif", ".png", ".jpg", ".ome.tif")
 _STACK_FILES = frozenset({".tif", ".tiff"}) | VENDOR_EXTENSIONS
 
 

@@ -213,6 +213,8 @@ def _set_numba_threads(n: int | None) -> None:
     (unless NUMBA_NUM_THREADS was set for the worker)."""
     import numba
 
+    from ..backends.cpu._threads import limit_threads
+
     if n is None:
         if "NUMBA_NUM_THREADS" in os.environ:
             return
@@ -223,4 +225,6 @@ def _set_numba_threads(n: int | None) -> None:
         except (ImportError, ValueError, AttributeError):
             share = 1
         n = (os.cpu_count() or 1) // max(1, share)
-    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)  # the kernels still on parfors (RAW develop), on this thread
+    limit_threads(n)  # the row-chunked kernels, on every thread of this worker

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import rawpy
 
 from ..errors import DecodeError
 from ._meta import capture_time, exif_bytes, exif_from_file
@@ -78,6 +77,8 @@ def read_raw(path) -> tuple[np.ndarray, bytes | None, dict]:
     DecodeError
         LibRaw cannot open, unpack or develop the file.
     """
+    import rawpy  # here: a run of JPEG or TIFF frames does not load LibRaw
+
     path = Path(path)
     start = time.perf_counter()
     try:
@@ -260,6 +261,8 @@ def unpack_raw(path, alloc=None) -> RawMosaic:
     DecodeError
         LibRaw cannot open or unpack the file (names the file and LibRaw's error).
     """
+    import rawpy  # here: a run of JPEG or TIFF frames does not load LibRaw
+
     path = Path(path)
     start = time.perf_counter()
     try:

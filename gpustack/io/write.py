@@ -51,6 +51,7 @@ import tifffile
 from PIL import Image
 
 from ..errors import GpustackError, InputError, OutputError
+from ..options import sidecar_path  # noqa: F401 - here too: gpustack.io's outputs
 from ._meta import parse_exif_bytes, tiff_extratags
 
 logger = logging.getLogger(__name__)
@@ -72,17 +73,6 @@ _FORMATS = ("tiff", "png", "jpeg")
 
 
 # --------------------------------------------------------------------------- pre-flight
-
-
-def sidecar_path(output: Path | str) -> Path:
-    """Path of the JSON sidecar of an output: ``fused.tif`` -> ``fused.tif.json``.
-
-    The suffix is appended rather than replaced so that the sidecar can never
-    collide with an input named ``fused.json``, nor with a ``fused.png``
-    written beside ``fused.tif``.
-    """
-    output = Path(output)
-    return output.with_name(output.name + ".json")
 
 
 def check_outputs(paths: list[Path | str | None], inputs: list[Path | str | None], overwrite: bool) -> None:

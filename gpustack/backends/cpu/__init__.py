@@ -1,9 +1,11 @@
-"""The ``cpu`` backend: NumPy arrays and Numba kernels (``parallel=True``, no fastmath)."""
+"""The ``cpu`` backend: NumPy arrays and Numba kernels (compiled single-threaded, no fastmath; their rows run
+on a thread pool, ``_threads``; compiled ahead of use, ``_ahead``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ... import _numba_cache  # noqa: F401 - first: a cache folder for the kernels before any is decorated
 from ._common import check_copy, check_crop
 from .convert import convert
 from .depth import depth_finalize, depth_ratio, depth_track, depth_weight, depthmap_accumulate, depthmap_blend
@@ -27,6 +29,14 @@ class CpuBackend:
         import numba
 
         self.device_name = f"{numba.config.NUMBA_NUM_THREADS} CPU threads (Numba {numba.__version__})"
+
+    @staticmethod
+    def compile_ahead(options, src=None, lut=None) -> None:
+        """Compile on a thread the kernels a run with ``options`` will call (``_ahead``); with the first
+        frame's samples ``src`` (and decoding table ``lut``), the ones that depend on them."""
+        from . import _ahead
+
+        _ahead.start(options, src, lut)
 
     @staticmethod
     def empty(shape, dtype):

@@ -27,7 +27,7 @@ E0 = np.float32(0.125)
 E1 = np.float32(0.75)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def reflect(i, n):
     """Border rule of every kernel: mirror about the edge samples, the edge not repeated
     (OpenCV's BORDER_REFLECT_101: -1 -> 1, n -> n - 2), periodic for any offset."""
@@ -47,7 +47,7 @@ def decode(v, lut):
     return lut[v] if np.issubdtype(type(v), np.integer) else np.float32(v)
 
 
-@overload(decode, inline="always")
+@overload(decode)
 def _decode_overload(v, lut):
     if isinstance(v, types.Integer):
         return lambda v, lut: lut[v]

@@ -8,22 +8,24 @@ of 1 leave every value as it is.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from ._threads import run_rows
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _convert_lut_kernel(src, lut, gains, dst):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _convert_lut_kernel(src, lut, gains, dst, row0, row1):
     h, w, c = src.shape
-    for i in prange(h):
+    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
         for j in range(w):
             for ch in range(c):
                 dst[ch, i, j] = gains[ch] * lut[src[i, j, ch]]
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _convert_f32_kernel(src, gains, dst):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _convert_f32_kernel(src, gains, dst, row0, row1):
     h, w, c = src.shape
-    for i in prange(h):
+    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
         for j in range(w):
             for ch in range(c):
                 dst[ch, i, j] = gains[ch] * src[i, j, ch]
@@ -34,9 +36,9 @@ def convert(src: np.ndarray, lut: np.ndarray | None, dst: np.ndarray, gains=None
     samples, copied for float32 samples (already linear); times ``gains`` (C float32; None: 1)."""
     g = gains_or_ones(gains, src.shape[2])
     if src.dtype == np.float32:
-        _convert_f32_kernel(src, g, dst)
+        run_rows(_convert_f32_kernel, src.shape[0], src.shape[1] * src.shape[2], src, g, dst)
     else:
-        _convert_lut_kernel(src, lut, g, dst)
+        run_rows(_convert_lut_kernel, src.shape[0], src.shape[1] * src.shape[2], src, lut, g, dst)
 
 
 #: Channels a frame may have (the CUDA kernels take the gains as eight float scalars, GS_MAX_CHANNELS).

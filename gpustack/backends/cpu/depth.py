@@ -6,16 +6,17 @@ Twin of kernels/depth.cu.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._common import F0, F1, HALF, NEG_HALF
+from ._threads import run_rows
 from .filter import box_col
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _depth_track_kernel(rowbox, best_s, prev_s, best_k, prev_of_best, next_of_best, sum_s, r, kf, side):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _depth_track_kernel(rowbox, best_s, prev_s, best_k, prev_of_best, next_of_best, sum_s, r, kf, side, row0, row1):
     h, w = rowbox.shape
-    for i in prange(h):
+    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
         srow = np.empty(w, np.float32)
         box_col(rowbox, i, r, srow)
         for j in range(w):
@@ -40,10 +41,10 @@ def _depth_track_kernel(rowbox, best_s, prev_s, best_k, prev_of_best, next_of_be
             prev_s[i, j] = s
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _depth_finalize_kernel(best_s, best_k, prev_of_best, next_of_best, sum_s, n, depth, conf):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _depth_finalize_kernel(best_s, best_k, prev_of_best, next_of_best, sum_s, n, depth, conf, row0, row1):
     h, w = best_s.shape
-    for i in prange(h):
+    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
         for j in range(w):
             b = best_s[i, j]
             d = best_k[i, j]
@@ -71,18 +72,18 @@ def _depth_finalize_kernel(best_s, best_k, prev_of_best, next_of_best, sum_s, n,
                 conf[i, j] = F0
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _depth_weight_kernel(depth, conf, num):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _depth_weight_kernel(depth, conf, num, row0, row1):
     h, w = depth.shape
-    for i in prange(h):
+    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
         for j in range(w):
             num[i, j] = depth[i, j] * conf[i, j]
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _depth_ratio_kernel(num, den, fallback, out):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _depth_ratio_kernel(num, den, fallback, out, row0, row1):
     h, w = num.shape
-    for i in prange(h):
+    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
         for j in range(w):
             d = den[i, j]
             if d > F0:
@@ -91,10 +92,10 @@ def _depth_ratio_kernel(num, den, fallback, out):
                 out[i, j] = fallback[i, j]
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _depthmap_accumulate_kernel(frame, depth, acc, k):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _depthmap_accumulate_kernel(frame, depth, acc, k, row0, row1):
     c, h, w = frame.shape
-    for i in prange(h):
+    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
         for j in range(w):
             wgt = F1 - abs(depth[i, j] - k)
             if wgt > F0:
@@ -102,10 +103,10 @@ def _depthmap_accumulate_kernel(frame, depth, acc, k):
                     acc[ch, i, j] = acc[ch, i, j] + wgt * frame[ch, i, j]
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _depthmap_blend_kernel(acc, pyr, conf, lo, inv_width, out):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _depthmap_blend_kernel(acc, pyr, conf, lo, inv_width, out, row0, row1):
     c, h, w = acc.shape
-    for i in prange(h):
+    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
         for j in range(w):
             m = (conf[i, j] - lo) * inv_width
             if m < F0:
@@ -122,31 +123,33 @@ def depth_track(rowbox, state, r, k, side):
     state: the best score and its frame, the scores of the frames before and after it (-1: none),
     the sum of all scores (``stages.fuse.DepthState``). ``state.prev_s`` holds the score of frame
     k-1 (``side`` 1), of frame k+1 (``side`` -1) or nothing (``side`` 0) on entry, and frame k's on exit."""
-    _depth_track_kernel(rowbox, state.best_s, state.prev_s, state.best_k, state.prev_of_best, state.next_of_best,
-                        state.sum_s, r, np.float32(k), side)  # frame index: exact in float32
+    run_rows(_depth_track_kernel, rowbox.shape[0], rowbox.shape[1] * (2 * r + 2), rowbox, state.best_s, state.prev_s,
+             state.best_k, state.prev_of_best, state.next_of_best, state.sum_s, r, np.float32(k),
+             side)  # frame index: exact in float32
 
 
 def depth_finalize(best_s, best_k, prev_of_best, next_of_best, sum_s, n, depth, conf):
     """Depth = best frame + parabola offset in [-0.5, 0.5] (through the best score and its
     two neighbours, when both exist); confidence = (best - mean) / best, clipped to [0, 1)."""
-    _depth_finalize_kernel(best_s, best_k, prev_of_best, next_of_best, sum_s, n, depth, conf)
+    run_rows(_depth_finalize_kernel, depth.shape[0], depth.shape[1], best_s, best_k, prev_of_best, next_of_best,
+             sum_s, n, depth, conf)
 
 
 def depth_weight(depth, conf, num):
     """``num = depth * conf``."""
-    _depth_weight_kernel(depth, conf, num)
+    run_rows(_depth_weight_kernel, depth.shape[0], depth.shape[1], depth, conf, num)
 
 
 def depth_ratio(num, den, fallback, out):
     """``out = num / den`` where ``den > 0``, else ``fallback``."""
-    _depth_ratio_kernel(num, den, fallback, out)
+    run_rows(_depth_ratio_kernel, num.shape[0], num.shape[1], num, den, fallback, out)
 
 
 def depthmap_accumulate(frame, depth, acc, k):
     """``acc += max(0, 1 - |depth - k|) * frame``: frame ``k``'s share of every pixel."""
-    _depthmap_accumulate_kernel(frame, depth, acc, k)
+    run_rows(_depthmap_accumulate_kernel, frame.shape[1], frame.shape[0] * frame.shape[2], frame, depth, acc, k)
 
 
 def depthmap_blend(acc, pyr, conf, lo, inv_width, out):
     """``out = pyr + m * (acc - pyr)``, ``m = clip((conf - lo) * inv_width, 0, 1)``."""
-    _depthmap_blend_kernel(acc, pyr, conf, lo, inv_width, out)
+    run_rows(_depthmap_blend_kernel, acc.shape[1], acc.shape[0] * acc.shape[2], acc, pyr, conf, lo, inv_width, out)

@@ -7,17 +7,18 @@ else trunc(v * (N - 1) + 0.5), all in float32.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._common import F0, F1, HALF
+from ._threads import run_rows
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _encode_lut_kernel(src, lut, dst):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _encode_lut_kernel(src, lut, dst, row0, row1):
     c, h, w = src.shape
     n = lut.shape[0]
     scale = np.float32(n - 1)
-    for i in prange(h):
+    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
         for j in range(w):
             for ch in range(c):
                 v = src[ch, i, j]
@@ -33,4 +34,4 @@ def _encode_lut_kernel(src, lut, dst):
 
 def encode(src, lut, dst):
     """Fill ``dst`` (H, W, C) uint8/uint16 from ``src`` (C, H, W) float32 through ``lut``."""
-    _encode_lut_kernel(src, lut, dst)
+    run_rows(_encode_lut_kernel, src.shape[1], src.shape[0] * src.shape[2], src, lut, dst)

@@ -7,9 +7,10 @@ where they need a mean.
 
 from __future__ import annotations
 
-from numba import njit, prange
+from numba import njit
 
 from ._common import F0, reflect
+from ._threads import run_rows
 
 
 @njit(cache=True)
@@ -45,23 +46,23 @@ def box_col(src, i, r, out):
             out[j] = out[j] + row[j]
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _filter_box_rows_kernel(src, dst, r):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _filter_box_rows_kernel(src, dst, r, row0, row1):
     h, w = src.shape
-    for i in prange(h):
+    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
         box_row(src[i], w, r, dst[i])
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _filter_box_cols_kernel(src, dst, r):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _filter_box_cols_kernel(src, dst, r, row0, row1):
     h, w = src.shape
-    for i in prange(h):
+    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
         box_col(src, i, r, dst[i])
 
 
 def filter_box_rows(src, dst, r):
-    _filter_box_rows_kernel(src, dst, r)
+    run_rows(_filter_box_rows_kernel, src.shape[0], src.shape[1] * (2 * r + 1), src, dst, r)
 
 
 def filter_box_cols(src, dst, r):
-    _filter_box_cols_kernel(src, dst, r)
+    run_rows(_filter_box_cols_kernel, src.shape[0], src.shape[1] * (2 * r + 1), src, dst, r)

@@ -9,17 +9,17 @@ wins ties), so the result does not depend on anything but frame order.
 
 from __future__ import annotations
 
-from numba import njit, prange
-
 import numpy as np
+from numba import njit
 
+from ._threads import run_rows
 from .filter import box_col
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _fuse_sqsum_kernel(lap, q):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _fuse_sqsum_kernel(lap, q, row0, row1):
     c, h, w = lap.shape
-    for i in prange(h):
+    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
         for j in range(w):
             v = lap[0, i, j]
             s = v * v
@@ -29,10 +29,10 @@ def _fuse_sqsum_kernel(lap, q):
             q[i, j] = s
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _fuse_select_kernel(lap, rowbox, best_lap, best_e, r):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _fuse_select_kernel(lap, rowbox, best_lap, best_e, r, row0, row1):
     c, h, w = lap.shape
-    for i in prange(h):
+    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
         erow = np.empty(w, np.float32)
         box_col(rowbox, i, r, erow)
         for j in range(w):
@@ -43,20 +43,20 @@ def _fuse_select_kernel(lap, rowbox, best_lap, best_e, r):
                     best_lap[ch, i, j] = lap[ch, i, j]
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _fuse_accumulate_kernel(acc, g):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _fuse_accumulate_kernel(acc, g, row0, row1):
     c, h, w = g.shape
-    for p in prange(c * h):
+    for p in range(row0, row1):  # a chunk of range(c * h) (_threads.run_rows)
         ch = p // h
         i = p - ch * h
         for j in range(w):
             acc[ch, i, j] = acc[ch, i, j] + g[ch, i, j]
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _fuse_divide_kernel(acc, n, out):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _fuse_divide_kernel(acc, n, out, row0, row1):
     c, h, w = acc.shape
-    for p in prange(c * h):
+    for p in range(row0, row1):  # a chunk of range(c * h) (_threads.run_rows)
         ch = p // h
         i = p - ch * h
         for j in range(w):
@@ -65,19 +65,20 @@ def _fuse_divide_kernel(acc, n, out):
 
 def fuse_sqsum(lap, q):
     """``q`` (H, W) = sum over channels of ``lap`` (C, H, W) squared."""
-    _fuse_sqsum_kernel(lap, q)
+    run_rows(_fuse_sqsum_kernel, lap.shape[1], lap.shape[0] * lap.shape[2], lap, q)
 
 
 def fuse_select(lap, rowbox, best_lap, best_e, r):
     """Where the window energy (column sum of ``rowbox``) beats ``best_e``, take ``lap``."""
-    _fuse_select_kernel(lap, rowbox, best_lap, best_e, r)
+    run_rows(_fuse_select_kernel, lap.shape[1], lap.shape[2] * (2 * r + 1 + lap.shape[0]), lap, rowbox, best_lap,
+             best_e, r)
 
 
 def fuse_accumulate(acc, g):
     """In place: ``acc += g``."""
-    _fuse_accumulate_kernel(acc, g)
+    run_rows(_fuse_accumulate_kernel, g.shape[0] * g.shape[1], g.shape[2], acc, g)
 
 
 def fuse_divide(acc, n, out):
     """``out = acc / n`` with ``n`` a float32 scalar."""
-    _fuse_divide_kernel(acc, n, out)
+    run_rows(_fuse_divide_kernel, acc.shape[0] * acc.shape[1], acc.shape[2], acc, n, out)

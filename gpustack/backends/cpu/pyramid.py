@@ -18,9 +18,10 @@ of every output sample is still the expression above, in that order.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._common import E0, E1, HALF, W0, W1, W2, reflect
+from ._threads import run_rows
 
 
 @njit(cache=True)
@@ -55,7 +56,7 @@ def reduce_output_row(plane, i, out, t, ev, od):
     combine_rows(t, out)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def combine_rows(t, out):
     """The vertical 5-tap pass of a reduction: ``out`` from the five row-reduced rows ``t``."""
     t0, t1, t2, t3, t4 = t[0], t[1], t[2], t[3], t[4]
@@ -63,11 +64,11 @@ def combine_rows(t, out):
         out[j] = W0 * t0[j] + W1 * t1[j] + W2 * t2[j] + W1 * t3[j] + W0 * t4[j]
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _pyramid_reduce_kernel(src, dst):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _pyramid_reduce_kernel(src, dst, row0, row1):
     c, h, w = src.shape
     oh, ow = dst.shape[1], dst.shape[2]
-    for p in prange(c * oh):
+    for p in range(row0, row1):  # a chunk of range(c * oh) (_threads.run_rows)
         ch = p // oh
         i = p - ch * oh
         t = np.empty((5, ow), np.float32)
@@ -96,12 +97,12 @@ def _expand_row(g, wc, out, w, ev, od):
             else:
                 out[j] = HALF * g[k] + HALF * g[reflect(k + 1, wc)]
 
-@njit(parallel=True, nogil=True, cache=True)
-def _pyramid_expand_kernel(fine, coarse, sign, out):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _pyramid_expand_kernel(fine, coarse, sign, out, row0, row1):
     """``out = fine + sign * expand(coarse)`` (``out`` may be ``fine``: each sample is read, then written)."""
     c, h, w = fine.shape
     hc, wc = coarse.shape[1], coarse.shape[2]
-    for p in prange(c * hc):
+    for p in range(row0, row1):  # a chunk of range(c * hc) (_threads.run_rows)
         ch = p // hc
         k = p - ch * hc
         tmp = np.empty((3, w), np.float32)
@@ -127,22 +128,26 @@ def _pyramid_expand_kernel(fine, coarse, sign, out):
                     dst[j] = src[j] - (HALF * hb[j] + HALF * hcr[j])
 
 
+def _expand(fine, coarse, sign, out):
+    run_rows(_pyramid_expand_kernel, fine.shape[0] * coarse.shape[1], 12 * fine.shape[2], fine, coarse, sign, out)
+
+
 def pyramid_reduce(src, dst):
     """``dst`` (C, (H+1)//2, (W+1)//2) = blur-and-decimate of ``src`` (C, H, W)."""
-    _pyramid_reduce_kernel(src, dst)
+    run_rows(_pyramid_reduce_kernel, dst.shape[0] * dst.shape[1], 10 * dst.shape[2], src, dst)
 
 
 def pyramid_expand_sub(fine, coarse):
     """In place: ``fine -= expand(coarse)`` (a Gaussian level becomes a Laplacian level)."""
-    _pyramid_expand_kernel(fine, coarse, -1, fine)
+    _expand(fine, coarse, -1, fine)
 
 
 def pyramid_expand_add(fine, coarse):
     """In place: ``fine += expand(coarse)`` (collapse one level)."""
-    _pyramid_expand_kernel(fine, coarse, 1, fine)
+    _expand(fine, coarse, 1, fine)
 
 
 def pyramid_laplacian(fine, coarse, out):
     """``out = fine - expand(coarse)``: the Laplacian level, the Gaussian ``fine`` kept (``out`` is
     neither ``fine`` nor ``coarse``)."""
-    _pyramid_expand_kernel(fine, coarse, -1, out)
+    _expand(fine, coarse, -1, out)

@@ -11,12 +11,13 @@ integer, raised by squaring (``soft_pow``), the same multiplications in the same
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._common import F0, F1
+from ._threads import run_rows
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def soft_pow(r, e):
     """r**e for an integer e >= 0 by binary exponentiation (gs_soft_pow)."""
     result = F1
@@ -29,10 +30,11 @@ def soft_pow(r, e):
     return result
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _soft_fold_kernel(frame, lap, score, max_s, den, depth_num, sum_s, acc, acc_lap, floor_s, kf, power, rmin):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _soft_fold_kernel(frame, lap, score, max_s, den, depth_num, sum_s, acc, acc_lap, floor_s, kf, power, rmin,
+                      row0, row1):
     c, h, w = frame.shape
-    for i in prange(h):
+    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
         for j in range(w):
             s = score[i, j] + floor_s
             sum_s[i, j] = sum_s[i, j] + s
@@ -64,10 +66,10 @@ def _soft_fold_kernel(frame, lap, score, max_s, den, depth_num, sum_s, acc, acc_
                     depth_num[i, j] = depth_num[i, j] + wgt * kf
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _soft_finish_kernel(acc, acc_lap, den, depth_num, max_s, sum_s, depth, conf, nf):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _soft_finish_kernel(acc, acc_lap, den, depth_num, max_s, sum_s, depth, conf, nf, row0, row1):
     c, h, w = acc.shape
-    for i in prange(h):
+    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
         for j in range(w):
             d = den[i, j]
             for ch in range(c):
@@ -84,10 +86,10 @@ def _soft_finish_kernel(acc, acc_lap, den, depth_num, max_s, sum_s, depth, conf,
                 conf[i, j] = F0
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _soft_contrast_kernel(max_s, sum_s, out, nf, floor_s):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _soft_contrast_kernel(max_s, sum_s, out, nf, floor_s, row0, row1):
     h, w = max_s.shape
-    for i in prange(h):
+    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
         for j in range(w):
             num = max_s[i, j] - sum_s[i, j] / nf
             den = num + floor_s
@@ -97,19 +99,20 @@ def _soft_contrast_kernel(max_s, sum_s, out, nf, floor_s):
 def soft_contrast(state, n, floor, out):
     """``out`` (H, W) = the best frame's score above the mean score, over that plus the noise
     ``floor``: 0 where only noise, towards 1 where a frame stands out (the height map's confidence)."""
-    _soft_contrast_kernel(state.max_s, state.sum_s, out, n, floor)
+    run_rows(_soft_contrast_kernel, out.shape[0], out.shape[1], state.max_s, state.sum_s, out, n, floor)
 
 
 def soft_fold(frame, lap, score, state, k, floor, power, rmin):
     """Fold frame ``k`` (``frame`` and its finest Laplacian level ``lap``, (C, H, W); its focus
     ``score``, (H, W)) into ``state`` (``stages.soft.SoftState``) with the noise ``floor``, the
     integer ``power`` and the cut-off ratio ``rmin`` (float32 scalars but ``power``)."""
-    _soft_fold_kernel(frame, lap, score, state.max_s, state.den, state.depth_num, state.sum_s, state.acc,
-                      state.acc_lap, floor, np.float32(k), power, rmin)  # frame index: exact in float32
+    run_rows(_soft_fold_kernel, frame.shape[1], 4 * frame.shape[0] * frame.shape[2], frame, lap, score, state.max_s,
+             state.den, state.depth_num, state.sum_s, state.acc, state.acc_lap, floor, np.float32(k), power,
+             rmin)  # frame index: exact in float32
 
 
 def soft_finish(state, n, depth, conf):
     """In place, ``state.acc`` and ``state.acc_lap`` become weighted means (divided by ``state.den``);
     ``depth`` = the weighted mean frame index, ``conf`` = (max - mean score) / max, clipped to [0, 1)."""
-    _soft_finish_kernel(state.acc, state.acc_lap, state.den, state.depth_num, state.max_s, state.sum_s, depth,
-                        conf, n)
+    run_rows(_soft_finish_kernel, depth.shape[0], 2 * state.acc.shape[0] * depth.shape[1], state.acc, state.acc_lap,
+             state.den, state.depth_num, state.max_s, state.sum_s, depth, conf, n)

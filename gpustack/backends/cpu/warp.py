@@ -28,16 +28,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._common import F1, HALF, NEG_HALF, ONE_HALF, TWO, decode
+from ._threads import run_rows
 from .convert import MAX_CHANNELS
 
 A_HALF = NEG_HALF  # Keys' a
 TWO_HALF = np.float32(2.5)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def cubic_weights(t):
     """Catmull-Rom weights of the taps at -1, 0, 1, 2 for a fraction t in [0, 1)."""
     w0 = ((A_HALF * t + F1) * t + A_HALF) * t
@@ -47,20 +48,19 @@ def cubic_weights(t):
     return w0, w1, w2, w3
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _clamp(i, n):
     return 0 if i < 0 else (n - 1 if i >= n else i)
 
 
-#: decoded source rows a block of output rows keeps (a power of two), and output rows per block
+#: decoded source rows a chunk of output rows keeps (a power of two)
 ROW_SLOTS = 16
-BLOCK_ROWS = 64
 #: columns of edge samples either side of a decoded row: every tap of a corner clamped to
 #: [-2, w + 1] (as warp.cu clamps it) lands in the row
 PAD = 4
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _decode_row(src, lut, r, row):
     """``row`` (C, w + 2 PAD) = source row ``r`` in linear light, its edge samples repeated PAD times."""
     w, c = src.shape[1], src.shape[2]
@@ -70,80 +70,79 @@ def _decode_row(src, lut, r, row):
             row[ch, j + PAD] = decode(src[r, col, ch], lut)
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _warp_kernel(src, lut, a, gains, dst):
-    # The arithmetic of each output pixel is warp.cu's, in its order; only the loads differ: a block
-    # of output rows decodes each source row it reads once (``_decode_row``, ROW_SLOTS rows kept),
-    # and within a run of pixels that share their four source rows the taps are read from the
-    # decoded rows (the same samples: the clamped indices of every tap are the kernel's). Where an
+@njit(nogil=True, cache=True, error_model="numpy")
+def _warp_kernel(src, lut, a, gains, dst, row0, row1):
+    # The arithmetic of each output pixel is warp.cu's, in its order; only the loads differ: a chunk
+    # of output rows (``_threads.run_rows``) decodes each source row it reads once (``_decode_row``,
+    # ROW_SLOTS rows kept, carried over from one output row to the next), and within a run of pixels
+    # that share their four source rows the taps are read from the decoded rows (the same samples: the clamped indices of every tap are the kernel's). Where an
     # output row spans more source rows than the slots hold (a large rotation), each run decodes
     # the columns it reads of its four rows instead (four look-ups per pixel and channel, not 16).
     h, w, c = src.shape
-    oh, ow = dst.shape[1], dst.shape[2]
+    ow = dst.shape[2]
     if ow == 0:
         return
-    for b in prange((oh + BLOCK_ROWS - 1) // BLOCK_ROWS):
-        rows = np.empty((ROW_SLOTS, c, w + 2 * PAD), np.float32)
-        tags = np.full(ROW_SLOTS, -1, np.int64)
-        xs = np.empty(ow, np.int64)  # the corner's column, clamped to [-2, w + 1], plus PAD - 1
-        ys = np.empty(ow, np.int64)  # the corner's row, clamped to [-2, h + 1]
-        wx = np.empty((4, ow), np.float32)
-        wy = np.empty((4, ow), np.float32)
-        slots = np.empty(4, np.int64)
-        for i in range(b * BLOCK_ROWS, min(oh, (b + 1) * BLOCK_ROWS)):
-            for j in range(ow):
-                x = a[0] * j + a[1] * i + a[2]
-                y = a[3] * j + a[4] * i + a[5]
-                fx = math.floor(x)
-                fy = math.floor(y)
-                tx = np.float32(x - fx)
-                ty = np.float32(y - fy)
-                # clamped first (far outside, every tap clamps to an edge anyway), as warp.cu does
-                xs[j] = int(-2.0 if fx < -2.0 else (w + 1.0 if fx > w + 1.0 else fx)) + (PAD - 1)
-                ys[j] = int(-2.0 if fy < -2.0 else (h + 1.0 if fy > h + 1.0 else fy))
-                wx[0, j], wx[1, j], wx[2, j], wx[3, j] = cubic_weights(tx)
-                wy[0, j], wy[1, j], wy[2, j], wy[3, j] = cubic_weights(ty)
-            cached = abs(ys[ow - 1] - ys[0]) + 4 <= ROW_SLOTS  # y is linear in j: the row's span
-            j0 = 0
-            while j0 < ow:  # runs of pixels whose corner is on the same source row
-                y0 = ys[j0]
-                j1 = j0 + 1
-                while j1 < ow and ys[j1] == y0:
-                    j1 += 1
-                if cached:  # whole decoded rows, kept for the next output rows
-                    base = 0
-                    for m in range(4):
-                        r = _clamp(y0 - 1 + m, h)
-                        if tags[r % ROW_SLOTS] != r:
-                            _decode_row(src, lut, r, rows[r % ROW_SLOTS])
-                            tags[r % ROW_SLOTS] = r
-                        slots[m] = r % ROW_SLOTS
-                else:  # a large rotation: the run's columns of its rows, in slots 0-3 (no longer kept)
-                    base = min(xs[j0], xs[j1 - 1])  # x is linear in j: between the run's ends
-                    for m in range(4):
-                        r = _clamp(y0 - 1 + m, h)
-                        for col in range(base, max(xs[j0], xs[j1 - 1]) + 4):
-                            cc = _clamp(col - PAD, w)
-                            for ch in range(c):
-                                rows[m, ch, col - base] = decode(src[r, cc, ch], lut)
-                        tags[m] = -1
-                        slots[m] = m
-                for ch in range(c):
-                    q0 = rows[slots[0], ch]
-                    q1 = rows[slots[1], ch]
-                    q2 = rows[slots[2], ch]
-                    q3 = rows[slots[3], ch]
-                    g = gains[ch]
-                    out = dst[ch, i]
-                    for j in range(j0, j1):
-                        k = xs[j] - base
-                        w0, w1, w2, w3 = wx[0, j], wx[1, j], wx[2, j], wx[3, j]
-                        r0 = w0 * q0[k] + w1 * q0[k + 1] + w2 * q0[k + 2] + w3 * q0[k + 3]
-                        r1 = w0 * q1[k] + w1 * q1[k + 1] + w2 * q1[k + 2] + w3 * q1[k + 3]
-                        r2 = w0 * q2[k] + w1 * q2[k + 1] + w2 * q2[k + 2] + w3 * q2[k + 3]
-                        r3 = w0 * q3[k] + w1 * q3[k + 1] + w2 * q3[k + 2] + w3 * q3[k + 3]
-                        out[j] = g * (wy[0, j] * r0 + wy[1, j] * r1 + wy[2, j] * r2 + wy[3, j] * r3)
-                j0 = j1
+    rows = np.empty((ROW_SLOTS, c, w + 2 * PAD), np.float32)
+    tags = np.full(ROW_SLOTS, -1, np.int64)
+    xs = np.empty(ow, np.int64)  # the corner's column, clamped to [-2, w + 1], plus PAD - 1
+    ys = np.empty(ow, np.int64)  # the corner's row, clamped to [-2, h + 1]
+    wx = np.empty((4, ow), np.float32)
+    wy = np.empty((4, ow), np.float32)
+    slots = np.empty(4, np.int64)
+    for i in range(row0, row1):
+        for j in range(ow):
+            x = a[0] * j + a[1] * i + a[2]
+            y = a[3] * j + a[4] * i + a[5]
+            fx = math.floor(x)
+            fy = math.floor(y)
+            tx = np.float32(x - fx)
+            ty = np.float32(y - fy)
+            # clamped first (far outside, every tap clamps to an edge anyway), as warp.cu does
+            xs[j] = int(-2.0 if fx < -2.0 else (w + 1.0 if fx > w + 1.0 else fx)) + (PAD - 1)
+            ys[j] = int(-2.0 if fy < -2.0 else (h + 1.0 if fy > h + 1.0 else fy))
+            wx[0, j], wx[1, j], wx[2, j], wx[3, j] = cubic_weights(tx)
+            wy[0, j], wy[1, j], wy[2, j], wy[3, j] = cubic_weights(ty)
+        cached = abs(ys[ow - 1] - ys[0]) + 4 <= ROW_SLOTS  # y is linear in j: the row's span
+        j0 = 0
+        while j0 < ow:  # runs of pixels whose corner is on the same source row
+            y0 = ys[j0]
+            j1 = j0 + 1
+            while j1 < ow and ys[j1] == y0:
+                j1 += 1
+            if cached:  # whole decoded rows, kept for the next output rows
+                base = 0
+                for m in range(4):
+                    r = _clamp(y0 - 1 + m, h)
+                    if tags[r % ROW_SLOTS] != r:
+                        _decode_row(src, lut, r, rows[r % ROW_SLOTS])
+                        tags[r % ROW_SLOTS] = r
+                    slots[m] = r % ROW_SLOTS
+            else:  # a large rotation: the run's columns of its rows, in slots 0-3 (no longer kept)
+                base = min(xs[j0], xs[j1 - 1])  # x is linear in j: between the run's ends
+                for m in range(4):
+                    r = _clamp(y0 - 1 + m, h)
+                    for col in range(base, max(xs[j0], xs[j1 - 1]) + 4):
+                        cc = _clamp(col - PAD, w)
+                        for ch in range(c):
+                            rows[m, ch, col - base] = decode(src[r, cc, ch], lut)
+                    tags[m] = -1
+                    slots[m] = m
+            for ch in range(c):
+                q0 = rows[slots[0], ch]
+                q1 = rows[slots[1], ch]
+                q2 = rows[slots[2], ch]
+                q3 = rows[slots[3], ch]
+                g = gains[ch]
+                out = dst[ch, i]
+                for j in range(j0, j1):
+                    k = xs[j] - base
+                    w0, w1, w2, w3 = wx[0, j], wx[1, j], wx[2, j], wx[3, j]
+                    r0 = w0 * q0[k] + w1 * q0[k + 1] + w2 * q0[k + 2] + w3 * q0[k + 3]
+                    r1 = w0 * q1[k] + w1 * q1[k + 1] + w2 * q1[k + 2] + w3 * q1[k + 3]
+                    r2 = w0 * q2[k] + w1 * q2[k + 1] + w2 * q2[k + 2] + w3 * q2[k + 3]
+                    r3 = w0 * q3[k] + w1 * q3[k + 1] + w2 * q3[k + 2] + w3 * q3[k + 3]
+                    out[j] = g * (wy[0, j] * r0 + wy[1, j] * r1 + wy[2, j] * r2 + wy[3, j] * r3)
+            j0 = j1
 
 
 def check_warp(src, gains, dst, planar=False) -> None:
@@ -162,7 +161,8 @@ def warp(src, lut, affine, gains, dst):
     a = np.ascontiguousarray(affine, dtype=np.float64).reshape(6)
     g = np.ascontiguousarray(gains, dtype=np.float32)
     check_warp(src, g, dst)
-    _warp_kernel(src, np.zeros(1, np.float32) if lut is None else lut, a, g, dst)
+    run_rows(_warp_kernel, dst.shape[1], 16 * dst.shape[0] * dst.shape[2], src,
+             np.zeros(1, np.float32) if lut is None else lut, a, g, dst)
 
 
 def warp_planar(src, affine, gains, dst):
@@ -174,4 +174,5 @@ def warp_planar(src, affine, gains, dst):
     a = np.ascontiguousarray(affine, dtype=np.float64).reshape(6)
     g = np.ascontiguousarray(gains, dtype=np.float32)
     check_warp(src, g, dst, planar=True)
-    _warp_kernel(np.moveaxis(src, 0, -1), np.zeros(1, np.float32), a, g, dst)
+    run_rows(_warp_kernel, dst.shape[1], 16 * dst.shape[0] * dst.shape[2], np.moveaxis(src, 0, -1),
+             np.zeros(1, np.float32), a, g, dst)

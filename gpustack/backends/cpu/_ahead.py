@@ -1,0 +1,291 @@
+"""Compiling the kernels a run will need ahead of their first call: on a thread, and on a first
+run in a helper process too.
+
+A first run (empty Numba cache) compiled each kernel when it was first called: the frame readers,
+the alignment and the fusion waited for it in turn, and the finish's kernels (depth smoothing,
+encoding) compiled at the end, when nothing else was left to overlap with. ``start`` compiles, on
+one daemon thread, exactly the specialisations this run will call, in the order it will call
+them, from the start of the run. A call that needs a kernel being compiled waits for Numba's
+compiler lock and then finds it compiled: nothing is compiled twice. On a warm run each
+``compile`` only loads the cached code, which the calls would do anyway.
+
+Only what the run is sure to call is listed, with the argument types the calls pass (a wrong guess
+would compile a specialisation nobody uses: ``tests/test_compile_ahead.py`` counts them). The warp
+is listed once the first frame's sample type and decoding table are known.
+
+Compiling holds Numba's compiler lock and mostly the GIL, so one process compiles one kernel at a
+time: a thread pool would not compile faster. When some of the run's kernels are not in Numba's
+cache yet (a first run), a **helper process** (``python -c``, the same interpreter and package)
+compiles about half of them into the same cache: the alignment's sampler, every other kernel of
+the first frame's fold, the warp, and the finish's; this process compiles the others. When the run
+calls one of the helper's, Numba finds it in the cache (it reads the index from disk each time) and
+loads it, or compiles it itself if the helper has not got there (or failed). The helper costs
+about 1 CPU s of its own (its imports, Numba's start-up): it pays only where a core is idle (on a
+2-core machine at a load near 1, the README's first command's first run took 5.2-5.3 s with it,
+6.9-7.1 s without; under a load of 7 to 12 it added 12 % of CPU time and no speed), so it is
+started only when the load average leaves a core idle (at most the number of cores less one), or
+always with ``GPUSTACK_COMPILE_HELPER=1``; never with ``=0``, where caching is off
+(``gpustack._numba_cache``: nothing to share), or when everything is cached (warm runs). It stops at
+the end of file on its stdin (this process has gone: it is reaped at exit), or after
+``HELPER_IDLE_S`` seconds without work.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import threading
+
+import numpy as np
+from numba import typeof, types
+
+logger = logging.getLogger(__name__)
+
+_F2 = types.Array(types.float32, 2, "C")
+_F3 = types.Array(types.float32, 3, "C")
+_I = types.int64
+_F = types.float32
+_F1D = types.Array(types.float64, 1, "C")
+
+#: When a run first calls a kernel: aligning the second frame and folding the first, the frames that
+#: move, the finish.
+FOLD, MOVED, FINISH = 0, 1, 2
+
+
+def _fusion_kernels(options) -> list:
+    """(when, dispatcher, argument types) of the alignment's sampler and of the fusion and the finish
+    of ``options.method``, in order of first use."""
+    from ...stages import estimate
+    from . import depth, filter, fuse, pyramid, soft
+    from .encode import _encode_lut_kernel  # (the package's ``encode`` is the function)
+
+    out = []
+    if options.align != "none":
+        out.append((FOLD, estimate._sample_kernel, (types.Array(types.float32, 1, "C"),
+                                                    types.Array(types.int64, 1, "C"),
+                                                    types.Array(types.float64, 2, "C"), _F1D, _F1D, _I, _I, _F1D,
+                                                    types.Array(types.bool_, 1, "C"))))
+    box = (_F2, _F2, _I, _I, _I)
+    out += [(FOLD, pyramid._pyramid_reduce_kernel, (_F3, _F3, _I, _I)),
+            (FOLD, pyramid._pyramid_expand_kernel, (_F3, _F3, _I, _F3, _I, _I)),
+            (FOLD, fuse._fuse_sqsum_kernel, (_F3, _F2, _I, _I)),
+            (FOLD, filter._filter_box_rows_kernel, box)]
+    if options.method == "soft":
+        out += [(FOLD, filter._filter_box_cols_kernel, box),
+                (FOLD, soft._soft_fold_kernel, (_F3, _F3) + (_F2,) * 5 + (_F3, _F3, _F, _F, _I, _F, _I, _I)),
+                (FINISH, soft._soft_finish_kernel, (_F3, _F3) + (_F2,) * 6 + (_F, _I, _I))]
+    else:  # pyramid, and the depthmap method's first pass
+        out += [(FOLD, fuse._fuse_select_kernel, (_F3, _F2, _F3, _F2, _I, _I, _I)),
+                (FOLD, depth._depth_track_kernel, (_F2,) * 7 + (_I, _F, _I, _I, _I)),
+                (FOLD, fuse._fuse_accumulate_kernel, (_F3, _F3, _I, _I)),
+                (FINISH, fuse._fuse_divide_kernel, (_F3, _F, _F3, _I, _I)),
+                (FINISH, depth._depth_finalize_kernel, (_F2,) * 5 + (_F, _F2, _F2, _I, _I))]
+    if options.depth_smooth > 0:
+        out += [(FINISH, depth._depth_weight_kernel, (_F2, _F2, _F2, _I, _I)),
+                (FINISH, filter._filter_box_cols_kernel, box),
+                (FINISH, depth._depth_ratio_kernel, (_F2, _F2, _F2, _F2, _I, _I))]
+    if options.output is not None and options.output_format != "ome-tiff":  # OME: the input's type, later
+        dt = types.uint8 if options.output_bits == 8 else types.uint16
+        out.append((FINISH, _encode_lut_kernel, (_F3, types.Array(dt, 1, "C", readonly=True),
+                                                 types.Array(dt, 3, "C"), _I, _I)))
+    return out
+
+
+def _frame_kernels(options, src, lut) -> list:
+    """The kernels whose types depend on the first frame (``src``, its decoding table ``lut``, None for
+    float32 frames): the warp of the moving frames."""
+    from .warp import _warp_kernel
+
+    if options.align == "none":
+        return []
+    lut_t = typeof(np.zeros(1, np.float32) if lut is None else lut)
+    return [(MOVED, _warp_kernel, (typeof(src), lut_t, _F1D, types.Array(types.float32, 1, "C"), _F3, _I, _I))]
+
+
+class _Queue:
+    """What is left to compile, in order; one thread works through it."""
+
+    def __init__(self):
+        self.items: list = []
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def add(self, items) -> None:
+        with self.lock:
+            self.items = sorted(self.items + list(items), key=lambda item: item[0])  # stable: in order within
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._work, name="gpustack-compile", daemon=True)
+                self.thread.start()
+
+    def _work(self) -> None:
+        while True:
+            with self.lock:
+                if not self.items:
+                    self.thread = None
+                    return
+                _, dispatcher, sig = self.items.pop(0)
+            if tuple(sig) in dispatcher.overloads:
+                continue
+            try:
+                dispatcher.compile(tuple(sig))
+            except Exception as exc:  # the call itself will compile it, and say what is wrong
+                logger.debug("compiling %s%s ahead failed: %s", dispatcher.py_func.__name__, tuple(sig), exc)
+
+
+_queue = _Queue()
+_helper: subprocess.Popen | None = None
+
+
+def _forget_helper() -> None:
+    """In a forked child: the helper is the parent's, and the compiling thread is not there."""
+    global _helper
+    _helper = None
+    _queue.items, _queue.thread, _queue.lock = [], None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helper)
+
+#: ``0``: compile in this process only; ``1``: a helper whatever the load; unset: when a core is idle.
+HELPER_ENV = "GPUSTACK_COMPILE_HELPER"
+#: The helper stops after this many seconds without work.
+HELPER_IDLE_S = 60.0
+
+_HELPER_CODE = "import sys; from gpustack.backends.cpu import _ahead; _ahead._help(sys.stdin.buffer)"
+
+
+def _in_cache(dispatcher, sig) -> bool:
+    """Whether Numba's cache holds ``dispatcher``'s specialisation ``sig`` (through Numba's private
+    cache API: True when it cannot tell, so that no helper is started for nothing)."""
+    try:
+        cache = dispatcher._cache
+        if not getattr(cache, "_enabled", False):
+            return True
+        key = cache._index_key(tuple(sig), dispatcher.targetctx.codegen())
+        return key in cache._cache_file._load_index()
+    except Exception:
+        return True
+
+
+def _uncached(items) -> list:
+    """(when, module, name, signature) of those of ``items`` not cached yet, each once."""
+    seen, out = set(), []
+    for when, dispatcher, sig in items:
+        if (dispatcher, tuple(sig)) not in seen and not _in_cache(dispatcher, sig):
+            seen.add((dispatcher, tuple(sig)))
+            out.append((when, dispatcher.py_func.__module__, dispatcher.py_func.__qualname__, tuple(sig)))
+    return out
+
+
+def _send(todo) -> bool:
+    """Give the helper more to compile; whether it took it."""
+    try:
+        _helper.stdin.write(pickle.dumps(todo))
+        _helper.stdin.flush()  # kept open: its end of file tells the helper this process is gone
+    except (OSError, ValueError, pickle.PicklingError) as exc:
+        logger.debug("compile helper: %s", exc)
+        return False
+    return True
+
+
+def _helper_wanted() -> bool:
+    """``GPUSTACK_COMPILE_HELPER`` if set, else whether the load average leaves a core idle."""
+    setting = os.environ.get(HELPER_ENV, "")
+    if setting in ("0", "1"):
+        return setting == "1"
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # no load average (Windows)
+        return True
+    return load <= (os.cpu_count() or 1) - 1
+
+
+def _start_helper(items) -> bool:
+    """A helper process compiling, in order, those of ``items`` that are not cached yet; whether one
+    was started."""
+    global _helper
+    if _helper is not None:
+        return False
+    todo = _uncached(items)
+    if len(todo) < 2:  # not worth a process
+        return False
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])))
+    try:
+        _helper = subprocess.Popen([sys.executable, "-c", _HELPER_CODE], stdin=subprocess.PIPE,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    except OSError as exc:
+        logger.debug("no compile helper: %s", exc)
+        return False
+    atexit.register(_stop_helper)
+    return _send(todo)
+
+
+def _stop_helper() -> None:
+    """At exit: tell the helper to stop (what it compiled is cached) and reap it."""
+    if _helper is None:  # (a forked child's)
+        return
+    try:
+        _helper.stdin.close()
+        _helper.wait(timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+
+
+def _help(stream) -> None:
+    """The helper process: compile the (when, module, name, signature) items of the pickled lists
+    that come on ``stream``, the earliest needed first (a later list may bring earlier ones: the
+    warp); exit at its end (the run's process is gone) or when idle too long."""
+    import importlib
+
+    todo: list = []
+    more = threading.Condition()
+
+    def read():
+        try:
+            while True:
+                items = pickle.load(stream)
+                with more:
+                    todo[:] = sorted(todo + items, key=lambda item: item[0])  # stable
+                    more.notify()
+        except Exception:  # end of file
+            os._exit(0)
+
+    threading.Thread(target=read, daemon=True).start()
+    while True:
+        with more:
+            if not todo and not more.wait(timeout=HELPER_IDLE_S):
+                os._exit(0)
+            if not todo:
+                continue
+            _, module, name, sig = todo.pop(0)
+        try:
+            getattr(importlib.import_module(module), name).compile(sig)
+        except Exception:  # the run compiles it itself
+            pass
+
+
+def start(options, src=None, lut=None) -> None:
+    """Compile ahead what a run with ``options`` will call: without ``src``, the alignment's sampler
+    and the fusion's and the finish's kernels; with the first frame's samples ``src`` and decoding
+    table ``lut``, the warp. A first run shares the work with a helper process."""
+    if src is not None:
+        items = _frame_kernels(options, src, lut)
+        if _helper is not None and _helper.poll() is None:
+            todo = _uncached(items)
+            if todo and _send(todo):
+                return  # the helper's: the call loads it from the cache, or compiles it if need be
+        _queue.add(items)
+        return
+    items = _fusion_kernels(options)
+    fold = [item for item in items if item[0] == FOLD]
+    own = fold[1::2] if options.align != "none" else fold[0::2]  # not the sampler, the first fold kernel...
+    mine = {(d, sig) for _, d, sig in own}
+    helped = [item for item in items if (item[1], item[2]) not in mine]
+    if _helper_wanted() and _start_helper(helped):
+        items = own  # the helper's: each call loads it from the cache, or compiles it if need be
+    _queue.add(items)

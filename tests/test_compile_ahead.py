@@ -1,0 +1,117 @@
+"""The CPU backend compiles a run's kernels on a thread ahead of their first call
+(``gpustack.backends.cpu._ahead``): it must compile exactly what the run calls, no specialisation
+more (a wrong guess of a type would compile one nobody uses, which a first run pays for)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+SCRIPT = r"""
+import gc, json, sys, threading
+import gpustack
+from numba.core.registry import CPUDispatcher
+from gpustack.backends.cpu import CpuBackend
+
+folder, out, method, ahead = sys.argv[1:5]
+if ahead == "off":
+    del CpuBackend.compile_ahead
+gpustack.stack(folder, output=out + "/f.tif", depth_map=out + "/d.tif", method=method, overwrite=True,
+               backend="cpu")
+for t in threading.enumerate():
+    if t.name == "gpustack-compile":
+        t.join()  # anything it still compiles counts
+sigs = {f"{d.py_func.__module__}.{d.py_func.__qualname__}": sorted(map(str, d.signatures))
+        for d in gc.get_objects() if isinstance(d, CPUDispatcher) and d.py_func.__module__.startswith("gpustack")}
+print(json.dumps({k: v for k, v in sigs.items() if v and k.endswith("_kernel")}))  # helpers: inside the kernels
+"""
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    """Three 96x64 JPEG frames of one texture, shifted, so that the frames are aligned and warped."""
+    folder = tmp_path_factory.mktemp("frames")
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (64 + 8, 96 + 8, 3), dtype=np.uint8)
+    for k in range(3):
+        Image.fromarray(img[k:k + 64, 2 * k:2 * k + 96]).save(folder / f"f{k}.jpg", quality=95)
+    return folder, tmp_path_factory.mktemp("numba-cache")
+
+
+def _compiled(frames, tmp_path, method, ahead):
+    folder, cache = frames
+    # no helper process: the thread then compiles (or loads) every specialisation it lists
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(REPO), GPUSTACK_SUPERVISE="0",
+               GPUSTACK_COMPILE_HELPER="0")
+    res = subprocess.run([sys.executable, "-c", SCRIPT, str(folder), str(tmp_path), method, ahead], env=env,
+                         capture_output=True, text=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["soft", "pyramid"])
+def test_compile_ahead_compiles_only_what_the_run_calls(frames, tmp_path, method):
+    """The kernels' specialisations compiled (or loaded from the cache) with the compiling thread are
+    exactly those a run without it compiles on first call, warp and alignment included."""
+    called = _compiled(frames, tmp_path, method, "off")
+    ahead = _compiled(frames, tmp_path, method, "on")
+    assert "gpustack.backends.cpu.warp._warp_kernel" in called  # the frames moved: the frame kernels count
+    assert ahead == called
+    assert all(len(v) == 1 for v in called.values()), called
+
+
+HELPER_SCRIPT = r"""
+import sys, time
+from gpustack.options import StackOptions
+from gpustack.backends.cpu import _ahead
+
+items = _ahead._fusion_kernels(StackOptions(output="f.tif", depth_map="d.tif", method=sys.argv[1]))
+started = _ahead._start_helper(items)
+deadline = time.monotonic() + 600
+while started and not all(_ahead._in_cache(d, sig) for _, d, sig in items) and time.monotonic() < deadline:
+    time.sleep(0.2)  # nothing is compiled in this process: only the helper can fill the cache
+print(started, all(_ahead._in_cache(d, sig) for _, d, sig in items))
+"""
+
+
+@pytest.mark.slow
+def test_compile_helper_fills_the_cache_and_is_not_started_when_warm(tmp_path):
+    """A first run's helper process compiles its kernels into the shared cache (the run then loads
+    them); once they are all there, no helper is started."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(REPO))
+    env.pop("GPUSTACK_COMPILE_HELPER", None)
+
+    def run():
+        res = subprocess.run([sys.executable, "-c", HELPER_SCRIPT, "depthmap"], env=env, capture_output=True,
+                             text=True, timeout=900, check=False)
+        assert res.returncode == 0, res.stderr
+        return res.stdout.split()
+
+    assert run() == ["True", "True"]  # cold: started, and everything it was given is cached afterwards
+    assert run() == ["False", "True"]  # warm: nothing to do
+
+
+def test_compile_helper_only_where_a_core_is_idle(monkeypatch):
+    """The helper costs about a CPU second of its own: started when the load average leaves a core
+    idle, or as GPUSTACK_COMPILE_HELPER says."""
+    from gpustack.backends.cpu import _ahead
+
+    monkeypatch.delenv("GPUSTACK_COMPILE_HELPER", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.2, 0.1))
+    assert _ahead._helper_wanted()
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.7, 1.5, 1.0))  # both cores busy
+    assert not _ahead._helper_wanted()
+    monkeypatch.setenv("GPUSTACK_COMPILE_HELPER", "1")
+    assert _ahead._helper_wanted()
+    monkeypatch.setenv("GPUSTACK_COMPILE_HELPER", "0")
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert not _ahead._helper_wanted()
