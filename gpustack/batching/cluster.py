@@ -156,7 +156,8 @@ def _new_local_cluster(distributed, n_workers, backend):
             return LocalCUDACluster(n_workers=n_workers, threads_per_worker=1, dashboard_address=":0",
                                     silence_logs=logging.CRITICAL, preload=[WORKER_SETUP])
     workers, threads = local_size(n_workers)
-    # Dask's nanny sets OMP_NUM_THREADS=1 in its workers; Numba's OpenMP layer gets their share instead
+    # each worker's share of the cores for the kernels' threads (and, in place of the nanny's
+    # OMP_NUM_THREADS=1, for any OpenMP or BLAS threads a library starts)
     env = {"OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}
     return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                                     silence_logs=logging.CRITICAL, preload=[WORKER_SETUP], env=env)

@@ -197,11 +197,9 @@ def _count_start(path: Path, worker: str) -> int:
 
 
 def _worker_environment() -> str | None:
-    """A warning when the worker's environment (Dask's nanny sets both variables) slows the stacks."""
+    """A warning when the worker's environment (Dask's nanny sets the variable) slows the stacks.
+    (Its ``OMP_NUM_THREADS=1`` does not: the kernels run on gpustack's own threads.)"""
     problems = []
-    if "NUMBA_NUM_THREADS" not in os.environ and os.environ.get("OMP_NUM_THREADS") == "1" and (os.cpu_count() or 1) > 1:
-        problems.append("OMP_NUM_THREADS=1 holds Numba to one thread (start the workers with OMP_NUM_THREADS=N "
-                        "NUMBA_NUM_THREADS=N, N their share of the cores)")
     if "MALLOC_TRIM_THRESHOLD_" in os.environ:
         problems.append("MALLOC_TRIM_THRESHOLD_ makes every large array a fresh mmap, 1.2-1.7x slower (start the "
                         "workers with DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_=None)")
@@ -225,6 +223,4 @@ def _set_numba_threads(n: int | None) -> None:
         except (ImportError, ValueError, AttributeError):
             share = 1
         n = (os.cpu_count() or 1) // max(1, share)
-    n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(n)  # the kernels still on parfors (RAW develop), on this thread
-    limit_threads(n)  # the row-chunked kernels, on every thread of this worker
+    limit_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))  # every thread of this worker

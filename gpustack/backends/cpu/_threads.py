@@ -15,8 +15,8 @@ one a ``prange`` body had: a float division by zero gives inf or NaN, as on the 
 raising ``ZeroDivisionError``.
 
 Threads: ``numba.config.NUMBA_NUM_THREADS`` (the ``NUMBA_NUM_THREADS`` environment variable, else
-the number of cores), the same count ``parallel=True`` used, or fewer where ``limit_threads`` says. Small launches (less than
-``MIN_CHUNK`` samples in all) run on the calling thread alone.
+the number of cores), the same count ``parallel=True`` used, or fewer where ``limit_threads``
+says. Small launches (less than ``MIN_CHUNK`` samples in all) run on the calling thread alone.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def threads() -> int:
 def limit_threads(n: int | None) -> None:
     """Run kernels on at most ``n`` threads in this process (None: Numba's count again). For a
     process that shares the machine's cores with others, such as a ``gpustack batch`` worker: it
-    covers every thread of the process, the pipeline's loading thread included, where
-    ``numba.set_num_threads`` covers only the thread that calls it."""
+    covers every thread of the process, the pipeline's loading thread included (no kernel uses
+    Numba's own threads, so ``numba.set_num_threads`` would not reach them)."""
     global _limit
     _limit = None if n is None else max(1, int(n))
 

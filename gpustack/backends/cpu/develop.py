@@ -40,9 +40,10 @@ it, so the results are the same bits.
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import njit
 
 from ._common import F0, F1, HALF, ONE_HALF, TWO, reflect
+from ._threads import run_rows
 
 QUARTER = np.float32(0.25)
 EIGHTH = np.float32(0.125)
@@ -161,14 +162,13 @@ def _interp(site, mhc, c, a1, a2, dg, h1, h2, v1, v2):
     return vert, c, horiz
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _develop_kernel(mosaic, red_row, red_col, black, scale, matrix, mhc, dst):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _develop_kernel(mosaic, red_row, red_col, black, scale, matrix, mhc, dst, blk0, blk1):
     h, w = mosaic.shape
     m00, m01, m02 = matrix[0, 0], matrix[0, 1], matrix[0, 2]
     m10, m11, m12 = matrix[1, 0], matrix[1, 1], matrix[1, 2]
     m20, m21, m22 = matrix[2, 0], matrix[2, 1], matrix[2, 2]
-    nblocks = (h + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
-    for blk in prange(nblocks):
+    for blk in range(blk0, blk1):  # a chunk of the blocks of _ROWS_PER_BLOCK rows (_threads.run_rows)
         i0 = blk * _ROWS_PER_BLOCK
         i1 = min(h, i0 + _ROWS_PER_BLOCK)
         buf = np.empty((i1 - i0 + 4, w + 4), np.float32)
@@ -365,16 +365,14 @@ def _rcd_block(mosaic, i0, n, red_row, red_col, black, scale, matrix, dst, work)
             dst[2, i, j] = r * m20 + gg * m21 + bb * m22
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _rcd_kernel(mosaic, red_row, red_col, black, scale, matrix, dst, workers):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _rcd_kernel(mosaic, red_row, red_col, black, scale, matrix, dst, blk0, blk1):
     h, w = mosaic.shape
-    nblocks = (h + _RCD_ROWS - 1) // _RCD_ROWS
-    workers = max(1, min(workers, nblocks))
-    for k in prange(workers):  # one set of work planes per worker, blocks k, k + workers, ...
-        work = np.empty((7, min(h, _RCD_ROWS) + 2 * RCD_PAD, w + 2 * RCD_PAD), np.float32)
-        for blk in range(k, nblocks, workers):
-            i0 = blk * _RCD_ROWS
-            _rcd_block(mosaic, i0, min(h, i0 + _RCD_ROWS) - i0, red_row, red_col, black, scale, matrix, dst, work)
+    # a chunk of the blocks of _RCD_ROWS rows (_threads.run_rows), in one set of work planes
+    work = np.empty((7, min(h, _RCD_ROWS) + 2 * RCD_PAD, w + 2 * RCD_PAD), np.float32)
+    for blk in range(blk0, blk1):
+        i0 = blk * _RCD_ROWS
+        _rcd_block(mosaic, i0, min(h, i0 + _RCD_ROWS) - i0, red_row, red_col, black, scale, matrix, dst, work)
 
 
 def develop(mosaic, cfa, black, scale, matrix, method, dst) -> None:
@@ -384,7 +382,10 @@ def develop(mosaic, cfa, black, scale, matrix, method, dst) -> None:
     ``matrix`` ((3, 3) float32, camera RGB -> output RGB). See the module docstring for the
     arithmetic."""
     red_row, red_col = check_develop(mosaic, cfa, black, scale, matrix, method, dst)
+    h, w = mosaic.shape
     if method == "rcd":
-        _rcd_kernel(mosaic, red_row, red_col, black, scale, matrix, dst, get_num_threads())
+        run_rows(_rcd_kernel, -(-h // _RCD_ROWS), _RCD_ROWS * w * 24, mosaic, red_row, red_col, black, scale, matrix,
+                 dst)
     else:
-        _develop_kernel(mosaic, red_row, red_col, black, scale, matrix, method == "mhc", dst)
+        run_rows(_develop_kernel, -(-h // _ROWS_PER_BLOCK), _ROWS_PER_BLOCK * w * 3, mosaic, red_row, red_col, black,
+                 scale, matrix, method == "mhc", dst)
