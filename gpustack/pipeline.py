@@ -377,7 +377,7 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
     frames_info: dict[int, FrameInfo] = {}
     fusion = first = None
     t_fuse = time.perf_counter()
-    stream = _read_stream(sources, order, options, aligner, be.host_buffer, getattr(be, "concurrent", False))
+    stream = _read_stream(sources, order, options, aligner, be)
     loaded = None
     try:
         head = next(stream, None)
@@ -617,26 +617,25 @@ def _cropped(be, a, r0, r1, c0, c1):
     return out
 
 
-def _read_stream(sources, order, options, aligner, alloc, loading_ahead=False):
+def _read_stream(sources, order, options, aligner, be):
     """(frame, FrameAlignment or None) in processing order, running ahead of the fusion: frames
     decoded on the reader threads (with their alignment proxy); pair motions estimated several at
     once (``estimator_threads``; threads, not processes: a process pool would re-import the
     caller's main module, which breaks every script without a ``__main__`` guard); then composed
     along the chain in order, with the brightness gains measured once each transform is known.
-    Frames are decoded into ``alloc``'s memory where the decoder allows (``read_frame``).
-    ``loading_ahead``: the fusion loads a frame ahead (``_loaded``), which holds one decoded frame
-    more, so the readers keep one fewer (at least one)."""
+    Frames are decoded into the backend's ``host_buffer`` memory where the decoder allows
+    (``read_frame``); the readers keep ``_reader_ahead`` frames."""
     items = ((i, src) for i, src in zip(order, (sources[i] for i in order))) if order else enumerate(sources)
     n = estimator_threads()
     # decoded frames waiting for the fusion: queue_size in all, the n in the estimation stage
     # included, beyond the ones being decoded
     waiting = max(0, options.queue_size - n) if aligner is not None else options.queue_size
-    ahead = max(1, options.workers + waiting - (1 if loading_ahead else 0))
+    ahead = _reader_ahead(be, options.workers + waiting)
     with_proxy = aligner is not None and aligner.model != "none"
     with_means = aligner is not None and aligner.brightness
 
     def read(item):
-        return _timed_read(item, options, alloc, with_proxy, with_means)
+        return _timed_read(item, options, be.host_buffer, with_proxy, with_means)
 
     frames = _checked(prefetch(read, items, workers=options.workers, ahead=ahead))
     if aligner is None:
@@ -775,6 +774,12 @@ class _Loader:
             be.convert(src, self.luts.decode(frame), dst, None if fa is None else fa.gains)
 
 
+def _reader_ahead(be, frames: int) -> int:
+    """Decoded frames the readers may hold ahead of the fusion, ``frames`` as the options allow: one
+    fewer on a ``concurrent`` backend, whose ``_loaded`` holds one decoded frame more (at least one)."""
+    return max(1, frames - (1 if be.concurrent else 0))
+
+
 def _loaded(be, loader, items, buffer):
     """``(frame, fa, buf, seconds)`` for each ``(frame, fa)`` of ``items``: the frame loaded (converted, or
     warped when it moved: ``_Loader``) into ``buf``, in ``seconds``. On a ``concurrent`` backend the next
@@ -783,7 +788,7 @@ def _loaded(be, loader, items, buffer):
     ``buf`` when it asks for the next item), and each frame's decoded pixels are freed once it is loaded;
     otherwise every frame is loaded into ``buffer`` when the caller asks for it. Closing it waits for the
     load under way; it does not close ``items``."""
-    concurrent = getattr(be, "concurrent", False)
+    concurrent = be.concurrent
     buffers = [buffer, be.empty(tuple(buffer.shape), buffer.dtype)] if concurrent else [buffer]
 
     def load(item):
@@ -815,9 +820,8 @@ def _depthmap_pass(be, pyr, depth, conf_sum, area, sources, order, aligner, load
     acc = be.full((c, h, w), 0.0, np.float32)
     planar = be.empty((c, h, w), np.float32)
     items = ((i, sources[i]) for i in order)
-    ahead = max(1, options.workers + options.queue_size - (1 if getattr(be, "concurrent", False) else 0))
     reader = _checked(prefetch(lambda item: _timed_read(item, options, be.host_buffer), items,
-                               workers=options.workers, ahead=ahead))  # one fewer where _loaded holds one
+                               workers=options.workers, ahead=_reader_ahead(be, options.workers + options.queue_size)))
     loaded = _loaded(be, loader, ((f, aligner.results.get(f.index) if aligner else None) for f in reader), planar)
     try:
         for done, (frame, _fa, buffer, _s) in enumerate(loaded, 1):

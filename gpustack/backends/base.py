@@ -19,7 +19,7 @@ class Backend(Protocol):
     xp: Any  # numpy or cupy
     # True where two host threads may run ops at once, each on its own arrays (cpu: the Numba
     # kernels release the GIL); then the pipeline loads (converts or warps) the next frame on a
-    # worker thread while the main thread folds the current one. Absent: False (cuda: one stream)
+    # worker thread while the main thread folds the current one (cuda: False, one stream)
     concurrent: bool
 
     # memory and transfers

@@ -157,9 +157,8 @@ class Batch:
                 record = record_from_sidecar(job, paths, sidecar)
                 record.status = "done"
             else:
-                record = StackRecord(job.name, list(job.inputs), "interrupted", position=job.position,
-                                     error="the batch stopped before it finished; run it again",
-                                     outputs={k: str(v) for k, v in paths.items()})
+                record = StackRecord.of(job, "interrupted", paths,
+                                        error="the batch stopped before it finished; run it again")
             self.records[job.name] = record
 
     # ------------------------------------------------------------------ the run
@@ -235,8 +234,7 @@ class Batch:
             "redo": self.redo,
             "cluster": self.info.to_dict() if self.info else None,
             "versions": versions,
-            "stacks": [(self.records.get(j.name) or StackRecord(j.name, list(j.inputs), "not run",
-                                                               position=j.position)).to_dict() for j in self.jobs],
+            "stacks": [(self.records.get(j.name) or StackRecord.of(j, "not run")).to_dict() for j in self.jobs],
         }
 
     def write_report(self) -> Path | None:
@@ -258,8 +256,7 @@ def _result(future, job: StackJob, paths: dict) -> StackRecord:
                  "scheduler allows (distributed.scheduler.allowed-failures); run 'gpustack stack' on it to see why")
     except Exception as exc:  # e.g. a worker without gpustack installed
         error = f"the task failed on its worker: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    return StackRecord(job.name, list(job.inputs), "failed", error=error, position=job.position,
-                       outputs={k: str(v) for k, v in paths.items()})
+    return StackRecord.of(job, "failed", paths, error=error)
 
 
 def _digest(name: str) -> str:

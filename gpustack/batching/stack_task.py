@@ -79,6 +79,12 @@ class StackRecord:
     backend: str | None = None
     warnings: list = field(default_factory=list)
 
+    @classmethod
+    def of(cls, job, status: str, paths: dict | None = None, **fields) -> "StackRecord":
+        """The record of ``job`` (a StackJob) with ``status``; ``paths``, its output files, as strings."""
+        return cls(job.name, list(job.inputs), status, position=job.position,
+                   outputs={} if paths is None else {k: str(v) for k, v in paths.items()}, **fields)
+
     @property
     def ok(self) -> bool:
         """Done or up to date."""
@@ -119,10 +125,9 @@ def record_from_sidecar(job, paths: dict, sidecar: dict) -> StackRecord:
     """The record of a stack found up to date, from its sidecar."""
     shape = sidecar.get("image", {}).get("shape") or [0, 0]
     stacks = sidecar.get("stacks") or [{"frames": len(sidecar.get("frames", []))}]
-    return StackRecord(job.name, list(job.inputs), "skipped", frames=sum(s["frames"] for s in stacks),
-                       megapixels=round(shape[0] * shape[1] / 1e6, 3),
-                       seconds=sidecar.get("timings", {}).get("total_s"), position=job.position,
-                       outputs={k: str(v) for k, v in paths.items()}, backend=sidecar.get("backend"))
+    return StackRecord.of(job, "skipped", paths, frames=sum(s["frames"] for s in stacks),
+                          megapixels=round(shape[0] * shape[1] / 1e6, 3),
+                          seconds=sidecar.get("timings", {}).get("total_s"), backend=sidecar.get("backend"))
 
 
 def run_stack(job, spec: dict) -> StackRecord:
@@ -138,8 +143,7 @@ def run_stack(job, spec: dict) -> StackRecord:
     from ..pipeline import run
 
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    record = StackRecord(job.name, list(job.inputs), "failed", position=job.position, worker=worker,
-                         outputs={k: str(v) for k, v in spec["paths"].items()})
+    record = StackRecord.of(job, "failed", spec["paths"], worker=worker)
     record.attempts = _count_start(Path(spec["starts"]), worker)
     for path in spec["paths"].values():  # left by a worker that died while writing
         remove_temporaries(path)
@@ -199,16 +203,16 @@ def _count_start(path: Path, worker: str) -> int:
 def _worker_environment() -> str | None:
     """A warning when the worker's environment (Dask's nanny sets the variable) slows the stacks.
     (Its ``OMP_NUM_THREADS=1`` does not: the kernels run on gpustack's own threads.)"""
-    problems = []
-    if "MALLOC_TRIM_THRESHOLD_" in os.environ:
-        problems.append("MALLOC_TRIM_THRESHOLD_ makes every large array a fresh mmap, 1.2-1.7x slower (start the "
-                        "workers with DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_=None)")
-    return f"this worker's environment slows stacking: {'; '.join(problems)}" if problems else None
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        return None
+    return ("this worker's environment slows stacking: MALLOC_TRIM_THRESHOLD_ makes every large array a fresh mmap, "
+            "1.2-1.7x slower (start the workers with DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_"
+            "=None)")
 
 
 def _set_numba_threads(n: int | None) -> None:
-    """Numba's threads for this task: ``n``, or the machine's cores shared by the worker's threads
-    (unless NUMBA_NUM_THREADS was set for the worker)."""
+    """The kernels' threads for this task (``_threads.limit_threads``): ``n``, or the machine's cores
+    shared by the worker's threads (unless NUMBA_NUM_THREADS was set for the worker)."""
     import numba
 
     from ..backends.cpu._threads import limit_threads

@@ -123,6 +123,7 @@ class CudaBackend:
     """
 
     name = "cuda"
+    concurrent = False  # one compute stream: frames are loaded in turn (see Backend.concurrent)
     xp = cupy
 
     def __init__(self):
