@@ -56,9 +56,9 @@ def _temporaries(folder: Path) -> list:
 
 
 @pytest.fixture(scope="module")
-def warm():
+def warm(tmp_path_factory):
     """Compile the kernels once in this process (the workers then load them from Numba's cache)."""
-    folder = _stack(Path(os.environ.get("TMPDIR", "/tmp")) / f"gpustack-batch-warm-{os.getpid()}", 0)
+    folder = _stack(tmp_path_factory.mktemp("batch-warm"), 0)
     gpustack.stack(folder, backend="cpu", align="translation")
     gpustack.stack(folder, backend="cpu", align="translation", method="pyramid")
 
