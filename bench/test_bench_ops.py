@@ -89,7 +89,7 @@ def test_encode(benchmark, be, data):
 
 @pytest.mark.parametrize("method", ["soft", "pyramid"])
 def test_fold_one_frame(benchmark, be, data, method):
-    """A whole frame folded into the state: convert + the method's fold (soft: three pyramid levels,
+    """A whole frame folded into the state: convert + the method's fold (soft: four pyramid levels,
     the focus score, the weighted sums; pyramid: the whole pyramid, energies, select, depth)."""
     if method == "soft":
         fusion = SoftFusion(be, C, H, W)

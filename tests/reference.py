@@ -249,9 +249,10 @@ def soft_pow(r, e):
     return result
 
 
-def soft_score(frame, levels=3, r=1):
-    """(score (H, W), q0 (H, W)) of a (C, H, W) frame: E0 + expand(E1 + expand(E2)), E_l the
-    3x3 box sums of the squared level-l Laplacian (all channels), and the finest level's squared sums."""
+def soft_score(frame, levels=4, r=1, weights=(1.0, 1.0, 1.0, 0.375)):
+    """(score (H, W), q0 (H, W)) of a (C, H, W) frame: E0 + expand(E1 + expand(E2 + expand(E3 /
+    (8/3)))), E_l the 3x3 box sums of the squared level-l Laplacian (all channels), each divided by
+    float32(1 / its level's weight), and the finest level's squared sums."""
     g = [frame]
     for _ in range(levels):
         g.append(reduce(g[-1]))
@@ -260,6 +261,8 @@ def soft_score(frame, levels=3, r=1):
     score = None
     for lv in range(levels - 1, -1, -1):
         e = box_cols(box_rows(sqsum(laps[lv]), r), r)
+        if weights[lv] != 1:  # divided by float32(1 / weight), as the fusion does (fuse_divide)
+            e = (e / F(1.0 / weights[lv])).astype(F)
         if score is not None:
             e = (e + expand(score[None], *e.shape)[0]).astype(F)
         score = e

@@ -99,3 +99,16 @@ def test_default_is_cleaner_at_occlusion_edges_than_both_older_methods(camera_ca
     assert soft[1] >= max(pyr[1], dm[1]) + 1.0, camera_case
     assert soft[0] >= max(pyr[0], dm[0]) + 1.5, camera_case
     assert soft[2] >= dm[2], camera_case
+
+
+def test_default_depth_map_follows_flat_steps_better_than_the_finest_level_measure():
+    """A clean camera-like stack of flat steps with untextured patches (coffee/steps, no noise): the
+    soft depth map correlates with the true depth better than the pyramid's finest-level measure
+    (0.927 against 0.853). With three score levels it did not (0.808): in the flat patches every
+    frame ties and the weighted index falls to the middle of the stack; the fourth level (about
+    24 px) reaches the texture around them and names its frame."""
+    st = synth.make_stack(scene="coffee", depth="steps", n_frames=12, shape=(256, 320), seed=1, supersample=2,
+                          optics=0.7, noise=False)
+    corr = {m: metrics.depth_correlation(gpustack.stack(st.frames, backend="cpu", method=m, align="none").depth,
+                                         st.depth, crop=12) for m in ("soft", "pyramid")}
+    assert corr["soft"] >= corr["pyramid"] + 0.03, corr

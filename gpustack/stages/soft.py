@@ -2,11 +2,13 @@
 the sharpest frames.
 
 Per frame, a focus score at full resolution: the squared Laplacian coefficients of all channels
-summed over 3x3 windows at the three finest pyramid levels, each coarser sum expanded onto the
-finer grid and added (``score = E0 + expand(E1 + expand(E2))``): fine enough not to spread a
-sharp edge's energy far over its neighbours, coarse enough (the third level sees about 12 px)
-to find the frame in which a faint texture, or the nearest texture of the same surface, is
-sharpest, rather than the frame in which a defocused neighbour's blur skirt crosses it.
+summed over 3x3 windows at the four finest pyramid levels, each coarser sum expanded onto the
+finer grid and added, the fourth at 3/8 weight (``score = E0 + expand(E1 + expand(E2 +
+expand(E3 / (8/3))))``): fine enough not to spread a sharp edge's energy far over its neighbours,
+coarse enough (the third level sees about 12 px, the fourth about 24) to find the frame in which
+a faint texture, or the nearest texture of the same surface, is sharpest, rather than the frame
+in which a defocused neighbour's blur skirt crosses it, and to name one frame for a whole small
+structure (a cell under a microscope) rather than a different one for each of its parts.
 
 Each frame's weight at a pixel is ``((score + floor) / best)^POWER``, ``best`` the highest
 ``score + floor`` of the stack there (streaming: what was accumulated is rescaled whenever a
@@ -23,7 +25,7 @@ shift), and the finest detail is blended per pixel as well, which keeps the seam
 below the finest level. The depth map is the weighted mean frame index, its confidence
 ``(best - mean score) / best``.
 
-State: ``2C + 4`` full-size float32 planes, plus the frame's first three pyramid levels and a few
+State: ``2C + 4`` full-size float32 planes, plus the frame's first ``SCORE_LEVELS + 1`` pyramid levels and a few
 scratch planes, whatever the number of frames; with ``track_depth`` (a height map) 7 more: the
 best score's plane and its neighbours' scores (``stages.fuse.DepthTracker``), for a sub-plane
 index by a parabola, which the height map uses.
@@ -40,7 +42,13 @@ from .fuse import DepthTracker, FrameLevels, focus_view, level_shapes
 POWER = 24         # exponent of the weight (score ratio)
 RMIN = np.float32(0.5)  # ratios below this weigh 0 (0.5**24 = 6e-8, a normal float)
 RADIUS = 1          # the score's window at every level: 3x3
-SCORE_LEVELS = 3    # the finest levels summed into the score
+SCORE_LEVELS = 4    # the finest levels summed into the score
+#: each level's weight in the score (the finest first; applied as a division by float32(1 / weight),
+#: 8/3 rounded, by ``fuse_divide``). The fourth level at 3/8: at 1
+#: it cost the clean coffee/steps 1.6 dB in the interior, at 0 (three levels) the microscope stack's
+#: tone error was 5.8 levels of 255 against 4.1 (README, Quality; bench/quality.py)
+LEVEL_WEIGHTS = (1.0, 1.0, 1.0, 0.375)
+NOISE_LEVELS = 3    # the finest levels whose windows the noise floor counts (noise_floor)
 FLOOR_SCALE = 6.0   # the floor in units of the noise's expected score (bench/quality.py: 3 to 10 within 0.3 dB)
 
 
@@ -62,7 +70,10 @@ def noise_floor(frame) -> np.float32:
     the 2x2 blocks of every channel (sigma = median|d| / 0.6745 / 2, Donoho's estimate; natural
     images, and a lens-blurred camera's even more, have little energy along both diagonals at the
     pixel pitch, so texture barely raises it), times the channels and the score's window area (3x3
-    at each of ``SCORE_LEVELS`` levels), times ``FLOOR_SCALE``. The differences are float32, one
+    at each of the ``NOISE_LEVELS`` finest levels: white noise's energy per coefficient falls from
+    0.89 sigma^2 at the finest level to 0.05, 0.01 and 0.002 at the next three, so counting the
+    fourth level's window too would raise the floor by a third for no noise; measured, that cost
+    immunohistochemistry at ISO 6400 0.2 dB), times ``FLOOR_SCALE``. The differences are float32, one
     channel at a time (a quarter plane each, not a float64 copy of the frame); the same host code
     on bit-identical frames, so every backend gets the same float32."""
     c, h, w = frame.shape
@@ -75,7 +86,7 @@ def noise_floor(frame) -> np.float32:
         d += x[1:h:2, 1:w:2]
         diffs.append(np.abs(d, out=d).ravel())
     sigma = float(np.median(np.concatenate(diffs))) / 0.6745 / 2.0
-    area = SCORE_LEVELS * (2 * RADIUS + 1) ** 2
+    area = NOISE_LEVELS * (2 * RADIUS + 1) ** 2
     return np.float32(FLOOR_SCALE * area * c * sigma * sigma)
 
 
@@ -133,7 +144,12 @@ class SoftFusion(FrameLevels):
             q, rowbox = self._scratch(lv)
             be.fuse_sqsum(self.focus(laps[lv]), q)
             be.filter_box_rows(q, rowbox, RADIUS)
-            be.filter_box_cols(rowbox, self.scores[lv], RADIUS)
+            if LEVEL_WEIGHTS[lv] == 1:
+                be.filter_box_cols(rowbox, self.scores[lv], RADIUS)
+            else:  # the level's sums divided by 1 / weight (a kernel of both backends; the level is small)
+                be.filter_box_cols(rowbox, q, RADIUS)
+                be.fuse_divide(q.reshape((1,) + q.shape), np.float32(1.0 / LEVEL_WEIGHTS[lv]),
+                               self.scores[lv].reshape((1,) + q.shape))
             if lv + 1 < SCORE_LEVELS:
                 fine, coarse = self.scores[lv], self.scores[lv + 1]
                 be.pyramid_expand_add(fine.reshape((1,) + fine.shape), coarse.reshape((1,) + coarse.shape))
