@@ -74,13 +74,14 @@ def test_pyramid_laplacian(benchmark, be, data):
 
 
 def test_soft_fold(benchmark, be, data):
-    """The per-pixel fold of the soft method alone (weights, rescale, six sums)."""
+    """The per-pixel fold of the soft method alone (weights, rescale, seven sums)."""
     c, h, w = C, H, W
-    state = soft.SoftState(*(be.full((h, w), 0.0, np.float32) for _ in range(4)),
+    state = soft.SoftState(*(be.full((h, w), 0.0, np.float32) for _ in range(5)),
                            be.full((c, h, w), 0.0, np.float32), be.full((c, h, w), 0.0, np.float32))
     count = iter(range(10**6))
     _run(benchmark, be, lambda: be.soft_fold(data["planar"], data["planar2"], data["plane"], state, next(count) % 1000,
-                                             np.float32(0.01), soft.POWER, soft.RMIN))
+                                             np.float32(0.01), soft.depth_shift(0.01), soft.POWER,
+                                             soft.DEPTH_POWER, soft.RMIN))
 
 
 def test_encode(benchmark, be, data):

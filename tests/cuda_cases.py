@@ -20,7 +20,7 @@ import reference as ref
 
 from gpustack.color import decode_lut, encode_lut
 from gpustack.stages.fuse import DepthState
-from gpustack.stages.soft import POWER, RMIN, SoftState
+from gpustack.stages.soft import DEPTH_POWER, POWER, RMIN, SoftState, depth_shift
 
 F = np.float32
 
@@ -210,17 +210,18 @@ def _soft_state(rng, shape, fresh):
     c, h, w = shape
     if fresh:
         z = np.zeros((h, w), F)
-        return SoftState(z, z.copy(), z.copy(), z.copy(), np.zeros(shape, F), np.zeros(shape, F))
+        return SoftState(z, z.copy(), z.copy(), z.copy(), z.copy(), np.zeros(shape, F), np.zeros(shape, F))
     max_s = rand(rng, (h, w), 0.0, 2.0)
     max_s[rng.uniform(size=(h, w)) < 0.1] = 0.0
-    return SoftState(max_s, rand(rng, (h, w), 1.0, 4.0), rand(rng, (h, w), 0.0, 30.0), rand(rng, (h, w), 0.0, 20.0),
-                     rand(rng, shape), rand(rng, shape))
+    return SoftState(max_s, rand(rng, (h, w), 1.0, 4.0), rand(rng, (h, w), 1.0, 3.0), rand(rng, (h, w), 0.0, 30.0),
+                     rand(rng, (h, w), 0.0, 20.0), rand(rng, shape), rand(rng, shape))
 
 
 def _soft_fold(fresh, floor):
     """Scores that reach every branch: a new maximum (restart below RMIN, rescale above), ties
-    (``score + floor == max_s``, exact with ``floor`` 0), ratios a hair each side of RMIN, a best
-    score of 0 and NaN."""
+    (``score + floor == max_s``, exact with ``floor`` 0), ratios a hair each side of RMIN (the
+    image's, and the depth weights' ``(s - dshift) / (max_s - dshift)``), a best score of 0, best
+    scores below the depth's shift (``max_s - dshift <= 0``) and NaN."""
 
     def build(rng, shape, r):
         state = _soft_state(rng, shape, fresh)
@@ -235,8 +236,16 @@ def _soft_fold(fresh, floor):
         side = rng.choice([np.nextafter(RMIN, F(1)), RMIN, np.nextafter(RMIN, F(0))], size=int(above.sum()))
         score[above] = (state.max_s[above] / side).astype(F)  # a new best: restart or rescale
         score[(pick >= 0.3) & (pick < 0.35)] = 0.0
+        dshift = depth_shift(floor)
+        mt = (state.max_s - dshift).astype(F)
+        for lo, hi, op in ((0.5, 0.6, np.multiply), (0.6, 0.7, np.divide)):  # the depth ratio each side of RMIN
+            sel = (pick >= lo) & (pick < hi)
+            side = rng.choice([np.nextafter(RMIN, F(1)), RMIN, np.nextafter(RMIN, F(0))], size=int(sel.sum()))
+            score[sel] = ((op(mt[sel], side).astype(F) + dshift).astype(F) - F(floor)).astype(F)
         score[rng.uniform(size=score.shape) < 0.03] = np.nan
-        return OpCase("soft_fold", (rand(rng, shape), rand(rng, shape), score, state, 7, F(floor), POWER, RMIN), (3,))
+        return OpCase("soft_fold", (rand(rng, shape), rand(rng, shape), score, state, 7, F(floor), dshift, POWER,
+                                    DEPTH_POWER, RMIN),
+                      (3,))
 
     return build
 
@@ -244,6 +253,7 @@ def _soft_fold(fresh, floor):
 def soft_finish(rng, shape, r):
     state = _soft_state(rng, shape, False)
     state.den[rng.uniform(size=state.den.shape) < 0.05] = 0.0  # 0 / 0 and x / 0
+    state.depth_den[rng.uniform(size=state.den.shape) < 0.05] = 0.0
     plane = shape[1:]
     return OpCase("soft_finish", (state, F(9), empty(plane), empty(plane)), (0, 2, 3))
 
@@ -396,6 +406,7 @@ CASES = {
     "soft_fold_first_floor": _soft_fold(True, 0.01),
     "soft_fold": _soft_fold(False, 0.0),
     "soft_fold_floor": _soft_fold(False, 0.01),
+    "soft_fold_high_floor": _soft_fold(False, 0.5),  # best scores below the depth's shift
     "soft_finish": soft_finish,
     "soft_contrast": _soft_contrast(0.01),
     "soft_contrast_no_floor": _soft_contrast(0.0),

@@ -269,11 +269,12 @@ def soft_score(frame, levels=4, r=1, weights=(1.0, 1.0, 1.0, 0.375)):
     return score, q0, laps[0]
 
 
-def soft_fusion(frames_planar, order, floor, power, rmin):
+def soft_fusion(frames_planar, order, floor, dshift, power, dpower, rmin):
     """The soft fusion of (C, H, W) frames folded in ``order`` (frame indices), written from
-    kernels/soft.cu with NumPy arrays: (fused (C, H, W), depth (H, W), confidence (H, W))."""
+    kernels/soft.cu with NumPy arrays: (fused (C, H, W), depth (H, W), confidence (H, W)). The
+    depth has weights of its own, ``((s - dshift) / (max_s - dshift))^dpower``."""
     c, h, w = frames_planar[0].shape
-    max_s, den, dnum, sum_s = (np.zeros((h, w), F) for _ in range(4))
+    max_s, den, dden, dnum, sum_s = (np.zeros((h, w), F) for _ in range(5))
     acc, acc_lap = np.zeros((c, h, w), F), np.zeros((c, h, w), F)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for k in order:
@@ -295,10 +296,22 @@ def soft_fusion(frames_planar, order, floor, power, rmin):
             acc_lap = np.where(restart, lap, np.where(rescale, acc_lap * sc + lap,
                                                       np.where(add, acc_lap + wgt * lap, acc_lap))).astype(F)
             den = np.where(restart, F(1), np.where(rescale, den * sc + F(1), np.where(add, den + wgt, den))).astype(F)
-            dnum = np.where(restart, kf, np.where(rescale, dnum * sc + kf, np.where(add, dnum + wgt * kf, dnum))).astype(F)
+            t = (s - dshift).astype(F)
+            mt = (max_s - dshift).astype(F)
+            rt_new = (mt / t).astype(F)
+            d_rescale = new & (rt_new >= rmin)
+            d_restart = new & ~d_rescale  # (a NaN ratio too)
+            d_sc = soft_pow(rt_new, dpower)
+            rt_old = np.where(mt > 0, t / mt, F(1)).astype(F)
+            d_add = ~new & (rt_old >= rmin)
+            d_wgt = soft_pow(rt_old, dpower)
+            dden = np.where(d_restart, F(1), np.where(d_rescale, dden * d_sc + F(1),
+                                                      np.where(d_add, dden + d_wgt, dden))).astype(F)
+            dnum = np.where(d_restart, kf, np.where(d_rescale, dnum * d_sc + kf,
+                                                    np.where(d_add, dnum + d_wgt * kf, dnum))).astype(F)
             max_s = np.where(new, s, max_s).astype(F)
         mean = (acc / den).astype(F)
         fused = ((acc_lap / den) + expand(reduce(mean), h, w)).astype(F)
-        depth = (dnum / den).astype(F)
+        depth = (dnum / dden).astype(F)
         conf = np.where(max_s > 0, np.maximum((max_s - sum_s / F(len(order))) / max_s, F(0)), F(0)).astype(F)
     return fused, depth, conf

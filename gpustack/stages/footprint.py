@@ -57,7 +57,7 @@ def _state_bytes(method: str, c: int, height: int, width: int, levels: int,
                    + c * plane                     # its finest Laplacian level
                    + sum(areas[:SCORE_LEVELS])     # the focus score per level
                    + 2 * plane)                    # squared sums and row box sums
-        stack = (4 * plane                         # best score, weight sum, depth sum, score sum
+        stack = (5 * plane                         # best score, weight sum, depth weight and index sums, score sum
                  + 2 * c * plane                   # weighted sums of the frames and of their finest level
                  + (7 * plane if height_map else 0))  # DepthTracker: DepthState and the first frame's scores
         return F32 * scratch, F32 * stack

@@ -76,8 +76,8 @@ def _fusion_kernels(options) -> list:
             (FOLD, filter._filter_box_rows_kernel, box)]
     if options.method == "soft":
         out += [(FOLD, filter._filter_box_cols_kernel, box),
-                (FOLD, soft._soft_fold_kernel, (_F3, _F3) + (_F2,) * 5 + (_F3, _F3, _F, _F, _I, _F, _I, _I)),
-                (FINISH, soft._soft_finish_kernel, (_F3, _F3) + (_F2,) * 6 + (_F, _I, _I))]
+                (FOLD, soft._soft_fold_kernel, (_F3, _F3) + (_F2,) * 6 + (_F3, _F3, _F, _F, _F, _I, _I, _F, _I, _I)),
+                (FINISH, soft._soft_finish_kernel, (_F3, _F3) + (_F2,) * 7 + (_F, _I, _I))]
     else:  # pyramid, and the depthmap method's first pass
         out += [(FOLD, fuse._fuse_select_kernel, (_F3, _F2, _F3, _F2, _I, _I, _I)),
                 (FOLD, depth._depth_track_kernel, (_F2,) * 7 + (_I, _F, _I, _I, _I)),

@@ -375,16 +375,17 @@ class CudaBackend:
         self._run(_k.plan_depth_track(rowbox, state.best_s, state.prev_s, state.best_k, state.prev_of_best,
                                       state.next_of_best, state.sum_s, r, k, side))
 
-    def soft_fold(self, frame, lap, score, state, k, floor, power, rmin) -> None:
+    def soft_fold(self, frame, lap, score, state, k, floor, dshift, power, dpower, rmin) -> None:
         """Fold frame ``k`` (``frame``, its finest Laplacian level ``lap``, its focus ``score``) into
         the soft fusion's ``state`` (``stages.soft.SoftState``)."""
-        self._run(_k.plan_soft_fold(frame, lap, score, state.max_s, state.den, state.depth_num, state.sum_s,
-                                    state.acc, state.acc_lap, k, floor, power, rmin))
+        self._run(_k.plan_soft_fold(frame, lap, score, state.max_s, state.den, state.depth_den, state.depth_num,
+                                    state.sum_s, state.acc, state.acc_lap, k, floor, dshift, power, dpower,
+                                    rmin))
 
     def soft_finish(self, state, n, depth, conf) -> None:
         """The soft fusion's weighted means (in place in ``state``), depth and confidence."""
-        self._run(_k.plan_soft_finish(state.acc, state.acc_lap, state.den, state.depth_num, state.max_s,
-                                      state.sum_s, n, depth, conf))
+        self._run(_k.plan_soft_finish(state.acc, state.acc_lap, state.den, state.depth_den, state.depth_num,
+                                      state.max_s, state.sum_s, n, depth, conf))
 
     def soft_contrast(self, state, n, floor, out) -> None:
         """The soft fusion's height-map confidence (``backends/cpu/soft.soft_contrast``); before ``soft_finish``."""

@@ -638,25 +638,31 @@ def plan_depthmap_blend(acc, pyr, conf, lo, inv_width, out) -> Launch:
                         {"acc": acc, "pyr": pyr, "out": out})
 
 
-def plan_soft_fold(frame, lap, score, max_s, den, depth_num, sum_s, acc, acc_lap, k, floor, power, rmin) -> Launch:
-    """Fold frame ``k`` (``frame`` and ``lap`` (C, H, W), ``score`` (H, W)) into the soft state: four
-    (H, W) planes and two (C, H, W) sums; ``floor`` and ``rmin`` float32, ``power`` an int >= 0."""
+def plan_soft_fold(frame, lap, score, max_s, den, depth_den, depth_num, sum_s, acc, acc_lap, k, floor, dshift, power,
+                   dpower, rmin) -> Launch:
+    """Fold frame ``k`` (``frame`` and ``lap`` (C, H, W), ``score`` (H, W)) into the soft state: five
+    (H, W) planes and two (C, H, W) sums; ``floor``, ``dshift`` and ``rmin`` float32, ``power`` and
+    ``dpower`` ints >= 0."""
     _check(frame, "frame", F32, ndim=3)
     if int(k) != k or not 0 <= k < _FRAME_INDEX_LIMIT:
         raise ValueError(f"k: expected a frame index in [0, {_FRAME_INDEX_LIMIT}); got {k}")
-    if int(power) != power or power < 0:
-        raise ValueError(f"power: expected an integer >= 0; got {power}")
-    planes = {"score": score, "max_s": max_s, "den": den, "depth_num": depth_num, "sum_s": sum_s}
+    for name, value in (("power", power), ("dpower", dpower)):
+        if int(value) != value or value < 0:
+            raise ValueError(f"{name}: expected an integer >= 0; got {value}")
+    planes = {"score": score, "max_s": max_s, "den": den, "depth_den": depth_den, "depth_num": depth_num,
+              "sum_s": sum_s}
     return _plan_pixels("gs_soft_fold", planes, (frame, lap, *planes.values(), acc, acc_lap),
-                        (np.int32(frame.shape[0]), np.float32(floor), np.float32(k), np.int32(power),
-                         np.float32(rmin)), {"frame": frame, "lap": lap, "acc": acc, "acc_lap": acc_lap})
+                        (np.int32(frame.shape[0]), np.float32(floor), np.float32(dshift), np.float32(k),
+                         np.int32(power), np.int32(dpower), np.float32(rmin)),
+                        {"frame": frame, "lap": lap, "acc": acc, "acc_lap": acc_lap})
 
 
-def plan_soft_finish(acc, acc_lap, den, depth_num, max_s, sum_s, n, depth, conf) -> Launch:
-    """In place ``acc /= den``, ``acc_lap /= den`` ((C, H, W)); ``depth = depth_num / den`` and the
-    confidence (all (H, W)); ``n`` the frame count (float32)."""
+def plan_soft_finish(acc, acc_lap, den, depth_den, depth_num, max_s, sum_s, n, depth, conf) -> Launch:
+    """In place ``acc /= den``, ``acc_lap /= den`` ((C, H, W)); ``depth = depth_num / depth_den`` and
+    the confidence (all (H, W)); ``n`` the frame count (float32)."""
     _check(acc, "acc", F32, ndim=3)
-    planes = {"den": den, "depth_num": depth_num, "max_s": max_s, "sum_s": sum_s, "depth": depth, "conf": conf}
+    planes = {"den": den, "depth_den": depth_den, "depth_num": depth_num, "max_s": max_s, "sum_s": sum_s,
+              "depth": depth, "conf": conf}
     return _plan_pixels("gs_soft_finish", planes, (acc, acc_lap, *planes.values()),
                         (np.int32(acc.shape[0]), np.float32(n)), {"acc": acc, "acc_lap": acc_lap})
 
