@@ -236,7 +236,22 @@ def _soft_fold(fresh, floor):
         score[above] = (state.max_s[above] / side).astype(F)  # a new best: restart or rescale
         score[(pick >= 0.3) & (pick < 0.35)] = 0.0
         score[rng.uniform(size=score.shape) < 0.03] = np.nan
-        return OpCase("soft_fold", (rand(rng, shape), rand(rng, shape), score, state, 7, F(floor), POWER, RMIN), (3,))
+        c, h, w = shape
+        coarse = rand(rng, (c, (h + 1) // 2, (w + 1) // 2))  # the frame's next level: its Laplacian made inside
+        return OpCase("soft_fold", (rand(rng, shape), coarse, score, state, 7, F(floor), POWER, RMIN), (3,))
+
+    return build
+
+
+def _soft_score(with_coarse):
+    """A level's score from random Gaussian levels (tiny values among them: squares and their sums
+    denormal), with or without the next level's score to add."""
+
+    def build(rng, shape, r):
+        c, h, w = shape
+        half = ((h + 1) // 2, (w + 1) // 2)
+        coarse_score = rand(rng, half, 0.0, 3.0) if with_coarse else None
+        return OpCase("soft_score", (rand(rng, shape), rand(rng, (c, *half)), coarse_score, r, empty((h, w))), (4,))
 
     return build
 
@@ -392,6 +407,8 @@ CASES = {
     "depth_ratio": depth_ratio,
     "depthmap_accumulate": depthmap_accumulate,
     "depthmap_blend": depthmap_blend,
+    "soft_score": _soft_score(True),
+    "soft_score_finest": _soft_score(False),
     "soft_fold_first": _soft_fold(True, 0.0),
     "soft_fold_first_floor": _soft_fold(True, 0.01),
     "soft_fold": _soft_fold(False, 0.0),
@@ -409,7 +426,7 @@ CASES = {
        for pattern in _BAYER},
 }
 WINDOWED = ("fuse_select", "depth_track_forward", "depth_track_reverse", "depth_track_first", "filter_box_rows",
-            "filter_box_cols")
+            "filter_box_cols", "soft_score", "soft_score_finest")
 PLAIN = tuple(name for name in CASES if name not in WINDOWED)
 
 

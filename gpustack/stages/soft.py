@@ -23,8 +23,9 @@ shift), and the finest detail is blended per pixel as well, which keeps the seam
 below the finest level. The depth map is the weighted mean frame index, its confidence
 ``(best - mean score) / best``.
 
-State: ``2C + 4`` full-size float32 planes, plus the frame's first three pyramid levels and a few
-scratch planes, whatever the number of frames; with ``track_depth`` (a height map) 7 more: the
+State: ``2C + 4`` full-size float32 planes, plus the frame's first four Gaussian levels and the
+score per level, whatever the number of frames (no Laplacian level is stored: ``soft_score`` and
+``soft_fold`` make it, row by row, where they use it); with ``track_depth`` (a height map) 7 more: the
 best score's plane and its neighbours' scores (``stages.fuse.DepthTracker``), for a sub-plane
 index by a parabola, which the height map uses.
 """
@@ -98,11 +99,8 @@ class SoftFusion(FrameLevels):
         c = channels
         plane = (height, width)
         self.g = [be.empty((c, h, w), f32) for h, w in self.shapes]
-        self.lap0 = be.empty((c, height, width), f32)
         self.score = be.empty(plane, f32)
         self.scores = [self.score] + [be.empty(s, f32) for s in self.shapes[1:SCORE_LEVELS]]
-        self._q = be.empty((height * width,), f32)
-        self._rowbox = be.empty((height * width,), f32)
         self.use_stack_state(self.new_stack_state())
 
     STACK_FIELDS = ("state", "floor", "tracker", "count")
@@ -119,24 +117,19 @@ class SoftFusion(FrameLevels):
         return {"state": state, "floor": None, "tracker": tracker, "count": 0}
 
     def _focus(self) -> None:
-        """``self.score`` = the frame's focus score (on the first frame, first the noise floor)."""
-        be, g = self.be, self.g
+        """``self.score`` = the frame's focus score (on the first frame, first the noise floor). The
+        Gaussian levels stay Gaussian: each level's Laplacian is made where it is used
+        (``soft_score``, ``soft_fold``), never stored; past ``g[1]`` (which the fold reads whole) the
+        levels are made of the focus channels only."""
+        be, g, focus = self.be, self.g, self.focus
         if self.floor is None:
-            self.floor = noise_floor(be.to_host(self.focus(g[0])))  # sync: once per stack
-        for lv in range(SCORE_LEVELS):
-            be.pyramid_reduce(g[lv], g[lv + 1])
-        be.pyramid_laplacian(g[0], g[1], self.lap0)
+            self.floor = noise_floor(be.to_host(focus(g[0])))  # sync: once per stack
+        be.pyramid_reduce(g[0], g[1])
         for lv in range(1, SCORE_LEVELS):
-            be.pyramid_expand_sub(g[lv], g[lv + 1])  # g[lv + 1] is still Gaussian here
-        laps = [self.lap0] + g[1:SCORE_LEVELS]
+            be.pyramid_reduce(focus(g[lv]), focus(g[lv + 1]))
         for lv in range(SCORE_LEVELS - 1, -1, -1):
-            q, rowbox = self._scratch(lv)
-            be.fuse_sqsum(self.focus(laps[lv]), q)
-            be.filter_box_rows(q, rowbox, RADIUS)
-            be.filter_box_cols(rowbox, self.scores[lv], RADIUS)
-            if lv + 1 < SCORE_LEVELS:
-                fine, coarse = self.scores[lv], self.scores[lv + 1]
-                be.pyramid_expand_add(fine.reshape((1,) + fine.shape), coarse.reshape((1,) + coarse.shape))
+            coarse = self.scores[lv + 1] if lv + 1 < SCORE_LEVELS else None
+            be.soft_score(focus(g[lv]), focus(g[lv + 1]), coarse, RADIUS, self.scores[lv])
 
     def fold(self, k: int) -> None:
         """Fold frame ``k`` (shot index), written in ``input``, into the state (``input`` is free for
@@ -144,7 +137,7 @@ class SoftFusion(FrameLevels):
         self._focus()
         if self.tracker is not None:
             self.tracker.track(self.score, 0, k)
-        self.be.soft_fold(self.g[0], self.lap0, self.score, self.state, k, self.floor, POWER, RMIN)
+        self.be.soft_fold(self.g[0], self.g[1], self.score, self.state, k, self.floor, POWER, RMIN)
         self.count += 1
 
     def depth(self):
@@ -183,5 +176,5 @@ class SoftFusion(FrameLevels):
         out = st.acc_lap
         self.state = self.tracker = None
         if release:
-            self.g = self.lap0 = self.score = self.scores = self._q = self._rowbox = None
+            self.g = self.score = self.scores = None
         return out

@@ -97,6 +97,40 @@ def _expand_row(g, wc, out, w, ev, od):
             else:
                 out[j] = HALF * g[k] + HALF * g[reflect(k + 1, wc)]
 
+@njit(cache=True)
+def _expanded_coarse_row(coarse, k, w, hx, tags, ev, od):
+    """Coarse row ``k`` of the 2-D ``coarse`` expanded along the row (``_expand_row``) to ``w``
+    samples: from the cache ``hx`` (4, w), slot ``k % 4``, whose ``tags`` (4,) say which coarse row
+    each slot holds (-1: none), or computed into it."""
+    slot = k % 4
+    if tags[slot] != k:
+        _expand_row(coarse[k], coarse.shape[1], hx[slot], w, ev, od)
+        tags[slot] = k
+    return hx[slot]
+
+
+@njit(cache=True)
+def expand_row_at(coarse, y, out, hx, tags, ev, od):
+    """``out`` (w) = row ``y`` of expand(``coarse``), ``coarse`` 2-D (hc, wc): the expression of
+    ``_pyramid_expand_kernel`` (rows expanded along, then combined down: even ``y = 2k``
+    E0*r(k-1) + E1*r(k) + E0*r(k+1), odd HALF*r(k) + HALF*r(k+1)), row by row in any order. ``hx``
+    (4, w) and ``tags`` (4,) (filled with -1 before the first call) cache the expanded coarse
+    rows between calls (the rows it needs are within 2 of each other, so never the same slot);
+    ``ev``, ``od`` (wc) are scratch."""
+    hc = coarse.shape[0]
+    w = out.shape[0]
+    k = y // 2
+    hb = _expanded_coarse_row(coarse, k, w, hx, tags, ev, od)
+    hn = _expanded_coarse_row(coarse, reflect(k + 1, hc), w, hx, tags, ev, od)
+    if y % 2 == 0:
+        ha = _expanded_coarse_row(coarse, reflect(k - 1, hc), w, hx, tags, ev, od)
+        for j in range(w):
+            out[j] = E0 * ha[j] + E1 * hb[j] + E0 * hn[j]
+    else:
+        for j in range(w):
+            out[j] = HALF * hb[j] + HALF * hn[j]
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
 def _pyramid_expand_kernel(fine, coarse, sign, out, row0, row1):
     """``out = fine + sign * expand(coarse)`` (``out`` may be ``fine``: each sample is read, then written)."""
