@@ -41,26 +41,22 @@ static __device__ __forceinline__ float gs_soft_lap(const float* __restrict__ fr
     return frame[o] - gs_expand_at(coarse + (gs_index_t)ch * hc * wc, hc, wc, i, j);
 }
 
-// gs_soft_score: one pyramid level's focus score, out (h, w), from its Gaussian level fine (c, h, w)
-// and the next one coarse (c, hc, wc), hc = (h + 1) / 2, wc = (w + 1) / 2:
+// The focus score of one pyramid level at (i, j), from its Gaussian level fine (c, h, w) and the
+// next one coarse (c, hc, wc), hc = (h + 1) / 2, wc = (w + 1) / 2, channels ch0 .. ch1 - 1:
 //   lap(ch, a, b) = fine[ch, a, b] - expand(coarse)[ch, a, b]      (gs_pyramid_laplacian)
-//   q(a, b) = lap(0, a, b)^2 + lap(1, a, b)^2 + ...                (gs_fuse_sqsum's order)
+//   q(a, b) = lap(ch0, a, b)^2 + lap(ch0 + 1, a, b)^2 + ...        (gs_fuse_sqsum's order)
 //   row(a) = 0 + q(a, reflect(j - r)) + ... + q(a, reflect(j + r))  (gs_box_row)
-//   out[i, j] = 0 + row(reflect(i - r)) + ... + row(reflect(i + r))  (gs_box_col)
-//   with_coarse: out[i, j] = out[i, j] + expand(coarse_score)[i, j]  (gs_pyramid_expand_add;
+//   s = 0 + row(reflect(i - r)) + ... + row(reflect(i + r))          (gs_box_col)
+//   with_coarse: s = s + expand(coarse_score)[i, j]                  (gs_pyramid_expand_add;
 //   coarse_score (hc, wc), the next level's score; not read otherwise)
 // each sum from the lowest offset up: the values of those kernels run in turn, without their
 // intermediates. Every thread recomputes its window's coefficients (the same float32 values as its
-// neighbours'). 2-D launch over (w, h, 1); guard j < w, i < h.
-extern "C" __global__ void gs_soft_score(const float* __restrict__ fine, const float* __restrict__ coarse,
-                                         const float* __restrict__ coarse_score, float* __restrict__ out, int h,
-                                         int w, int c, int r, int with_coarse)
+// neighbours').
+static __device__ __forceinline__ float gs_soft_score_at(const float* __restrict__ fine,
+                                                         const float* __restrict__ coarse,
+                                                         const float* __restrict__ coarse_score, int h, int w,
+                                                         int ch0, int ch1, int r, int with_coarse, int i, int j)
 {
-    const int j = gs_col();
-    const int i = gs_row();
-    if (j >= w || i >= h) {
-        return;
-    }
     const int hc = (h + 1) / 2;
     const int wc = (w + 1) / 2;
     const gs_index_t hw = (gs_index_t)h * w;
@@ -71,9 +67,9 @@ extern "C" __global__ void gs_soft_score(const float* __restrict__ fine, const f
         for (int dj = -r; dj <= r; ++dj) {
             const int b = gs_reflect(j + dj, w);
             const gs_index_t o = (gs_index_t)a * w + b;
-            float v = gs_soft_lap(fine, coarse, o, 0, hc, wc, a, b);
+            float v = gs_soft_lap(fine, coarse, ch0 * hw + o, ch0, hc, wc, a, b);
             float q = v * v;
-            for (int ch = 1; ch < c; ++ch) {
+            for (int ch = ch0 + 1; ch < ch1; ++ch) {
                 v = gs_soft_lap(fine, coarse, ch * hw + o, ch, hc, wc, a, b);
                 q = q + v * v;
             }
@@ -84,11 +80,27 @@ extern "C" __global__ void gs_soft_score(const float* __restrict__ fine, const f
     if (with_coarse) {
         s = s + gs_expand_at(coarse_score, hc, wc, i, j);
     }
-    out[(gs_index_t)i * w + j] = s;
+    return s;
 }
 
-// gs_soft_fold: fold frame kf (frame index as float32, exact below 2**24) into the state, with
-// lap = gs_soft_lap(frame, coarse) (the finest Laplacian level, made here, not stored):
+// gs_soft_score: out (h, w) = gs_soft_score_at over every channel of fine (c, h, w) (the caller
+// passes a focus channel as a one-channel view). 2-D launch over (w, h, 1); guard j < w, i < h.
+extern "C" __global__ void gs_soft_score(const float* __restrict__ fine, const float* __restrict__ coarse,
+                                         const float* __restrict__ coarse_score, float* __restrict__ out, int h,
+                                         int w, int c, int r, int with_coarse)
+{
+    const int j = gs_col();
+    const int i = gs_row();
+    if (j >= w || i >= h) {
+        return;
+    }
+    out[(gs_index_t)i * w + j] = gs_soft_score_at(fine, coarse, coarse_score, h, w, 0, c, r, with_coarse, i, j);
+}
+
+// gs_soft_fold: score frame kf (frame index as float32, exact below 2**24) and fold it into the
+// state. score[p] = gs_soft_score_at(frame, coarse, coarse_score) on channel focus (every channel
+// when focus < 0), radius r; lap = gs_soft_lap(frame, coarse) (the finest Laplacian level, made
+// here, not stored); then
 //   s = score + floor;  sum_s = sum_s + s;  m = max_s
 //   if s > m:   r = m / s
 //               r < rmin: acc = frame, acc_lap = lap, den = 1, depth_num = kf     (restart)
@@ -99,14 +111,15 @@ extern "C" __global__ void gs_soft_score(const float* __restrict__ fine, const f
 //               r >= rmin: wgt = r^power; acc = acc + wgt * frame; acc_lap = acc_lap + wgt * lap;
 //                          den = den + wgt; depth_num = depth_num + wgt * kf
 // (a NaN score compares false everywhere and adds nothing but to sum_s). frame, acc, acc_lap
-// (C, H, W); coarse (C, (H + 1) / 2, (W + 1) / 2); score, max_s, den, depth_num, sum_s (H, W),
-// n = h * w. State starts at 0.
+// (C, H, W); coarse (C, (H + 1) / 2, (W + 1) / 2); coarse_score as in gs_soft_score_at; score,
+// max_s, den, depth_num, sum_s (H, W), n = h * w. State starts at 0.
 extern "C" __global__ void gs_soft_fold(const float* __restrict__ frame, const float* __restrict__ coarse,
-                                        const float* __restrict__ score, float* __restrict__ max_s,
-                                        float* __restrict__ den, float* __restrict__ depth_num,
-                                        float* __restrict__ sum_s, float* __restrict__ acc,
-                                        float* __restrict__ acc_lap, gs_index_t n, int h, int w, int c,
-                                        float floor_s, float kf, int power, float rmin)
+                                        const float* __restrict__ coarse_score, float* __restrict__ score,
+                                        float* __restrict__ max_s, float* __restrict__ den,
+                                        float* __restrict__ depth_num, float* __restrict__ sum_s,
+                                        float* __restrict__ acc, float* __restrict__ acc_lap, gs_index_t n, int h,
+                                        int w, int c, int focus, int radius, int with_coarse, float floor_s,
+                                        float kf, int power, float rmin)
 {
     const gs_index_t p = gs_flat();
     if (p >= n) {
@@ -116,7 +129,11 @@ extern "C" __global__ void gs_soft_fold(const float* __restrict__ frame, const f
     const int j = (int)(p - (gs_index_t)i * w);
     const int hc = (h + 1) / 2;
     const int wc = (w + 1) / 2;
-    const float s = score[p] + floor_s;
+    const int ch0 = focus < 0 ? 0 : focus;
+    const int ch1 = focus < 0 ? c : focus + 1;
+    const float sf = gs_soft_score_at(frame, coarse, coarse_score, h, w, ch0, ch1, radius, with_coarse, i, j);
+    score[p] = sf;
+    const float s = sf + floor_s;
     sum_s[p] = sum_s[p] + s;
     const float m = max_s[p];
     if (s > m) {

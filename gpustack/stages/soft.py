@@ -93,6 +93,7 @@ class SoftFusion(FrameLevels):
         self.be = be
         self.channels = channels
         self.focus = focus_view(channels, focus_channel)
+        self.focus_channel = focus_channel
         self.track_depth = track_depth
         self.shapes = level_shapes(height, width, SCORE_LEVELS + 1)
         f32 = np.float32
@@ -116,28 +117,28 @@ class SoftFusion(FrameLevels):
         tracker = DepthTracker(be, *plane) if self.track_depth else None
         return {"state": state, "floor": None, "tracker": tracker, "count": 0}
 
-    def _focus(self) -> None:
-        """``self.score`` = the frame's focus score (on the first frame, first the noise floor). The
-        Gaussian levels stay Gaussian: each level's Laplacian is made where it is used
-        (``soft_score``, ``soft_fold``), never stored; past ``g[1]`` (which the fold reads whole) the
-        levels are made of the focus channels only."""
+    def fold(self, k: int) -> None:
+        """Fold frame ``k`` (shot index), written in ``input``, into the state (``input`` is free for
+        the next frame afterwards); ``self.score`` is left with its focus score (on the first frame,
+        the noise floor is measured first).
+
+        The Gaussian levels stay Gaussian: each level's Laplacian is made where it is used, never
+        stored; past ``g[1]`` (which the fold reads whole) the levels are made of the focus channels
+        only. The coarser levels' scores first (``soft_score``), then the finest level's with the
+        fold, in one pass (``soft_fold``)."""
         be, g, focus = self.be, self.g, self.focus
         if self.floor is None:
             self.floor = noise_floor(be.to_host(focus(g[0])))  # sync: once per stack
         be.pyramid_reduce(g[0], g[1])
         for lv in range(1, SCORE_LEVELS):
             be.pyramid_reduce(focus(g[lv]), focus(g[lv + 1]))
-        for lv in range(SCORE_LEVELS - 1, -1, -1):
+        for lv in range(SCORE_LEVELS - 1, 0, -1):
             coarse = self.scores[lv + 1] if lv + 1 < SCORE_LEVELS else None
             be.soft_score(focus(g[lv]), focus(g[lv + 1]), coarse, RADIUS, self.scores[lv])
-
-    def fold(self, k: int) -> None:
-        """Fold frame ``k`` (shot index), written in ``input``, into the state (``input`` is free for
-        the next frame afterwards)."""
-        self._focus()
+        be.soft_fold(g[0], g[1], self.scores[1] if SCORE_LEVELS > 1 else None, self.focus_channel, RADIUS,
+                     self.score, self.state, k, self.floor, POWER, RMIN)
         if self.tracker is not None:
             self.tracker.track(self.score, 0, k)
-        self.be.soft_fold(self.g[0], self.g[1], self.score, self.state, k, self.floor, POWER, RMIN)
         self.count += 1
 
     def depth(self):

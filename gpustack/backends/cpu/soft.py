@@ -32,94 +32,126 @@ def soft_pow(r, e):
     return result
 
 
+@njit(cache=True)
+def _laplacian_row(fine, coarse, a, lap, e, hx, tags, ev, od):
+    """``lap`` (C, W) = row ``a`` of ``fine - expand(coarse)``, every channel (``pyramid_laplacian``'s
+    arithmetic); ``e`` (W) scratch, ``hx``/``tags`` each channel's cache (``expand_row_at``)."""
+    for ch in range(fine.shape[0]):
+        expand_row_at(coarse[ch], a, e, hx[ch], tags[ch], ev, od)
+        src, lr = fine[ch, a], lap[ch]
+        for j in range(lr.shape[0]):
+            lr[j] = src[j] - e[j]
+
+
+@njit(cache=True)
+def _squared_sum_row(lap, ch0, ch1, q):
+    """``q`` = lap[ch0]^2 + ... + lap[ch1 - 1]^2, in channel order (``fuse_sqsum``'s)."""
+    first = lap[ch0]
+    for j in range(q.shape[0]):
+        v = first[j]
+        q[j] = v * v
+    for ch in range(ch0 + 1, ch1):
+        lr = lap[ch]
+        for j in range(q.shape[0]):
+            v = lr[j]
+            q[j] = q[j] + v * v
+
+
+@njit(cache=True)
+def _score_row(ring, i, r, coarse_score, with_coarse, out, e, hx, tags, ev, od):
+    """``out`` = the column sum of the row box sums of rows i - r .. i + r (``ring``, slot
+    ``(row + 2r + 1) % (2r + 1)``), from the lowest row up (``filter.box_col``), plus row ``i`` of
+    ``expand(coarse_score)`` if ``with_coarse`` (``pyramid_expand_add``)."""
+    n = 2 * r + 1
+    for j in range(out.shape[0]):
+        out[j] = F0
+    for d in range(-r, r + 1):
+        rb = ring[(i + d + n) % n]
+        for j in range(out.shape[0]):
+            out[j] = out[j] + rb[j]
+    if with_coarse:
+        expand_row_at(coarse_score, i, e, hx, tags, ev, od)
+        for j in range(out.shape[0]):
+            out[j] = out[j] + e[j]
+
+
+@njit(cache=True)
+def _row_scratch(c, w, wc, r):
+    """Each thread's rows: (ring of 2r + 1 row box sums, q, e, expanded-row caches of the C channels and
+    of the coarse score, their tags, ev, od)."""
+    return (np.empty((2 * r + 1, w), np.float32), np.empty(w, np.float32), np.empty(w, np.float32),
+            np.empty((c + 1, 4, w), np.float32), np.full((c + 1, 4), -1, np.int64), np.empty(wc, np.float32),
+            np.empty(wc, np.float32))
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
 def _soft_score_kernel(fine, coarse, coarse_score, with_coarse, r, out, row0, row1):
     c, h, w = fine.shape
-    wc = coarse.shape[2]
     n = 2 * r + 1
-    ring = np.empty((n, w), np.float32)  # row box sums of the rows i - r .. i + r, slot (row + n) % n
-    q = np.empty(w, np.float32)
-    e = np.empty(w, np.float32)
-    hx = np.empty((c + 1, 4, w), np.float32)  # expanded coarse rows of each channel, and of coarse_score
-    tags = np.full((c + 1, 4), -1, np.int64)
-    ev = np.empty(wc, np.float32)
-    od = np.empty(wc, np.float32)
+    ring, q, e, hx, tags, ev, od = _row_scratch(c, w, coarse.shape[2], r)
+    lap = np.empty((c, w), np.float32)
     for m in range(row0 - r, row1 + r):  # a chunk of range(h) (_threads.run_rows), and its window's rows
-        a = reflect(m, h)
-        for ch in range(c):  # q = the squared sum over channels of lap = fine - expand(coarse), row a
-            expand_row_at(coarse[ch], a, e, hx[ch], tags[ch], ev, od)
-            src = fine[ch, a]
-            if ch == 0:
-                for j in range(w):
-                    v = src[j] - e[j]
-                    q[j] = v * v
-            else:
-                for j in range(w):
-                    v = src[j] - e[j]
-                    q[j] = q[j] + v * v
+        _laplacian_row(fine, coarse, reflect(m, h), lap, e, hx, tags, ev, od)
+        _squared_sum_row(lap, 0, c, q)
+        box_row(q, w, r, ring[(m + n) % n])
+        if m - r >= row0:
+            _score_row(ring, m - r, r, coarse_score, with_coarse, out[m - r], e, hx[c], tags[c], ev, od)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, focus, r, score, max_s, den, depth_num, sum_s, acc,
+                      acc_lap, floor_s, kf, power, rmin, row0, row1):
+    c, h, w = frame.shape
+    n = 2 * r + 1
+    ring, q, e, hx, tags, ev, od = _row_scratch(c, w, coarse.shape[2], r)
+    laps = np.empty((n, c, w), np.float32)  # the finest Laplacian level's rows m - 2r .. m, all channels
+    ch0, ch1 = (0, c) if focus < 0 else (focus, focus + 1)
+    for m in range(row0 - r, row1 + r):  # a chunk of range(h) (_threads.run_rows), and its window's rows
+        lap = laps[(m + n) % n]
+        _laplacian_row(frame, coarse, reflect(m, h), lap, e, hx, tags, ev, od)
+        _squared_sum_row(lap, ch0, ch1, q)
         box_row(q, w, r, ring[(m + n) % n])
         i = m - r
         if i < row0:
             continue
-        o = out[i]  # the column sum of the 2r + 1 row sums, from the lowest row up (filter.box_col)
-        for j in range(w):
-            o[j] = F0
-        for d in range(-r, r + 1):
-            rb = ring[(i + d + n) % n]
-            for j in range(w):
-                o[j] = o[j] + rb[j]
-        if with_coarse:
-            expand_row_at(coarse_score, i, e, hx[c], tags[c], ev, od)
-            for j in range(w):
-                o[j] = o[j] + e[j]
+        _score_row(ring, i, r, coarse_score, with_coarse, score[i], e, hx[c], tags[c], ev, od)
+        _fold_row(frame, laps[(i + n) % n], score[i], max_s, den, depth_num, sum_s, acc, acc_lap, i, floor_s, kf,
+                  power, rmin)
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
-def _soft_fold_kernel(frame, coarse, score, max_s, den, depth_num, sum_s, acc, acc_lap, floor_s, kf, power, rmin,
-                      row0, row1):
+@njit(cache=True)
+def _fold_row(frame, lap, score, max_s, den, depth_num, sum_s, acc, acc_lap, i, floor_s, kf, power, rmin):
+    """Row ``i`` of the fold (``soft_fold``), its Laplacian row ``lap`` (C, W) and scores ``score`` (W) given."""
     c, h, w = frame.shape
-    wc = coarse.shape[2]
-    lap = np.empty((c, w), np.float32)  # row i of the finest Laplacian level, frame - expand(coarse)
-    e = np.empty(w, np.float32)
-    hx = np.empty((c, 4, w), np.float32)
-    tags = np.full((c, 4), -1, np.int64)
-    ev = np.empty(wc, np.float32)
-    od = np.empty(wc, np.float32)
-    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
-        for ch in range(c):
-            expand_row_at(coarse[ch], i, e, hx[ch], tags[ch], ev, od)
-            src, lr = frame[ch, i], lap[ch]
-            for j in range(w):
-                lr[j] = src[j] - e[j]
-        for j in range(w):
-            s = score[i, j] + floor_s
-            sum_s[i, j] = sum_s[i, j] + s
-            m = max_s[i, j]
-            if s > m:
-                r = m / s
-                if r < rmin:
-                    for ch in range(c):
-                        acc[ch, i, j] = frame[ch, i, j]
-                        acc_lap[ch, i, j] = lap[ch, j]
-                    den[i, j] = F1
-                    depth_num[i, j] = kf
-                else:
-                    sc = soft_pow(r, power)
-                    for ch in range(c):
-                        acc[ch, i, j] = acc[ch, i, j] * sc + frame[ch, i, j]
-                        acc_lap[ch, i, j] = acc_lap[ch, i, j] * sc + lap[ch, j]
-                    den[i, j] = den[i, j] * sc + F1
-                    depth_num[i, j] = depth_num[i, j] * sc + kf
-                max_s[i, j] = s
+    for j in range(w):
+        s = score[j] + floor_s
+        sum_s[i, j] = sum_s[i, j] + s
+        m = max_s[i, j]
+        if s > m:
+            r = m / s
+            if r < rmin:
+                for ch in range(c):
+                    acc[ch, i, j] = frame[ch, i, j]
+                    acc_lap[ch, i, j] = lap[ch, j]
+                den[i, j] = F1
+                depth_num[i, j] = kf
             else:
-                r = s / m if m > F0 else F1
-                if r >= rmin:
-                    wgt = soft_pow(r, power)
-                    for ch in range(c):
-                        acc[ch, i, j] = acc[ch, i, j] + wgt * frame[ch, i, j]
-                        acc_lap[ch, i, j] = acc_lap[ch, i, j] + wgt * lap[ch, j]
-                    den[i, j] = den[i, j] + wgt
-                    depth_num[i, j] = depth_num[i, j] + wgt * kf
+                sc = soft_pow(r, power)
+                for ch in range(c):
+                    acc[ch, i, j] = acc[ch, i, j] * sc + frame[ch, i, j]
+                    acc_lap[ch, i, j] = acc_lap[ch, i, j] * sc + lap[ch, j]
+                den[i, j] = den[i, j] * sc + F1
+                depth_num[i, j] = depth_num[i, j] * sc + kf
+            max_s[i, j] = s
+        else:
+            r = s / m if m > F0 else F1
+            if r >= rmin:
+                wgt = soft_pow(r, power)
+                for ch in range(c):
+                    acc[ch, i, j] = acc[ch, i, j] + wgt * frame[ch, i, j]
+                    acc_lap[ch, i, j] = acc_lap[ch, i, j] + wgt * lap[ch, j]
+                den[i, j] = den[i, j] + wgt
+                depth_num[i, j] = depth_num[i, j] + wgt * kf
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -167,11 +199,9 @@ def soft_score(fine, coarse, coarse_score, r, out):
     ``filter_box_rows``, ``filter_box_cols`` and ``pyramid_expand_add``, in one pass without their
     full-size intermediates."""
     check_soft_score(fine, coarse, coarse_score, r, out)
-    with_coarse = coarse_score is not None
-    if not with_coarse:
-        coarse_score = out  # not read (an array of the same type: the same specialisation)
+    with_coarse = coarse_score is not None  # else ``out`` stands in (not read: an array of the same type)
     run_rows(_soft_score_kernel, out.shape[0], fine.shape[2] * (12 * fine.shape[0] + 2 * r + 6), fine, coarse,
-             coarse_score, with_coarse, int(r), out)
+             coarse_score if with_coarse else out, with_coarse, int(r), out)
 
 
 def check_soft_score(fine, coarse, coarse_score, r, out) -> None:
@@ -189,13 +219,22 @@ def check_soft_score(fine, coarse, coarse_score, r, out) -> None:
         raise ValueError(f"soft_score: r must be an integer >= 0; got {r}")
 
 
-def soft_fold(frame, coarse, score, state, k, floor, power, rmin):
-    """Fold frame ``k`` (``frame`` (C, H, W), its next pyramid level ``coarse`` (C, (H+1)//2, (W+1)//2),
-    from which the finest Laplacian level ``frame - expand(coarse)`` is made row by row, with
-    ``pyramid_laplacian``'s arithmetic; its focus ``score``, (H, W)) into ``state``
-    (``stages.soft.SoftState``) with the noise ``floor``, the integer ``power`` and the cut-off ratio
-    ``rmin`` (float32 scalars but ``power``)."""
-    run_rows(_soft_fold_kernel, frame.shape[1], 6 * frame.shape[0] * frame.shape[2], frame, coarse, score,
+def soft_fold(frame, coarse, coarse_score, focus, r, score, state, k, floor, power, rmin):
+    """Score frame ``k`` and fold it into ``state`` (``stages.soft.SoftState``) in one pass.
+
+    ``frame`` (C, H, W) and its next pyramid level ``coarse`` (C, (H+1)//2, (W+1)//2): the finest
+    Laplacian level ``frame - expand(coarse)`` is made row by row (``pyramid_laplacian``'s
+    arithmetic). ``score`` (H, W) gets the frame's focus score, ``soft_score`` of that level on the
+    channel ``focus`` (None: every channel) with radius ``r`` and the next level's score
+    ``coarse_score`` (or None); then every pixel is folded with the noise ``floor``, the integer
+    ``power`` and the cut-off ratio ``rmin`` (float32 scalars but ``power``)."""
+    check_soft_score(frame, coarse, coarse_score, r, score)
+    c = frame.shape[0]
+    if focus is not None and not 0 <= focus < c:
+        raise ValueError(f"soft_fold: focus channel {focus} of a frame of {c} channel(s)")
+    with_coarse = coarse_score is not None
+    run_rows(_soft_fold_kernel, frame.shape[1], frame.shape[2] * (18 * c + 2 * r + 6), frame, coarse,
+             coarse_score if with_coarse else score, with_coarse, -1 if focus is None else int(focus), int(r), score,
              state.max_s, state.den, state.depth_num, state.sum_s, state.acc, state.acc_lap, floor, np.float32(k),
              power, rmin)  # frame index: exact in float32
 

@@ -658,20 +658,32 @@ def plan_soft_score(fine, coarse, coarse_score, r, out) -> Launch:
                   (fine, coarse, coarse_score, out, *_i32(h, w, c), _radius(r), np.int32(with_coarse)))
 
 
-def plan_soft_fold(frame, coarse, score, max_s, den, depth_num, sum_s, acc, acc_lap, k, floor, power, rmin) -> Launch:
-    """Fold frame ``k`` (``frame`` (C, H, W), its next pyramid level ``coarse`` (C, (H+1)//2, (W+1)//2),
-    ``score`` (H, W)) into the soft state: four (H, W) planes and two (C, H, W) sums; ``floor`` and
-    ``rmin`` float32, ``power`` an int >= 0."""
+def plan_soft_fold(frame, coarse, coarse_score, focus, r, score, max_s, den, depth_num, sum_s, acc, acc_lap, k, floor,
+                   power, rmin) -> Launch:
+    """Score frame ``k`` into ``score`` (H, W) (``plan_soft_score``'s score of ``frame`` (C, H, W) and its
+    next level ``coarse``, on channel ``focus`` or every channel (None), radius ``r``, plus
+    ``expand(coarse_score)`` unless None) and fold it into the soft state: four (H, W) planes and
+    two (C, H, W) sums; ``floor`` and ``rmin`` float32, ``power`` an int >= 0."""
+    from ..cpu.soft import check_soft_score
+
     _check(frame, "frame", F32, ndim=3)
+    check_soft_score(frame, coarse, coarse_score, r, score)
     c, h, w = frame.shape
     _check(coarse, "coarse", F32, shape=(c, (h + 1) // 2, (w + 1) // 2))
+    if focus is not None and (int(focus) != focus or not 0 <= focus < c):
+        raise ValueError(f"focus: expected a channel in [0, {c}) or None; got {focus}")
     if int(k) != k or not 0 <= k < _FRAME_INDEX_LIMIT:
         raise ValueError(f"k: expected a frame index in [0, {_FRAME_INDEX_LIMIT}); got {k}")
     if int(power) != power or power < 0:
         raise ValueError(f"power: expected an integer >= 0; got {power}")
+    with_coarse = coarse_score is not None
+    if with_coarse:
+        _check(coarse_score, "coarse_score", F32, shape=coarse.shape[1:])
     planes = {"score": score, "max_s": max_s, "den": den, "depth_num": depth_num, "sum_s": sum_s}
-    return _plan_pixels("gs_soft_fold", planes, (frame, coarse, *planes.values(), acc, acc_lap),
-                        (*_i32(h, w, c), np.float32(floor), np.float32(k), np.int32(power), np.float32(rmin)),
+    return _plan_pixels("gs_soft_fold", planes,
+                        (frame, coarse, coarse_score if with_coarse else coarse, *planes.values(), acc, acc_lap),
+                        (*_i32(h, w, c, -1 if focus is None else focus), _radius(r), np.int32(with_coarse),
+                         np.float32(floor), np.float32(k), np.int32(power), np.float32(rmin)),
                         {"frame": frame, "acc": acc, "acc_lap": acc_lap})
 
 
