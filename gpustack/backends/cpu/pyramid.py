@@ -39,11 +39,18 @@ def _reduce_row(row, w, out, ow, ev, od):
         o = out[1:n + 1]
         for j in range(n):
             o[j] = W0 * a[j] + W1 * b[j] + W2 * c[j] + W1 * d[j] + W0 * e[j]
-    for j in range(ow):
-        if j == 0 or j > jhi:
-            bb = 2 * j
-            out[j] = (W0 * row[reflect(bb - 2, w)] + W1 * row[reflect(bb - 1, w)] + W2 * row[reflect(bb, w)]
-                      + W1 * row[reflect(bb + 1, w)] + W0 * row[reflect(bb + 2, w)])
+    for j in range(min(1, ow)):  # the border samples: j == 0 ...
+        _reduce_border(row, w, out, j)
+    for j in range(max(1, jhi + 1), ow):  # ... and j > jhi
+        _reduce_border(row, w, out, j)
+
+
+@njit(cache=True)
+def _reduce_border(row, w, out, j):
+    """``out[j]`` of ``_reduce_row`` where its taps may cross the border."""
+    bb = 2 * j
+    out[j] = (W0 * row[reflect(bb - 2, w)] + W1 * row[reflect(bb - 1, w)] + W2 * row[reflect(bb, w)]
+              + W1 * row[reflect(bb + 1, w)] + W0 * row[reflect(bb + 2, w)])
 
 @njit(cache=True)
 def reduce_output_row(plane, i, out, t, ev, od):
@@ -89,13 +96,20 @@ def _expand_row(g, wc, out, w, ev, od):
             o[k] = HALF * b[k] + HALF * c[k]
         for k in range(n):
             out[2 * k + 2] = e[k]; out[2 * k + 3] = o[k]
-    for j in range(w):
-        k = j // 2
-        if k == 0 or k > khi:
-            if j % 2 == 0:
-                out[j] = E0 * g[reflect(k - 1, wc)] + E1 * g[k] + E0 * g[reflect(k + 1, wc)]
-            else:
-                out[j] = HALF * g[k] + HALF * g[reflect(k + 1, wc)]
+    for j in range(min(2, w)):  # the border samples: k == 0 ...
+        _expand_border(g, wc, out, j)
+    for j in range(max(2, 2 * khi + 2), w):  # ... and k > khi
+        _expand_border(g, wc, out, j)
+
+
+@njit(cache=True)
+def _expand_border(g, wc, out, j):
+    """``out[j]`` of ``_expand_row`` where its taps may cross the border."""
+    k = j // 2
+    if j % 2 == 0:
+        out[j] = E0 * g[reflect(k - 1, wc)] + E1 * g[k] + E0 * g[reflect(k + 1, wc)]
+    else:
+        out[j] = HALF * g[k] + HALF * g[reflect(k + 1, wc)]
 
 @njit(cache=True)
 def _expanded_coarse_row(coarse, k, w, hx, tags, ev, od):
