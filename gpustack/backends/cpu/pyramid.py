@@ -124,6 +124,18 @@ def _expanded_coarse_row(coarse, k, w, hx, tags, ev, od):
 
 
 @njit(cache=True)
+def _coarse_rows(coarse, y, w, hx, tags, ev, od):
+    """The expanded coarse rows fine row ``y`` combines: (r(k-1), r(k), r(k+1)), k = y // 2 (the
+    first only for an even ``y``; reflect101 rows), from the cache ``hx``/``tags``."""
+    hc = coarse.shape[0]
+    k = y // 2
+    hb = _expanded_coarse_row(coarse, k, w, hx, tags, ev, od)
+    hn = _expanded_coarse_row(coarse, reflect(k + 1, hc), w, hx, tags, ev, od)
+    ha = _expanded_coarse_row(coarse, reflect(k - 1, hc), w, hx, tags, ev, od) if y % 2 == 0 else hb
+    return ha, hb, hn
+
+
+@njit(cache=True)
 def expand_row_at(coarse, y, out, hx, tags, ev, od):
     """``out`` (w) = row ``y`` of expand(``coarse``), ``coarse`` 2-D (hc, wc): the expression of
     ``_pyramid_expand_kernel`` (rows expanded along, then combined down: even ``y = 2k``
@@ -131,18 +143,28 @@ def expand_row_at(coarse, y, out, hx, tags, ev, od):
     (4, w) and ``tags`` (4,) (filled with -1 before the first call) cache the expanded coarse
     rows between calls (the rows it needs are within 2 of each other, so never the same slot);
     ``ev``, ``od`` (wc) are scratch."""
-    hc = coarse.shape[0]
     w = out.shape[0]
-    k = y // 2
-    hb = _expanded_coarse_row(coarse, k, w, hx, tags, ev, od)
-    hn = _expanded_coarse_row(coarse, reflect(k + 1, hc), w, hx, tags, ev, od)
+    ha, hb, hn = _coarse_rows(coarse, y, w, hx, tags, ev, od)
     if y % 2 == 0:
-        ha = _expanded_coarse_row(coarse, reflect(k - 1, hc), w, hx, tags, ev, od)
         for j in range(w):
             out[j] = E0 * ha[j] + E1 * hb[j] + E0 * hn[j]
     else:
         for j in range(w):
             out[j] = HALF * hb[j] + HALF * hn[j]
+
+
+@njit(cache=True)
+def laplacian_row_at(fine, coarse, y, out, hx, tags, ev, od):
+    """``out`` (w) = ``fine`` (row ``y`` of a level) - row ``y`` of expand(``coarse``): the value
+    ``pyramid_laplacian`` stores (the expand as ``expand_row_at``), in one loop."""
+    w = out.shape[0]
+    ha, hb, hn = _coarse_rows(coarse, y, w, hx, tags, ev, od)
+    if y % 2 == 0:
+        for j in range(w):
+            out[j] = fine[j] - (E0 * ha[j] + E1 * hb[j] + E0 * hn[j])
+    else:
+        for j in range(w):
+            out[j] = fine[j] - (HALF * hb[j] + HALF * hn[j])
 
 
 @njit(nogil=True, cache=True, error_model="numpy")

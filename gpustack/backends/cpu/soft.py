@@ -16,7 +16,7 @@ from numba import njit
 from ._common import F0, F1, reflect
 from ._threads import run_rows
 from .filter import box_row
-from .pyramid import expand_row_at
+from .pyramid import expand_row_at, laplacian_row_at
 
 
 @njit(cache=True)
@@ -33,14 +33,11 @@ def soft_pow(r, e):
 
 
 @njit(cache=True)
-def _laplacian_row(fine, coarse, a, lap, e, hx, tags, ev, od):
+def _laplacian_row(fine, coarse, a, lap, hx, tags, ev, od):
     """``lap`` (C, W) = row ``a`` of ``fine - expand(coarse)``, every channel (``pyramid_laplacian``'s
-    arithmetic); ``e`` (W) scratch, ``hx``/``tags`` each channel's cache (``expand_row_at``)."""
+    arithmetic); ``hx``/``tags`` each channel's cache (``expand_row_at``)."""
     for ch in range(fine.shape[0]):
-        expand_row_at(coarse[ch], a, e, hx[ch], tags[ch], ev, od)
-        src, lr = fine[ch, a], lap[ch]
-        for j in range(lr.shape[0]):
-            lr[j] = src[j] - e[j]
+        laplacian_row_at(fine[ch, a], coarse[ch], a, lap[ch], hx[ch], tags[ch], ev, od)
 
 
 @njit(cache=True)
@@ -91,7 +88,7 @@ def _soft_score_kernel(fine, coarse, coarse_score, with_coarse, r, out, row0, ro
     ring, q, e, hx, tags, ev, od = _row_scratch(c, w, coarse.shape[2], r)
     lap = np.empty((c, w), np.float32)
     for m in range(row0 - r, row1 + r):  # a chunk of range(h) (_threads.run_rows), and its window's rows
-        _laplacian_row(fine, coarse, reflect(m, h), lap, e, hx, tags, ev, od)
+        _laplacian_row(fine, coarse, reflect(m, h), lap, hx, tags, ev, od)
         _squared_sum_row(lap, 0, c, q)
         box_row(q, w, r, ring[(m + n) % n])
         if m - r >= row0:
@@ -105,10 +102,11 @@ def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, focus, r, score,
     n = 2 * r + 1
     ring, q, e, hx, tags, ev, od = _row_scratch(c, w, coarse.shape[2], r)
     laps = np.empty((n, c, w), np.float32)  # the finest Laplacian level's rows m - 2r .. m, all channels
+    row = (np.empty((4, w), np.float32), np.empty(w, np.int8))  # _fold_row's scratch
     ch0, ch1 = (0, c) if focus < 0 else (focus, focus + 1)
     for m in range(row0 - r, row1 + r):  # a chunk of range(h) (_threads.run_rows), and its window's rows
         lap = laps[(m + n) % n]
-        _laplacian_row(frame, coarse, reflect(m, h), lap, e, hx, tags, ev, od)
+        _laplacian_row(frame, coarse, reflect(m, h), lap, hx, tags, ev, od)
         _squared_sum_row(lap, ch0, ch1, q)
         box_row(q, w, r, ring[(m + n) % n])
         i = m - r
@@ -116,42 +114,61 @@ def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, focus, r, score,
             continue
         _score_row(ring, i, r, coarse_score, with_coarse, score[i], e, hx[c], tags[c], ev, od)
         _fold_row(frame, laps[(i + n) % n], score[i], max_s, den, depth_num, sum_s, acc, acc_lap, i, floor_s, kf,
-                  power, rmin)
+                  power, rmin, row)
+
+
+#: what ``_fold_row`` does at a pixel
+RESTART, RESCALE, ADD, KEEP = 0, 1, 2, 3
 
 
 @njit(cache=True)
-def _fold_row(frame, lap, score, max_s, den, depth_num, sum_s, acc, acc_lap, i, floor_s, kf, power, rmin):
-    """Row ``i`` of the fold (``soft_fold``), its Laplacian row ``lap`` (C, W) and scores ``score`` (W) given."""
+def _fold_row(frame, lap, score, max_s, den, depth_num, sum_s, acc, acc_lap, i, floor_s, kf, power, rmin, row):
+    """Row ``i`` of the fold (``soft_fold``), its Laplacian row ``lap`` (C, W) and scores ``score`` (W)
+    given. In passes over the row that vectorise: the case of every pixel (restart, rescale, add or
+    keep) and its ratio, the ratios' powers (``soft_pow``'s multiplications, the exponent's bits in
+    the outer loop), then each sum takes the expression of its pixel's case (selected, not branched
+    on: a pixel's case is as unpredictable as its neighbour's). Every value is the one
+    gs_soft_fold computes; ``row`` (4, W) float32 and (W) int8 are scratch."""
     c, h, w = frame.shape
+    sv, rv, pv, bv = row[0][0], row[0][1], row[0][2], row[0][3]
+    case = row[1]
+    ms, ss, dd, dp = max_s[i], sum_s[i], den[i], depth_num[i]
     for j in range(w):
         s = score[j] + floor_s
-        sum_s[i, j] = sum_s[i, j] + s
-        m = max_s[i, j]
+        ss[j] = ss[j] + s
+        m = ms[j]
+        sv[j] = s
+        r_new = m / s  # (either division may be by 0: its value is then not selected)
+        r_old = s / m if m > F0 else F1
         if s > m:
-            r = m / s
-            if r < rmin:
-                for ch in range(c):
-                    acc[ch, i, j] = frame[ch, i, j]
-                    acc_lap[ch, i, j] = lap[ch, j]
-                den[i, j] = F1
-                depth_num[i, j] = kf
-            else:
-                sc = soft_pow(r, power)
-                for ch in range(c):
-                    acc[ch, i, j] = acc[ch, i, j] * sc + frame[ch, i, j]
-                    acc_lap[ch, i, j] = acc_lap[ch, i, j] * sc + lap[ch, j]
-                den[i, j] = den[i, j] * sc + F1
-                depth_num[i, j] = depth_num[i, j] * sc + kf
-            max_s[i, j] = s
+            rv[j] = r_new
+            case[j] = RESTART if r_new < rmin else RESCALE
         else:
-            r = s / m if m > F0 else F1
-            if r >= rmin:
-                wgt = soft_pow(r, power)
-                for ch in range(c):
-                    acc[ch, i, j] = acc[ch, i, j] + wgt * frame[ch, i, j]
-                    acc_lap[ch, i, j] = acc_lap[ch, i, j] + wgt * lap[ch, j]
-                den[i, j] = den[i, j] + wgt
-                depth_num[i, j] = depth_num[i, j] + wgt * kf
+            rv[j] = r_old
+            case[j] = ADD if r_old >= rmin else KEEP
+    for j in range(w):
+        pv[j] = F1
+        bv[j] = rv[j]
+    e = power
+    while e > 0:  # soft_pow(rv[j], power) for every j
+        if e & 1:
+            for j in range(w):
+                pv[j] = pv[j] * bv[j]
+        for j in range(w):
+            bv[j] = bv[j] * bv[j]
+        e >>= 1
+    for ch in range(c):
+        a, al, f, lr = acc[ch, i], acc_lap[ch, i], frame[ch, i], lap[ch]
+        for j in range(w):
+            k, p, x, y = case[j], pv[j], a[j], f[j]
+            a[j] = y if k == RESTART else (x * p + y if k == RESCALE else (x + p * y if k == ADD else x))
+            x, y = al[j], lr[j]
+            al[j] = y if k == RESTART else (x * p + y if k == RESCALE else (x + p * y if k == ADD else x))
+    for j in range(w):
+        k, p, x, y = case[j], pv[j], dd[j], dp[j]
+        dd[j] = F1 if k == RESTART else (x * p + F1 if k == RESCALE else (x + p if k == ADD else x))
+        dp[j] = kf if k == RESTART else (y * p + kf if k == RESCALE else (y + p * kf if k == ADD else y))
+        ms[j] = sv[j] if k <= RESCALE else ms[j]
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
