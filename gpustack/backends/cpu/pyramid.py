@@ -75,13 +75,22 @@ def combine_rows(t, out):
 def _pyramid_reduce_kernel(src, dst, row0, row1):
     c, h, w = src.shape
     oh, ow = dst.shape[1], dst.shape[2]
+    # the row-reduced input rows, slot row % 8, tagged ch * h + row: output row i reads rows 2i-2 .. 2i+2
+    # (reflected: within 4 of each other, so never one slot), and i + 1 reuses three of them
+    hr = np.empty((8, ow), np.float32)
+    tags = np.full(8, -1, np.int64)
+    ev = np.empty((w + 1) // 2, np.float32)
+    od = np.empty((w + 1) // 2, np.float32)
     for p in range(row0, row1):  # a chunk of range(c * oh) (_threads.run_rows)
         ch = p // oh
         i = p - ch * oh
-        t = np.empty((5, ow), np.float32)
-        ev = np.empty((w + 1) // 2, np.float32)
-        od = np.empty((w + 1) // 2, np.float32)
-        reduce_output_row(src[ch], i, dst[ch, i], t, ev, od)
+        for m in range(5):
+            a = reflect(2 * i - 2 + m, h)
+            if tags[a % 8] != ch * h + a:
+                _reduce_row(src[ch, a], w, hr[a % 8], ow, ev, od)
+                tags[a % 8] = ch * h + a
+        combine_rows((hr[reflect(2 * i - 2, h) % 8], hr[reflect(2 * i - 1, h) % 8], hr[(2 * i) % 8],
+                      hr[reflect(2 * i + 1, h) % 8], hr[reflect(2 * i + 2, h) % 8]), dst[ch, i])
 
 
 @njit(cache=True)
