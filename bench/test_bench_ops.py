@@ -37,7 +37,8 @@ def data(be):
     planar2 = be.to_device(rng.uniform(-0.1, 0.1, (C, H, W)).astype(np.float32))
     coarse = be.to_device(rng.uniform(0, 1, (C, (H + 1) // 2, (W + 1) // 2)).astype(np.float32))
     plane = be.to_device(rng.uniform(0, 1, (H, W)).astype(np.float32))
-    return dict(frame=be.to_device(frame), planar=planar, planar2=planar2, coarse=coarse, plane=plane,
+    score1 = be.to_device(rng.uniform(0, 1, ((H + 1) // 2, (W + 1) // 2)).astype(np.float32))  # a coarser score
+    return dict(frame=be.to_device(frame), planar=planar, planar2=planar2, coarse=coarse, plane=plane, score1=score1,
                 out_plane=be.empty((H, W), np.float32), lut=be.to_device(decode_lut(np.uint16, "srgb")),
                 elut=be.to_device(encode_lut(16, "srgb")), enc=be.empty((H, W, C), np.uint16))
 
@@ -74,14 +75,21 @@ def test_pyramid_laplacian(benchmark, be, data):
 
 
 def test_soft_fold(benchmark, be, data):
-    """The per-pixel fold of the soft method alone (weights, rescale, seven sums)."""
+    """The soft method's fold of the finest level: its Laplacian rows, its score (squared sums, 3x3
+    box, the next level's score expanded) and the per-pixel fold (weights, rescale, seven sums)."""
     c, h, w = C, H, W
     state = soft.SoftState(*(be.full((h, w), 0.0, np.float32) for _ in range(5)),
                            be.full((c, h, w), 0.0, np.float32), be.full((c, h, w), 0.0, np.float32))
     count = iter(range(10**6))
-    _run(benchmark, be, lambda: be.soft_fold(data["planar"], data["planar2"], data["plane"], state, next(count) % 1000,
-                                             np.float32(0.01), soft.depth_shift(0.01), soft.POWER,
-                                             soft.DEPTH_POWER, soft.RMIN))
+    _run(benchmark, be, lambda: be.soft_fold(data["planar"], data["coarse"], data["score1"], None, soft.RADIUS,
+                                             data["out_plane"], state, next(count) % 1000, np.float32(0.01),
+                                             soft.depth_shift(0.01), soft.POWER, soft.DEPTH_POWER, soft.RMIN))
+
+
+def test_soft_score(benchmark, be, data):
+    """The finest level's focus score of the soft method: Laplacian, squared sum, 3x3 box, plus the
+    next level's score expanded."""
+    _run(benchmark, be, be.soft_score, data["planar"], data["coarse"], data["score1"], soft.RADIUS, data["out_plane"])
 
 
 def test_encode(benchmark, be, data):

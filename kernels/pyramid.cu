@@ -10,6 +10,7 @@
 // recomputing gives the same float32 value, which keeps the parity exact.
 
 #include "common.cuh"
+#include "pyramid.cuh"
 
 // Horizontal reduce tap of row `row` (w samples) for output column j:
 // W0*s[2j-2] + W1*s[2j-1] + W2*s[2j] + W1*s[2j+1] + W0*s[2j+2].
@@ -41,32 +42,6 @@ extern "C" __global__ void gs_pyramid_reduce(const float* __restrict__ src, floa
     const float t3 = gs_reduce_taps(plane + (gs_index_t)gs_reflect(a + 3, h) * w, w, j);
     const float t4 = gs_reduce_taps(plane + (gs_index_t)gs_reflect(a + 4, h) * w, w, j);
     dst[((gs_index_t)ch * oh + i) * ow + j] = GS_W0 * t0 + GS_W1 * t1 + GS_W2 * t2 + GS_W1 * t3 + GS_W0 * t4;
-}
-
-// Row `row` of the coarse plane (wc samples) expanded to fine column x (k = x / 2):
-//   even x: E0*g[k-1] + E1*g[k] + E0*g[k+1]      odd x: HALF*g[k] + HALF*g[k+1]
-static __device__ __forceinline__ float gs_expand_taps(const float* __restrict__ row, int wc, int x)
-{
-    const int k = x >> 1;
-    if ((x & 1) == 0) {
-        return GS_E0 * row[gs_reflect(k - 1, wc)] + GS_E1 * row[k] + GS_E0 * row[gs_reflect(k + 1, wc)];
-    }
-    return GS_HALF * row[k] + GS_HALF * row[gs_reflect(k + 1, wc)];
-}
-
-// expand(coarse)[y, x] of one channel plane (hc, wc): the rows expanded first (along
-// columns, gs_expand_taps), then combined down the columns with the same weights
-// (k = y / 2):  even y: E0*r(k-1) + E1*r(k) + E0*r(k+1)     odd y: HALF*r(k) + HALF*r(k+1).
-static __device__ __forceinline__ float gs_expand_at(const float* __restrict__ plane, int hc, int wc, int y, int x)
-{
-    const int k = y >> 1;
-    const float hb = gs_expand_taps(plane + (gs_index_t)k * wc, wc, x);
-    const float hn = gs_expand_taps(plane + (gs_index_t)gs_reflect(k + 1, hc) * wc, wc, x);
-    if ((y & 1) == 0) {
-        const float ha = gs_expand_taps(plane + (gs_index_t)gs_reflect(k - 1, hc) * wc, wc, x);
-        return GS_E0 * ha + GS_E1 * hb + GS_E0 * hn;
-    }
-    return GS_HALF * hb + GS_HALF * hn;
 }
 
 // This thread's sample of a launch over the fine plane (w, h, C): false outside it; else its flat

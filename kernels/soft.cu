@@ -1,10 +1,10 @@
 // soft.cu: the `soft` fusion (the default method): per pixel, a soft selection of the
 // sharpest frames, folded one frame at a time. Twin of gpustack/backends/cpu/soft.py.
 //
-// Layout: planar float32 (C, H, W) images and float32 (H, W) planes, row-major. 1-D
-// launches, one thread per pixel p = i * w + j over n = h * w pixels (block 128, grid
-// ceil(n / 128)); guard p < n; purely per pixel: each thread reads and writes only its
-// own pixel, so there are no races and no reductions.
+// Layout: planar float32 (C, H, W) images and float32 (H, W) planes, row-major. gs_soft_score:
+// a 2-D launch over the level's (w, h, 1). The others: 1-D launches, one thread per pixel
+// p = i * w + j over n = h * w pixels (block 128, grid ceil(n / 128)); guard p < n. Each thread
+// writes only its own pixel, so there are no races and no reductions.
 //
 // Weights: frame k's focus score plus the stack's noise floor, s = score + floor, gets
 // weight (s / max_s)^power against the best score max_s seen at that pixel; when a frame
@@ -21,6 +21,7 @@
 // noisy frames; the depth's, sharper, keep the index on the sharpest ones.
 
 #include "common.cuh"
+#include "pyramid.cuh"
 
 // r^e for an integer e >= 0 by binary exponentiation: result = 1; while e: if e & 1:
 // result = result * b; b = b * b; e >>= 1 (b starts at r).
@@ -38,7 +39,74 @@ static __device__ __forceinline__ float gs_soft_pow(float r, int e)
     return result;
 }
 
-// gs_soft_fold: fold frame kf (frame index as float32, exact below 2**24) into the state.
+// The finest Laplacian coefficient of channel ch at (i, j): frame - expand(coarse), the arithmetic of
+// gs_pyramid_laplacian (coarse (C, hc, wc), the frame's next Gaussian level).
+static __device__ __forceinline__ float gs_soft_lap(const float* __restrict__ frame, const float* __restrict__ coarse,
+                                                    gs_index_t o, int ch, int hc, int wc, int i, int j)
+{
+    return frame[o] - gs_expand_at(coarse + (gs_index_t)ch * hc * wc, hc, wc, i, j);
+}
+
+// The focus score of one pyramid level at (i, j), from its Gaussian level fine (c, h, w) and the
+// next one coarse (c, hc, wc), hc = (h + 1) / 2, wc = (w + 1) / 2, channels ch0 .. ch1 - 1:
+//   lap(ch, a, b) = fine[ch, a, b] - expand(coarse)[ch, a, b]      (gs_pyramid_laplacian)
+//   q(a, b) = lap(ch0, a, b)^2 + lap(ch0 + 1, a, b)^2 + ...        (gs_fuse_sqsum's order)
+//   row(a) = 0 + q(a, reflect(j - r)) + ... + q(a, reflect(j + r))  (gs_box_row)
+//   s = 0 + row(reflect(i - r)) + ... + row(reflect(i + r))          (gs_box_col)
+//   with_coarse: s = s + expand(coarse_score)[i, j]                  (gs_pyramid_expand_add;
+//   coarse_score (hc, wc), the next level's score; not read otherwise)
+// each sum from the lowest offset up: the values of those kernels run in turn, without their
+// intermediates. Every thread recomputes its window's coefficients (the same float32 values as its
+// neighbours').
+static __device__ __forceinline__ float gs_soft_score_at(const float* __restrict__ fine,
+                                                         const float* __restrict__ coarse,
+                                                         const float* __restrict__ coarse_score, int h, int w,
+                                                         int ch0, int ch1, int r, int with_coarse, int i, int j)
+{
+    const int hc = (h + 1) / 2;
+    const int wc = (w + 1) / 2;
+    const gs_index_t hw = (gs_index_t)h * w;
+    float s = GS_F0;
+    for (int di = -r; di <= r; ++di) {
+        const int a = gs_reflect(i + di, h);
+        float row = GS_F0;
+        for (int dj = -r; dj <= r; ++dj) {
+            const int b = gs_reflect(j + dj, w);
+            const gs_index_t o = (gs_index_t)a * w + b;
+            float v = gs_soft_lap(fine, coarse, ch0 * hw + o, ch0, hc, wc, a, b);
+            float q = v * v;
+            for (int ch = ch0 + 1; ch < ch1; ++ch) {
+                v = gs_soft_lap(fine, coarse, ch * hw + o, ch, hc, wc, a, b);
+                q = q + v * v;
+            }
+            row = row + q;
+        }
+        s = s + row;
+    }
+    if (with_coarse) {
+        s = s + gs_expand_at(coarse_score, hc, wc, i, j);
+    }
+    return s;
+}
+
+// gs_soft_score: out (h, w) = gs_soft_score_at over every channel of fine (c, h, w) (the caller
+// passes a focus channel as a one-channel view). 2-D launch over (w, h, 1); guard j < w, i < h.
+extern "C" __global__ void gs_soft_score(const float* __restrict__ fine, const float* __restrict__ coarse,
+                                         const float* __restrict__ coarse_score, float* __restrict__ out, int h,
+                                         int w, int c, int r, int with_coarse)
+{
+    const int j = gs_col();
+    const int i = gs_row();
+    if (j >= w || i >= h) {
+        return;
+    }
+    out[(gs_index_t)i * w + j] = gs_soft_score_at(fine, coarse, coarse_score, h, w, 0, c, r, with_coarse, i, j);
+}
+
+// gs_soft_fold: score frame kf (frame index as float32, exact below 2**24) and fold it into the
+// state. score[p] = gs_soft_score_at(frame, coarse, coarse_score) on channel focus (every channel
+// when focus < 0), radius r; lap = gs_soft_lap(frame, coarse) (the finest Laplacian level, made
+// here, not stored); then
 //   s = score + floor;  sum_s = sum_s + s;  m = max_s
 //   t = s - dshift;  mt = m - dshift     (the depth weights: their floor is floor - dshift)
 //   if s > m:   r = m / s
@@ -54,22 +122,32 @@ static __device__ __forceinline__ float gs_soft_pow(float r, int e)
 //                          den = den + wgt
 //               rt = mt > 0 ? t / mt : 1
 //               rt >= rmin: wgt = rt^dpower; depth_den = depth_den + wgt; depth_num = depth_num + wgt * kf
-// (a NaN score compares false everywhere and adds nothing but to sum_s). frame, lap, acc,
-// acc_lap (C, H, W); score, max_s, den, depth_den, depth_num, sum_s (H, W). State starts at 0
-// (the first frame restarts both: r = 0, rt = -dshift / t).
-extern "C" __global__ void gs_soft_fold(const float* __restrict__ frame, const float* __restrict__ lap,
-                                        const float* __restrict__ score, float* __restrict__ max_s,
-                                        float* __restrict__ den, float* __restrict__ depth_den,
-                                        float* __restrict__ depth_num, float* __restrict__ sum_s,
-                                        float* __restrict__ acc, float* __restrict__ acc_lap, gs_index_t n, int c,
-                                        float floor_s, float dshift, float kf, int power, int dpower,
-                                        float rmin)
+// (a NaN score compares false everywhere and adds nothing but to sum_s). frame, acc, acc_lap
+// (C, H, W); coarse (C, (H + 1) / 2, (W + 1) / 2); coarse_score as in gs_soft_score_at; score,
+// max_s, den, depth_den, depth_num, sum_s (H, W), n = h * w. State starts at 0 (the first frame
+// restarts both: r = 0, rt = -dshift / t).
+extern "C" __global__ void gs_soft_fold(const float* __restrict__ frame, const float* __restrict__ coarse,
+                                        const float* __restrict__ coarse_score, float* __restrict__ score,
+                                        float* __restrict__ max_s, float* __restrict__ den,
+                                        float* __restrict__ depth_den, float* __restrict__ depth_num,
+                                        float* __restrict__ sum_s, float* __restrict__ acc,
+                                        float* __restrict__ acc_lap, gs_index_t n, int h, int w, int c, int focus,
+                                        int radius, int with_coarse, float floor_s, float dshift, float kf,
+                                        int power, int dpower, float rmin)
 {
     const gs_index_t p = gs_flat();
     if (p >= n) {
         return;
     }
-    const float s = score[p] + floor_s;
+    const int i = (int)(p / w);
+    const int j = (int)(p - (gs_index_t)i * w);
+    const int hc = (h + 1) / 2;
+    const int wc = (w + 1) / 2;
+    const int ch0 = focus < 0 ? 0 : focus;
+    const int ch1 = focus < 0 ? c : focus + 1;
+    const float sf = gs_soft_score_at(frame, coarse, coarse_score, h, w, ch0, ch1, radius, with_coarse, i, j);
+    score[p] = sf;
+    const float s = sf + floor_s;
     sum_s[p] = sum_s[p] + s;
     const float m = max_s[p];
     const float t = s - dshift;
@@ -80,7 +158,7 @@ extern "C" __global__ void gs_soft_fold(const float* __restrict__ frame, const f
             for (int ch = 0; ch < c; ++ch) {
                 const gs_index_t o = ch * n + p;
                 acc[o] = frame[o];
-                acc_lap[o] = lap[o];
+                acc_lap[o] = gs_soft_lap(frame, coarse, o, ch, hc, wc, i, j);
             }
             den[p] = GS_F1;
         } else {
@@ -88,7 +166,7 @@ extern "C" __global__ void gs_soft_fold(const float* __restrict__ frame, const f
             for (int ch = 0; ch < c; ++ch) {
                 const gs_index_t o = ch * n + p;
                 acc[o] = acc[o] * sc + frame[o];
-                acc_lap[o] = acc_lap[o] * sc + lap[o];
+                acc_lap[o] = acc_lap[o] * sc + gs_soft_lap(frame, coarse, o, ch, hc, wc, i, j);
             }
             den[p] = den[p] * sc + GS_F1;
         }
@@ -109,7 +187,7 @@ extern "C" __global__ void gs_soft_fold(const float* __restrict__ frame, const f
             for (int ch = 0; ch < c; ++ch) {
                 const gs_index_t o = ch * n + p;
                 acc[o] = acc[o] + wgt * frame[o];
-                acc_lap[o] = acc_lap[o] + wgt * lap[o];
+                acc_lap[o] = acc_lap[o] + wgt * gs_soft_lap(frame, coarse, o, ch, hc, wc, i, j);
             }
             den[p] = den[p] + wgt;
         }

@@ -217,35 +217,58 @@ def _soft_state(rng, shape, fresh):
                      rand(rng, (h, w), 0.0, 20.0), rand(rng, shape), rand(rng, shape))
 
 
-def _soft_fold(fresh, floor):
-    """Scores that reach every branch: a new maximum (restart below RMIN, rescale above), ties
-    (``score + floor == max_s``, exact with ``floor`` 0), ratios a hair each side of RMIN (the
-    image's, and the depth weights' ``(s - dshift) / (max_s - dshift)``), a best score of 0, best
-    scores below the depth's shift (``max_s - dshift <= 0``) and NaN."""
+def _soft_fold(fresh, floor, focus=None, with_coarse=True):
+    """A frame (NaN at 0.3 % of its samples), its next level and the next level's score; a state whose
+    best scores sit where the frame's score (the reference's, ``ref.energy`` plus the expanded coarse
+    score) reaches every branch: a new maximum (restart below RMIN, rescale above), ties
+    (``score + floor == max_s``), ratios a hair each side of RMIN (the image's, and the depth weights'
+    ``(s - dshift) / (max_s - dshift)``), a best score of 0, best scores below the depth's shift (a
+    large ``floor``: ``max_s - dshift <= 0``), NaN. ``focus``: the score from that channel alone."""
 
     def build(rng, shape, r):
-        state = _soft_state(rng, shape, fresh)
-        score = rand(rng, shape[1:], 0.0, 2.5)
-        pick = rng.uniform(size=score.shape)
-        ties = pick < 0.15
-        score[ties] = state.max_s[ties]
-        near_cut = (pick >= 0.15) & (pick < 0.3)
-        side = rng.choice([np.nextafter(RMIN, F(1)), RMIN, np.nextafter(RMIN, F(0))], size=int(near_cut.sum()))
-        score[near_cut] = (state.max_s[near_cut] * side).astype(F)  # below the best: weight cut-off
-        above = (pick >= 0.35) & (pick < 0.5)
-        side = rng.choice([np.nextafter(RMIN, F(1)), RMIN, np.nextafter(RMIN, F(0))], size=int(above.sum()))
-        score[above] = (state.max_s[above] / side).astype(F)  # a new best: restart or rescale
-        score[(pick >= 0.3) & (pick < 0.35)] = 0.0
+        c, h, w = shape
+        r = 1 if r is None else r
+        half = ((h + 1) // 2, (w + 1) // 2)
+        frame = rand(rng, shape)
+        frame[rng.uniform(size=shape) < 0.003] = np.nan
+        coarse = rand(rng, (c, *half))
+        coarse_score = rand(rng, half, 0.0, 2.0) if with_coarse else None
+        sel = slice(None) if focus is None else slice(focus, focus + 1)
+        score = ref.energy(ref.laplacian(frame[sel], coarse[sel]), r)
+        if with_coarse:
+            score = (score + ref.expand(coarse_score[None], h, w)[0]).astype(F)
+        s = (score + F(floor)).astype(F)
         dshift = depth_shift(floor)
-        mt = (state.max_s - dshift).astype(F)
-        for lo, hi, op in ((0.5, 0.6, np.multiply), (0.6, 0.7, np.divide)):  # the depth ratio each side of RMIN
-            sel = (pick >= lo) & (pick < hi)
-            side = rng.choice([np.nextafter(RMIN, F(1)), RMIN, np.nextafter(RMIN, F(0))], size=int(sel.sum()))
-            score[sel] = ((op(mt[sel], side).astype(F) + dshift).astype(F) - F(floor)).astype(F)
-        score[rng.uniform(size=score.shape) < 0.03] = np.nan
-        return OpCase("soft_fold", (rand(rng, shape), rand(rng, shape), score, state, 7, F(floor), dshift, POWER,
-                                    DEPTH_POWER, RMIN),
-                      (3,))
+        state = _soft_state(rng, shape, fresh)
+        if not fresh:
+            pick = rng.uniform(size=s.shape)
+            ties = pick < 0.15
+            state.max_s[ties] = s[ties]
+            below = (pick >= 0.15) & (pick < 0.3)  # below the best: weight cut-off
+            side = rng.choice([np.nextafter(RMIN, F(1)), RMIN, np.nextafter(RMIN, F(0))], size=s.shape)
+            state.max_s[below] = (s[below] / side[below]).astype(F)
+            above = (pick >= 0.35) & (pick < 0.5)  # a new best: restart or rescale
+            state.max_s[above] = (s[above] * side[above]).astype(F)
+            t = (s - dshift).astype(F)  # the depth ratio a hair each side of RMIN: below the best, then above
+            d_below = (pick >= 0.5) & (pick < 0.6)
+            state.max_s[d_below] = ((t[d_below] / side[d_below]).astype(F) + dshift).astype(F)
+            d_above = (pick >= 0.6) & (pick < 0.7)
+            state.max_s[d_above] = ((t[d_above] * side[d_above]).astype(F) + dshift).astype(F)
+        return OpCase("soft_fold", (frame, coarse, coarse_score, focus, r, empty((h, w)), state, 7, F(floor), dshift,
+                                    POWER, DEPTH_POWER, RMIN), (5, 6))
+
+    return build
+
+
+def _soft_score(with_coarse):
+    """A level's score from random Gaussian levels (tiny values among them: squares and their sums
+    denormal), with or without the next level's score to add."""
+
+    def build(rng, shape, r):
+        c, h, w = shape
+        half = ((h + 1) // 2, (w + 1) // 2)
+        coarse_score = rand(rng, half, 0.0, 3.0) if with_coarse else None
+        return OpCase("soft_score", (rand(rng, shape), rand(rng, (c, *half)), coarse_score, r, empty((h, w))), (4,))
 
     return build
 
@@ -402,11 +425,15 @@ CASES = {
     "depth_ratio": depth_ratio,
     "depthmap_accumulate": depthmap_accumulate,
     "depthmap_blend": depthmap_blend,
+    "soft_score": _soft_score(True),
+    "soft_score_finest": _soft_score(False),
     "soft_fold_first": _soft_fold(True, 0.0),
     "soft_fold_first_floor": _soft_fold(True, 0.01),
     "soft_fold": _soft_fold(False, 0.0),
     "soft_fold_floor": _soft_fold(False, 0.01),
     "soft_fold_high_floor": _soft_fold(False, 0.5),  # best scores below the depth's shift
+    "soft_fold_focus": _soft_fold(False, 0.01, focus=0),
+    "soft_fold_finest": _soft_fold(False, 0.01, with_coarse=False),
     "soft_finish": soft_finish,
     "soft_contrast": _soft_contrast(0.01),
     "soft_contrast_no_floor": _soft_contrast(0.0),
@@ -420,7 +447,7 @@ CASES = {
        for pattern in _BAYER},
 }
 WINDOWED = ("fuse_select", "depth_track_forward", "depth_track_reverse", "depth_track_first", "filter_box_rows",
-            "filter_box_cols")
+            "filter_box_cols", "soft_score", "soft_score_finest", "soft_fold", "soft_fold_focus")
 PLAIN = tuple(name for name in CASES if name not in WINDOWED)
 
 

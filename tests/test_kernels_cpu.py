@@ -1,11 +1,15 @@
 """Each Numba kernel against the plain-NumPy oracle in tests/reference.py, bit for bit."""
 
+import dataclasses
+
+import cuda_cases
 import numpy as np
 import pytest
 
 import reference as ref
 from gpustack.backends.cpu import CpuBackend
 from gpustack.color import decode_lut, encode_lut
+from gpustack.stages import soft
 
 be = CpuBackend()
 F = np.float32
@@ -174,3 +178,68 @@ def test_pyramid_laplacian_matches_reference_and_expand_sub(shape):
     in_place = fine.copy()
     be.pyramid_expand_sub(in_place, coarse)
     np.testing.assert_array_equal(out, in_place)
+
+
+def _unfused_score(fine, coarse, coarse_score, r):
+    """The score's level as the separate ops compute it, through full-size intermediates:
+    pyramid_laplacian, fuse_sqsum, filter_box_rows, filter_box_cols, pyramid_expand_add."""
+    c, h, w = fine.shape
+    lap, q, rowbox, out = np.empty_like(fine), np.empty((h, w), F), np.empty((h, w), F), np.empty((h, w), F)
+    be.pyramid_laplacian(fine, coarse, lap)
+    be.fuse_sqsum(lap, q)
+    be.filter_box_rows(q, rowbox, r)
+    be.filter_box_cols(rowbox, out, r)
+    if coarse_score is not None:
+        be.pyramid_expand_add(out[None], coarse_score[None])
+    return out
+
+
+@pytest.mark.parametrize("r", [0, 1, 2, 3])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 1, 2), (1, 2, 3), (3, 5, 7), (1, 37, 53), (5, 9, 6), (3, 130, 257)])
+def test_soft_score_equals_the_unfused_sequence(shape, r):
+    """soft_score in one pass gives the bits of the five ops it replaces (odd sizes, borders, windows
+    wider than the plane), with and without the next level's score, and on a focus channel's view."""
+    c, h, w = shape
+    fine = cuda_cases.rand(np.random.default_rng(7), shape)  # tiny values too: denormal squares
+    coarse = rand((c, (h + 1) // 2, (w + 1) // 2), 8)
+    for coarse_score in (None, rand(coarse.shape[1:], 9, 0.0, 3.0)):
+        out = np.full((h, w), np.nan, F)
+        be.soft_score(fine, coarse, coarse_score, r, out)
+        cuda_cases.assert_bits_equal(out, _unfused_score(fine, coarse, coarse_score, r))
+    ch = c - 1  # a focus channel: a (1, H, W) view of a (C, H, W) level
+    out = np.full((h, w), np.nan, F)
+    be.soft_score(fine[ch:ch + 1], coarse[ch:ch + 1], None, r, out)
+    cuda_cases.assert_bits_equal(out, _unfused_score(fine[ch:ch + 1].copy(), coarse[ch:ch + 1].copy(), None, r))
+
+
+def test_soft_score_checks_its_shapes():
+    fine, coarse, out = rand((3, 9, 8)), rand((3, 5, 4)), np.empty((9, 8), F)
+    with pytest.raises(ValueError, match="coarse"):
+        be.soft_score(fine, rand((3, 4, 4)), None, 1, out)
+    with pytest.raises(ValueError, match="coarse_score"):
+        be.soft_score(fine, coarse, rand((4, 4)), 1, out)
+    with pytest.raises(ValueError, match="r must be"):
+        be.soft_score(fine, coarse, None, -1, out)
+
+
+@pytest.mark.parametrize("name", ["soft_fold_first", "soft_fold", "soft_fold_floor", "soft_fold_high_floor",
+                                  "soft_fold_focus", "soft_fold_finest"])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (1, 37, 53), (5, 9, 6), (3, 64, 33)])
+@pytest.mark.parametrize("r", [0, 1, 2])
+def test_soft_fold_equals_the_unfused_score_and_fold(name, shape, r):
+    """soft_fold scores the finest level and folds it in one pass, making the Laplacian level itself:
+    the score is the unfused ops' (soft_score's sequence, on the focus channel), and the state the
+    reference fold's with the level pyramid_laplacian stores (every branch of the image's weights and
+    of the depth's: restart, rescale, add, cut-off, ties, NaN)."""
+    case = cuda_cases.CASES[name](np.random.default_rng(11), shape, r)
+    frame, coarse, coarse_score, focus, r, score, state, k, floor, dshift, power, dpower, rmin = case.args
+    lap = np.empty_like(frame)
+    be.pyramid_laplacian(frame, coarse, lap)
+    sel = slice(None) if focus is None else slice(focus, focus + 1)
+    want_score = _unfused_score(frame[sel].copy(), coarse[sel].copy(), coarse_score, r)
+    st = soft.SoftState(*(a.copy() for a in dataclasses.astuple(state)))
+    want = ref.soft_fold_step(frame, lap, want_score, dataclasses.astuple(st), k, floor, dshift, power, dpower, rmin)
+    be.soft_fold(frame, coarse, coarse_score, focus, r, score, st, k, floor, dshift, power, dpower, rmin)
+    cuda_cases.assert_bits_equal(score, want_score)
+    for got, expected in zip(dataclasses.astuple(st), want, strict=True):
+        cuda_cases.assert_bits_equal(got, expected)

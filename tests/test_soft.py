@@ -146,3 +146,19 @@ def test_depth_is_the_weighted_frame_index():
     inner = np.s_[12:-12, 12:-12]
     assert np.corrcoef(res.depth[inner].ravel(), st.depth[inner].ravel())[0, 1] > 0.9
     assert len(np.unique(np.round(res.depth_raw[inner], 2))) > 50  # not whole frames only
+
+
+@pytest.mark.parametrize("levels,radius", [(1, 1), (2, 2), (3, 1), (4, 0)])
+@pytest.mark.parametrize("focus_channel", [None, 1])
+def test_score_follows_its_parameters(monkeypatch, levels, radius, focus_channel):
+    """The score's structure stays parametric (SCORE_LEVELS, RADIUS): the score a fold leaves is the
+    batch oracle's for those values, on every channel or on the focus channel alone."""
+    monkeypatch.setattr(soft, "SCORE_LEVELS", levels)
+    monkeypatch.setattr(soft, "RADIUS", radius)
+    frame = _planar([gaussian_filter(f, (1, 1, 0)).astype(F) for f in _frames(1, (45, 62, 3), seed=9)])[0]
+    fusion = SoftFusion(be, 3, 45, 62, focus_channel=focus_channel)
+    np.copyto(fusion.input, frame)
+    fusion.fold(0)
+    sel = frame if focus_channel is None else frame[focus_channel:focus_channel + 1]
+    want, _, _ = ref.soft_score(np.ascontiguousarray(sel), levels=levels, r=radius)
+    np.testing.assert_array_equal(fusion.score.view(np.uint32), want.view(np.uint32))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from ..color import ENCODE_LUT_SIZE
 from .fuse import level_shapes
-from .soft import SCORE_LEVELS
+from .soft import SCORE_LEVELS, coarsest_weighted
 
 F32 = 4
 RCD_PAD = 10  # the RCD work planes' mirrored border (backends/cpu/develop.py RCD_PAD)
@@ -53,10 +53,9 @@ def _state_bytes(method: str, c: int, height: int, width: int, levels: int,
     plane = height * width
     if method == "soft":
         areas = [h * w for h, w in level_shapes(height, width, SCORE_LEVELS + 1)]
-        scratch = (c * sum(areas)                  # the frame's first levels (Gaussian, then Laplacian)
-                   + c * plane                     # its finest Laplacian level
-                   + sum(areas[:SCORE_LEVELS])     # the focus score per level
-                   + 2 * plane)                    # squared sums and row box sums
+        scratch = (c * sum(areas)                  # the frame's first levels (Gaussian: the Laplacian is
+                   + sum(areas[:SCORE_LEVELS])     # made where it is used); the focus score per level
+                   + (areas[SCORE_LEVELS - 1] if coarsest_weighted() else 0))  # its sums before the weight
         stack = (5 * plane                         # best score, weight sum, depth weight and index sums, score sum
                  + 2 * c * plane                   # weighted sums of the frames and of their finest level
                  + (7 * plane if height_map else 0))  # DepthTracker: DepthState and the first frame's scores

@@ -84,8 +84,7 @@ class DepthState:
 
 class FrameLevels:
     """What every fusion state shares: the frame's Gaussian levels ``g`` (``shapes``, finest first;
-    ``g[0]`` is where the next frame is written) and two flat scratch planes ``_q``, ``_rowbox``
-    of the finest level's size, viewed at any level's shape."""
+    ``g[0]`` is where the next frame is written)."""
 
     #: the attributes that make up one stack's running state; the others are the frame's scratch
     STACK_FIELDS: tuple = ()
@@ -113,11 +112,6 @@ class FrameLevels:
         """A fresh running state of this fusion's shape (as after construction)."""
         raise NotImplementedError
 
-    def _scratch(self, level):
-        h, w = self.shapes[level]
-        return self._q[: h * w].reshape(h, w), self._rowbox[: h * w].reshape(h, w)
-
-
 class PyramidFusion(FrameLevels):
     """Running state of the pyramid fusion of frames of shape (C, H, W) on backend ``be``.
 
@@ -143,6 +137,11 @@ class PyramidFusion(FrameLevels):
         self.use_stack_state(self.new_stack_state())
 
     STACK_FIELDS = ("best_lap", "best_e", "acc", "tracker", "count")
+
+    def _scratch(self, level):
+        """The two flat scratch planes ``_q``, ``_rowbox`` (the finest level's size) at ``level``'s shape."""
+        h, w = self.shapes[level]
+        return self._q[: h * w].reshape(h, w), self._rowbox[: h * w].reshape(h, w)
 
     def new_stack_state(self) -> dict:
         be, c, f32 = self.be, self.channels, np.float32

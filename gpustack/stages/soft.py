@@ -27,8 +27,9 @@ below the finest level. The depth map is the mean frame index under weights of i
 running best, its own sums and rescaling), so that the frames the floor lets share a noisy pixel do
 not spread the index; its confidence ``(best - mean score) / best``.
 
-State: ``2C + 5`` full-size float32 planes, plus the frame's first ``SCORE_LEVELS + 1`` pyramid levels and a few
-scratch planes, whatever the number of frames; with ``track_depth`` (a height map) 7 more: the
+State: ``2C + 5`` full-size float32 planes, plus the frame's first ``SCORE_LEVELS + 1`` Gaussian
+levels and the score per level, whatever the number of frames (no Laplacian level is stored:
+``soft_score`` and ``soft_fold`` make it, row by row, where they use it); with ``track_depth`` (a height map) 7 more: the
 best score's plane and its neighbours' scores (``stages.fuse.DepthTracker``), for a sub-plane
 index by a parabola, which the height map uses.
 """
@@ -48,17 +49,29 @@ SCORE_LEVELS = 4    # the finest levels summed into the score
 #: each level's weight in the score (the finest first; applied as a division by float32(1 / weight),
 #: 8/3 rounded, by ``fuse_divide``). The fourth level at 3/8: at 1
 #: it cost the clean coffee/steps 1.6 dB in the interior, at 0 (three levels) the microscope stack's
-#: tone error was 5.8 levels of 255 against 4.1 (README, Quality; bench/quality.py)
+#: tone error was 5.8 levels of 255 against 4.1 (README, Quality; bench/quality.py). Only the
+#: coarsest of the ``SCORE_LEVELS`` may weigh other than 1: a finer level's sums are added to the
+#: coarser score in the same pass that makes them (``soft_score``, ``soft_fold``)
 LEVEL_WEIGHTS = (1.0, 1.0, 1.0, 0.375)
 NOISE_LEVELS = 3    # the finest levels whose windows the noise floor counts (noise_floor)
 FLOOR_SCALE = 6.0   # the floor in units of the noise's expected score (bench/quality.py: 3 to 10 within 0.3 dB)
-#: the depth map's weights, ``((score + DEPTH_FLOOR * floor) / best)^DEPTH_POWER``: a quarter of the floor,
-#: sharper than the image's, so that averaging noisy frames does not spread the depth index (the
-#: image's weights gave immunohistochemistry at ISO 6400 a depth MAE of 0.66 frames, these 0.27); a
-#: lower power than the image's, which keeps the sub-frame interpolation between frames of about
-#: equal score (power 24 cost the grass scene 0.011 frames of MAE) (README, Quality; bench/quality.py)
+#: the depth map's weights, ``((score + DEPTH_FLOOR * floor) / (best score + DEPTH_FLOOR * floor))^DEPTH_POWER``:
+#: a quarter of the floor, sharper than the image's, so that averaging noisy frames does not spread
+#: the depth index (the image's weights gave immunohistochemistry at ISO 6400 a depth MAE of 0.66
+#: frames, these 0.27); a lower power than the image's, which keeps the sub-frame interpolation
+#: between frames of about equal score (power 24 cost the grass scene 0.011 frames of MAE)
+#: (README, Quality; bench/quality.py)
 DEPTH_FLOOR = 0.25
 DEPTH_POWER = 20
+
+
+def coarsest_weighted() -> bool:
+    """Whether the coarsest score level has a weight (``LEVEL_WEIGHTS``); a weight other than 1 on
+    a finer level, or on the finest when it is the only one, is refused."""
+    weights = LEVEL_WEIGHTS[:SCORE_LEVELS]
+    if any(wt != 1 for wt in weights[:-1]) or (SCORE_LEVELS == 1 and weights[0] != 1):
+        raise ValueError(f"soft: only the coarsest of several score levels may be weighted, got {weights}")
+    return weights[-1] != 1
 
 
 @dataclass
@@ -118,17 +131,17 @@ class SoftFusion(FrameLevels):
         self.be = be
         self.channels = channels
         self.focus = focus_view(channels, focus_channel)
+        self.focus_channel = focus_channel
         self.track_depth = track_depth
         self.shapes = level_shapes(height, width, SCORE_LEVELS + 1)
         f32 = np.float32
         c = channels
         plane = (height, width)
         self.g = [be.empty((c, h, w), f32) for h, w in self.shapes]
-        self.lap0 = be.empty((c, height, width), f32)
         self.score = be.empty(plane, f32)
         self.scores = [self.score] + [be.empty(s, f32) for s in self.shapes[1:SCORE_LEVELS]]
-        self._q = be.empty((height * width,), f32)
-        self._rowbox = be.empty((height * width,), f32)
+        # the coarsest level's sums before its weight (a plane of that level's size), if it has one
+        self._unweighted = be.empty(self.shapes[SCORE_LEVELS - 1], f32) if coarsest_weighted() else None
         self.use_stack_state(self.new_stack_state())
 
     STACK_FIELDS = ("state", "floor", "tracker", "count")
@@ -145,39 +158,35 @@ class SoftFusion(FrameLevels):
         tracker = DepthTracker(be, *plane) if self.track_depth else None
         return {"state": state, "floor": None, "tracker": tracker, "count": 0}
 
-    def _focus(self) -> None:
-        """``self.score`` = the frame's focus score (on the first frame, first the noise floor)."""
-        be, g = self.be, self.g
-        if self.floor is None:
-            self.floor = noise_floor(be.to_host(self.focus(g[0])))  # sync: once per stack
-        for lv in range(SCORE_LEVELS):
-            be.pyramid_reduce(g[lv], g[lv + 1])
-        be.pyramid_laplacian(g[0], g[1], self.lap0)
-        for lv in range(1, SCORE_LEVELS):
-            be.pyramid_expand_sub(g[lv], g[lv + 1])  # g[lv + 1] is still Gaussian here
-        laps = [self.lap0] + g[1:SCORE_LEVELS]
-        for lv in range(SCORE_LEVELS - 1, -1, -1):
-            q, rowbox = self._scratch(lv)
-            be.fuse_sqsum(self.focus(laps[lv]), q)
-            be.filter_box_rows(q, rowbox, RADIUS)
-            if LEVEL_WEIGHTS[lv] == 1:
-                be.filter_box_cols(rowbox, self.scores[lv], RADIUS)
-            else:  # the level's sums divided by 1 / weight (a kernel of both backends; the level is small)
-                be.filter_box_cols(rowbox, q, RADIUS)
-                be.fuse_divide(q.reshape((1,) + q.shape), np.float32(1.0 / LEVEL_WEIGHTS[lv]),
-                               self.scores[lv].reshape((1,) + q.shape))
-            if lv + 1 < SCORE_LEVELS:
-                fine, coarse = self.scores[lv], self.scores[lv + 1]
-                be.pyramid_expand_add(fine.reshape((1,) + fine.shape), coarse.reshape((1,) + coarse.shape))
-
     def fold(self, k: int) -> None:
         """Fold frame ``k`` (shot index), written in ``input``, into the state (``input`` is free for
-        the next frame afterwards)."""
-        self._focus()
+        the next frame afterwards); ``self.score`` is left with its focus score (on the first frame,
+        the noise floor is measured first).
+
+        The Gaussian levels stay Gaussian: each level's Laplacian is made where it is used, never
+        stored; past ``g[1]`` (which the fold reads whole) the levels are made of the focus channels
+        only. The coarser levels' scores first (``soft_score``), then the finest level's with the
+        fold, in one pass (``soft_fold``)."""
+        be, g, focus = self.be, self.g, self.focus
+        if self.floor is None:
+            self.floor = noise_floor(be.to_host(focus(g[0])))  # sync: once per stack
+        be.pyramid_reduce(g[0], g[1])
+        for lv in range(1, SCORE_LEVELS):
+            be.pyramid_reduce(focus(g[lv]), focus(g[lv + 1]))
+        for lv in range(SCORE_LEVELS - 1, 0, -1):
+            if lv + 1 < SCORE_LEVELS:
+                be.soft_score(focus(g[lv]), focus(g[lv + 1]), self.scores[lv + 1], RADIUS, self.scores[lv])
+            elif self._unweighted is None:
+                be.soft_score(focus(g[lv]), focus(g[lv + 1]), None, RADIUS, self.scores[lv])
+            else:  # the coarsest level's sums, then divided by 1 / its weight
+                sums, out = self._unweighted, self.scores[lv]
+                be.soft_score(focus(g[lv]), focus(g[lv + 1]), None, RADIUS, sums)
+                be.fuse_divide(sums.reshape((1,) + sums.shape), np.float32(1.0 / LEVEL_WEIGHTS[lv]),
+                               out.reshape((1,) + out.shape))
+        be.soft_fold(g[0], g[1], self.scores[1] if SCORE_LEVELS > 1 else None, self.focus_channel, RADIUS,
+                     self.score, self.state, k, self.floor, depth_shift(self.floor), POWER, DEPTH_POWER, RMIN)
         if self.tracker is not None:
             self.tracker.track(self.score, 0, k)
-        self.be.soft_fold(self.g[0], self.lap0, self.score, self.state, k, self.floor, depth_shift(self.floor),
-                          POWER, DEPTH_POWER, RMIN)
         self.count += 1
 
     def depth(self):
@@ -216,5 +225,5 @@ class SoftFusion(FrameLevels):
         out = st.acc_lap
         self.state = self.tracker = None
         if release:
-            self.g = self.lap0 = self.score = self.scores = self._q = self._rowbox = None
+            self.g = self.score = self.scores = self._unweighted = None
         return out

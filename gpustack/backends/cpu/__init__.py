@@ -14,7 +14,7 @@ from .encode import encode
 from .filter import filter_box_cols, filter_box_rows
 from .fuse import fuse_accumulate, fuse_divide, fuse_select, fuse_sqsum
 from .pyramid import pyramid_expand_add, pyramid_expand_sub, pyramid_laplacian, pyramid_reduce
-from .soft import soft_contrast, soft_finish, soft_fold
+from .soft import soft_contrast, soft_finish, soft_fold, soft_score
 from .warp import warp, warp_planar
 
 
@@ -93,6 +93,7 @@ class CpuBackend:
     depth_ratio = staticmethod(depth_ratio)
     depthmap_accumulate = staticmethod(depthmap_accumulate)
     depthmap_blend = staticmethod(depthmap_blend)
+    soft_score = staticmethod(soft_score)
     soft_fold = staticmethod(soft_fold)
     soft_finish = staticmethod(soft_finish)
     soft_contrast = staticmethod(soft_contrast)

@@ -70,16 +70,19 @@ def _fusion_kernels(options) -> list:
                                                     types.Array(types.float64, 2, "C"), _F1D, _F1D, _I, _I, _F1D,
                                                     types.Array(types.bool_, 1, "C"))))
     box = (_F2, _F2, _I, _I, _I)
-    out += [(FOLD, pyramid._pyramid_reduce_kernel, (_F3, _F3, _I, _I)),
-            (FOLD, pyramid._pyramid_expand_kernel, (_F3, _F3, _I, _F3, _I, _I)),
-            (FOLD, fuse._fuse_sqsum_kernel, (_F3, _F2, _I, _I)),
-            (FOLD, filter._filter_box_rows_kernel, box)]
+    expand = (pyramid._pyramid_expand_kernel, (_F3, _F3, _I, _F3, _I, _I))
+    out.append((FOLD, pyramid._pyramid_reduce_kernel, (_F3, _F3, _I, _I)))
     if options.method == "soft":
-        out += [(FOLD, filter._filter_box_cols_kernel, box),
-                (FOLD, soft._soft_fold_kernel, (_F3, _F3) + (_F2,) * 6 + (_F3, _F3, _F, _F, _F, _I, _I, _F, _I, _I)),
-                (FINISH, soft._soft_finish_kernel, (_F3, _F3) + (_F2,) * 7 + (_F, _I, _I))]
+        out += [(FOLD, soft._soft_score_kernel, (_F3, _F3, _F2, types.boolean, _I, _F2, _I, _I)),
+                (FOLD, soft._soft_fold_kernel, (_F3, _F3, _F2, types.boolean, _I, _I) + (_F2,) * 6
+                 + (_F3, _F3, _F, _F, _F, _I, _I, _F, _I, _I)),
+                (FINISH, soft._soft_finish_kernel, (_F3, _F3) + (_F2,) * 7 + (_F, _I, _I)),
+                (FINISH, *expand)]  # the collapse
     else:  # pyramid, and the depthmap method's first pass
-        out += [(FOLD, fuse._fuse_select_kernel, (_F3, _F2, _F3, _F2, _I, _I, _I)),
+        out += [(FOLD, *expand),
+                (FOLD, fuse._fuse_sqsum_kernel, (_F3, _F2, _I, _I)),
+                (FOLD, filter._filter_box_rows_kernel, box),
+                (FOLD, fuse._fuse_select_kernel, (_F3, _F2, _F3, _F2, _I, _I, _I)),
                 (FOLD, depth._depth_track_kernel, (_F2,) * 7 + (_I, _F, _I, _I, _I)),
                 (FOLD, fuse._fuse_accumulate_kernel, (_F3, _F3, _I, _I)),
                 (FINISH, fuse._fuse_divide_kernel, (_F3, _F, _F3, _I, _I)),

@@ -12,8 +12,10 @@ exactly (0, 1, 0, 0), so an identity warp copies the frame (times the gain).
 Only the loads differ from the CUDA kernel's (one thread per pixel, 16 decoded samples each):
 here a block of output rows decodes every source row it reads once, and the pixels of a run
 that share their four source rows read their taps from those decoded rows, which takes about
-0.6x the time of 16 table look-ups per pixel and channel (the ``bench/peers.py`` stack); the
-samples and every operation on them are the kernel's, so the bits are too.
+0.6x the time of 16 table look-ups per pixel and channel (the ``bench/peers.py`` stack), and each
+pixel's eight weights are loaded once for all its channels, its taps through an unsigned index
+(no negative-index test on each load: 0.83x again); the samples and every operation on them are
+the kernel's, so the bits are too.
 
 ``warp_planar`` reads a planar (C, H, W) float32 source (a RAW frame developed on the
 backend) through the same kernel: only the addressing differs.
@@ -55,6 +57,7 @@ def _clamp(i, n):
 
 #: decoded source rows a chunk of output rows keeps (a power of two)
 ROW_SLOTS = 16
+U1, U2, U3 = np.uint64(1), np.uint64(2), np.uint64(3)  # tap offsets (unsigned, as the tap index)
 #: columns of edge samples either side of a decoded row: every tap of a corner clamped to
 #: [-2, w + 1] (as warp.cu clamps it) lands in the row
 PAD = 4
@@ -127,21 +130,21 @@ def _warp_kernel(src, lut, a, gains, dst, row0, row1):
                             rows[m, ch, col - base] = decode(src[r, cc, ch], lut)
                     tags[m] = -1
                     slots[m] = m
-            for ch in range(c):
-                q0 = rows[slots[0], ch]
-                q1 = rows[slots[1], ch]
-                q2 = rows[slots[2], ch]
-                q3 = rows[slots[3], ch]
-                g = gains[ch]
-                out = dst[ch, i]
-                for j in range(j0, j1):
-                    k = xs[j] - base
-                    w0, w1, w2, w3 = wx[0, j], wx[1, j], wx[2, j], wx[3, j]
-                    r0 = w0 * q0[k] + w1 * q0[k + 1] + w2 * q0[k + 2] + w3 * q0[k + 3]
-                    r1 = w0 * q1[k] + w1 * q1[k + 1] + w2 * q1[k + 2] + w3 * q1[k + 3]
-                    r2 = w0 * q2[k] + w1 * q2[k + 1] + w2 * q2[k + 2] + w3 * q2[k + 3]
-                    r3 = w0 * q3[k] + w1 * q3[k + 1] + w2 * q3[k + 2] + w3 * q3[k + 3]
-                    out[j] = g * (wy[0, j] * r0 + wy[1, j] * r1 + wy[2, j] * r2 + wy[3, j] * r3)
+            s0, s1, s2, s3 = slots[0], slots[1], slots[2], slots[3]
+            for j in range(j0, j1):  # a pixel's weights once for all its channels
+                k = np.uint64(xs[j] - base)  # unsigned: no wrap-around test on each of the 16 loads
+                w0, w1, w2, w3 = wx[0, j], wx[1, j], wx[2, j], wx[3, j]
+                v0, v1, v2, v3 = wy[0, j], wy[1, j], wy[2, j], wy[3, j]
+                for ch in range(c):
+                    q0 = rows[s0, ch]
+                    q1 = rows[s1, ch]
+                    q2 = rows[s2, ch]
+                    q3 = rows[s3, ch]
+                    r0 = w0 * q0[k] + w1 * q0[k + U1] + w2 * q0[k + U2] + w3 * q0[k + U3]
+                    r1 = w0 * q1[k] + w1 * q1[k + U1] + w2 * q1[k + U2] + w3 * q1[k + U3]
+                    r2 = w0 * q2[k] + w1 * q2[k + U1] + w2 * q2[k + U2] + w3 * q2[k + U3]
+                    r3 = w0 * q3[k] + w1 * q3[k + U1] + w2 * q3[k + U2] + w3 * q3[k + U3]
+                    dst[ch, i, j] = gains[ch] * (v0 * r0 + v1 * r1 + v2 * r2 + v3 * r3)
             j0 = j1
 
 

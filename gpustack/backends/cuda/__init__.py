@@ -375,12 +375,15 @@ class CudaBackend:
         self._run(_k.plan_depth_track(rowbox, state.best_s, state.prev_s, state.best_k, state.prev_of_best,
                                       state.next_of_best, state.sum_s, r, k, side))
 
-    def soft_fold(self, frame, lap, score, state, k, floor, dshift, power, dpower, rmin) -> None:
-        """Fold frame ``k`` (``frame``, its finest Laplacian level ``lap``, its focus ``score``) into
-        the soft fusion's ``state`` (``stages.soft.SoftState``)."""
-        self._run(_k.plan_soft_fold(frame, lap, score, state.max_s, state.den, state.depth_den, state.depth_num,
-                                    state.sum_s, state.acc, state.acc_lap, k, floor, dshift, power, dpower,
-                                    rmin))
+    soft_score = _op(_k.plan_soft_score)
+
+    def soft_fold(self, frame, coarse, coarse_score, focus, r, score, state, k, floor, dshift, power, dpower,
+                  rmin) -> None:
+        """Score frame ``k`` (``frame``, its next pyramid level ``coarse``, the next level's score) into
+        ``score`` and fold it into the soft fusion's ``state`` (``stages.soft.SoftState``)."""
+        self._run(_k.plan_soft_fold(frame, coarse, coarse_score, focus, r, score, state.max_s, state.den,
+                                    state.depth_den, state.depth_num, state.sum_s, state.acc, state.acc_lap, k,
+                                    floor, dshift, power, dpower, rmin))
 
     def soft_finish(self, state, n, depth, conf) -> None:
         """The soft fusion's weighted means (in place in ``state``), depth and confidence."""

@@ -54,7 +54,7 @@ FAMILIES = {
     "depth": ("gs_depth_track", "gs_depth_finalize", "gs_depth_weight", "gs_depth_ratio", "gs_depthmap_accumulate",
               "gs_depthmap_blend"),
     "encode": ("gs_encode_lut_u8", "gs_encode_lut_u16"),
-    "soft": ("gs_soft_fold", "gs_soft_finish", "gs_soft_contrast"),
+    "soft": ("gs_soft_score", "gs_soft_fold", "gs_soft_finish", "gs_soft_contrast"),
     "develop": ("gs_develop_bilinear", "gs_develop_mhc", "gs_develop_rcd_normalise", "gs_develop_rcd_vh",
                 "gs_develop_rcd_green", "gs_develop_rcd_pq", "gs_develop_rcd_rb", "gs_develop_rcd_rb_at_green",
                 "gs_develop_rcd_finish"),
@@ -638,23 +638,56 @@ def plan_depthmap_blend(acc, pyr, conf, lo, inv_width, out) -> Launch:
                         {"acc": acc, "pyr": pyr, "out": out})
 
 
-def plan_soft_fold(frame, lap, score, max_s, den, depth_den, depth_num, sum_s, acc, acc_lap, k, floor, dshift, power,
-                   dpower, rmin) -> Launch:
-    """Fold frame ``k`` (``frame`` and ``lap`` (C, H, W), ``score`` (H, W)) into the soft state: five
-    (H, W) planes and two (C, H, W) sums; ``floor``, ``dshift`` and ``rmin`` float32, ``power`` and
-    ``dpower`` ints >= 0."""
+def plan_soft_score(fine, coarse, coarse_score, r, out) -> Launch:
+    """``out`` (H, W) = the focus score of a level: box sums (radius ``r``) of the squared
+    Laplacian coefficients ``fine - expand(coarse)`` summed over channels (``fine`` (C, H, W),
+    ``coarse`` (C, (H+1)//2, (W+1)//2)), plus ``expand(coarse_score)`` unless it is None."""
+    from ..cpu.soft import check_soft_score
+
+    _check(fine, "fine", F32, ndim=3)
+    check_soft_score(fine, coarse, coarse_score, r, out)
+    c, h, w = fine.shape
+    _check(coarse, "coarse", F32, shape=(c, (h + 1) // 2, (w + 1) // 2))
+    _check(out, "out", F32, shape=(h, w))
+    with_coarse = coarse_score is not None
+    if with_coarse:
+        _check(coarse_score, "coarse_score", F32, shape=coarse.shape[1:])
+    else:
+        coarse_score = coarse  # not read
+    return Launch("gs_soft_score", _index_type(fine, coarse, out), _grid_2d(w, h), BLOCK_2D,
+                  (fine, coarse, coarse_score, out, *_i32(h, w, c), _radius(r), np.int32(with_coarse)))
+
+
+def plan_soft_fold(frame, coarse, coarse_score, focus, r, score, max_s, den, depth_den, depth_num, sum_s, acc, acc_lap,
+                   k, floor, dshift, power, dpower, rmin) -> Launch:
+    """Score frame ``k`` into ``score`` (H, W) (``plan_soft_score``'s score of ``frame`` (C, H, W) and its
+    next level ``coarse``, on channel ``focus`` or every channel (None), radius ``r``, plus
+    ``expand(coarse_score)`` unless None) and fold it into the soft state: five (H, W) planes and
+    two (C, H, W) sums; ``floor``, ``dshift`` and ``rmin`` float32, ``power`` and ``dpower`` ints >= 0."""
+    from ..cpu.soft import check_soft_score
+
     _check(frame, "frame", F32, ndim=3)
+    check_soft_score(frame, coarse, coarse_score, r, score)
+    c, h, w = frame.shape
+    _check(coarse, "coarse", F32, shape=(c, (h + 1) // 2, (w + 1) // 2))
+    if focus is not None and (int(focus) != focus or not 0 <= focus < c):
+        raise ValueError(f"focus: expected a channel in [0, {c}) or None; got {focus}")
     if int(k) != k or not 0 <= k < _FRAME_INDEX_LIMIT:
         raise ValueError(f"k: expected a frame index in [0, {_FRAME_INDEX_LIMIT}); got {k}")
     for name, value in (("power", power), ("dpower", dpower)):
         if int(value) != value or value < 0:
             raise ValueError(f"{name}: expected an integer >= 0; got {value}")
+    with_coarse = coarse_score is not None
+    if with_coarse:
+        _check(coarse_score, "coarse_score", F32, shape=coarse.shape[1:])
     planes = {"score": score, "max_s": max_s, "den": den, "depth_den": depth_den, "depth_num": depth_num,
               "sum_s": sum_s}
-    return _plan_pixels("gs_soft_fold", planes, (frame, lap, *planes.values(), acc, acc_lap),
-                        (np.int32(frame.shape[0]), np.float32(floor), np.float32(dshift), np.float32(k),
-                         np.int32(power), np.int32(dpower), np.float32(rmin)),
-                        {"frame": frame, "lap": lap, "acc": acc, "acc_lap": acc_lap})
+    return _plan_pixels("gs_soft_fold", planes,
+                        (frame, coarse, coarse_score if with_coarse else coarse, *planes.values(), acc, acc_lap),
+                        (*_i32(h, w, c, -1 if focus is None else focus), _radius(r), np.int32(with_coarse),
+                         np.float32(floor), np.float32(dshift), np.float32(k), np.int32(power), np.int32(dpower),
+                         np.float32(rmin)),
+                        {"frame": frame, "acc": acc, "acc_lap": acc_lap})
 
 
 def plan_soft_finish(acc, acc_lap, den, depth_den, depth_num, max_s, sum_s, n, depth, conf) -> Launch:
