@@ -76,14 +76,14 @@ def test_pyramid_laplacian(benchmark, be, data):
 
 def test_soft_fold(benchmark, be, data):
     """The soft method's fold of the finest level: its Laplacian rows, its score (squared sums, 3x3
-    box, the next level's score expanded) and the per-pixel fold (weights, rescale, six sums)."""
+    box, the next level's score expanded) and the per-pixel fold (weights, rescale, seven sums)."""
     c, h, w = C, H, W
-    state = soft.SoftState(*(be.full((h, w), 0.0, np.float32) for _ in range(4)),
+    state = soft.SoftState(*(be.full((h, w), 0.0, np.float32) for _ in range(5)),
                            be.full((c, h, w), 0.0, np.float32), be.full((c, h, w), 0.0, np.float32))
     count = iter(range(10**6))
     _run(benchmark, be, lambda: be.soft_fold(data["planar"], data["coarse"], data["score1"], None, soft.RADIUS,
                                              data["out_plane"], state, next(count) % 1000, np.float32(0.01),
-                                             soft.POWER, soft.RMIN))
+                                             soft.depth_shift(0.01), soft.POWER, soft.DEPTH_POWER, soft.RMIN))
 
 
 def test_soft_score(benchmark, be, data):

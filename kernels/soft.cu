@@ -13,6 +13,12 @@
 // rmin counts as weight 0 (no denormal weights: rmin^power stays a normal float). The
 // power is an integer, computed by squaring (gs_soft_pow), the same multiplications in
 // the same order as the twin.
+//
+// The depth map has weights of its own, with a lower floor and their own power dpower:
+// (t / mt)^dpower, t = s - dshift against mt = max_s - dshift (the best t, since the shift
+// is the same for every frame), rescaled by (mt_old / t)^dpower when a frame beats max_s;
+// their own cut-off at rmin (rmin^dpower a normal float too). The image's weights average
+// noisy frames; the depth's, sharper, keep the index on the sharpest ones.
 
 #include "common.cuh"
 #include "pyramid.cuh"
@@ -102,24 +108,32 @@ extern "C" __global__ void gs_soft_score(const float* __restrict__ fine, const f
 // when focus < 0), radius r; lap = gs_soft_lap(frame, coarse) (the finest Laplacian level, made
 // here, not stored); then
 //   s = score + floor;  sum_s = sum_s + s;  m = max_s
+//   t = s - dshift;  mt = m - dshift     (the depth weights: their floor is floor - dshift)
 //   if s > m:   r = m / s
-//               r < rmin: acc = frame, acc_lap = lap, den = 1, depth_num = kf     (restart)
+//               r < rmin: acc = frame, acc_lap = lap, den = 1                    (restart)
 //               else:     sc = r^power; acc = acc * sc + frame; acc_lap = acc_lap * sc + lap;
-//                         den = den * sc + 1; depth_num = depth_num * sc + kf
+//                         den = den * sc + 1
+//               rt = mt / t
+//               rt >= rmin: sc = rt^dpower; depth_den = depth_den * sc + 1; depth_num = depth_num * sc + kf
+//               else:       depth_den = 1, depth_num = kf                        (restart; NaN too)
 //               max_s = s
 //   else:       r = m > 0 ? s / m : 1
 //               r >= rmin: wgt = r^power; acc = acc + wgt * frame; acc_lap = acc_lap + wgt * lap;
-//                          den = den + wgt; depth_num = depth_num + wgt * kf
+//                          den = den + wgt
+//               rt = mt > 0 ? t / mt : 1
+//               rt >= rmin: wgt = rt^dpower; depth_den = depth_den + wgt; depth_num = depth_num + wgt * kf
 // (a NaN score compares false everywhere and adds nothing but to sum_s). frame, acc, acc_lap
 // (C, H, W); coarse (C, (H + 1) / 2, (W + 1) / 2); coarse_score as in gs_soft_score_at; score,
-// max_s, den, depth_num, sum_s (H, W), n = h * w. State starts at 0.
+// max_s, den, depth_den, depth_num, sum_s (H, W), n = h * w. State starts at 0 (the first frame
+// restarts both: r = 0, rt = -dshift / t).
 extern "C" __global__ void gs_soft_fold(const float* __restrict__ frame, const float* __restrict__ coarse,
                                         const float* __restrict__ coarse_score, float* __restrict__ score,
                                         float* __restrict__ max_s, float* __restrict__ den,
-                                        float* __restrict__ depth_num, float* __restrict__ sum_s,
-                                        float* __restrict__ acc, float* __restrict__ acc_lap, gs_index_t n, int h,
-                                        int w, int c, int focus, int radius, int with_coarse, float floor_s,
-                                        float kf, int power, float rmin)
+                                        float* __restrict__ depth_den, float* __restrict__ depth_num,
+                                        float* __restrict__ sum_s, float* __restrict__ acc,
+                                        float* __restrict__ acc_lap, gs_index_t n, int h, int w, int c, int focus,
+                                        int radius, int with_coarse, float floor_s, float dshift, float kf,
+                                        int power, int dpower, float rmin)
 {
     const gs_index_t p = gs_flat();
     if (p >= n) {
@@ -136,6 +150,8 @@ extern "C" __global__ void gs_soft_fold(const float* __restrict__ frame, const f
     const float s = sf + floor_s;
     sum_s[p] = sum_s[p] + s;
     const float m = max_s[p];
+    const float t = s - dshift;
+    const float mt = m - dshift;
     if (s > m) {
         const float r = m / s;
         if (r < rmin) {
@@ -145,7 +161,6 @@ extern "C" __global__ void gs_soft_fold(const float* __restrict__ frame, const f
                 acc_lap[o] = gs_soft_lap(frame, coarse, o, ch, hc, wc, i, j);
             }
             den[p] = GS_F1;
-            depth_num[p] = kf;
         } else {
             const float sc = gs_soft_pow(r, power);
             for (int ch = 0; ch < c; ++ch) {
@@ -154,7 +169,15 @@ extern "C" __global__ void gs_soft_fold(const float* __restrict__ frame, const f
                 acc_lap[o] = acc_lap[o] * sc + gs_soft_lap(frame, coarse, o, ch, hc, wc, i, j);
             }
             den[p] = den[p] * sc + GS_F1;
+        }
+        const float rt = mt / t;
+        if (rt >= rmin) {
+            const float sc = gs_soft_pow(rt, dpower);
+            depth_den[p] = depth_den[p] * sc + GS_F1;
             depth_num[p] = depth_num[p] * sc + kf;
+        } else {
+            depth_den[p] = GS_F1;
+            depth_num[p] = kf;
         }
         max_s[p] = s;
     } else {
@@ -167,18 +190,24 @@ extern "C" __global__ void gs_soft_fold(const float* __restrict__ frame, const f
                 acc_lap[o] = acc_lap[o] + wgt * gs_soft_lap(frame, coarse, o, ch, hc, wc, i, j);
             }
             den[p] = den[p] + wgt;
+        }
+        const float rt = mt > GS_F0 ? t / mt : GS_F1;
+        if (rt >= rmin) {
+            const float wgt = gs_soft_pow(rt, dpower);
+            depth_den[p] = depth_den[p] + wgt;
             depth_num[p] = depth_num[p] + wgt * kf;
         }
     }
 }
 
 // gs_soft_finish: the weighted means, in place, and the depth map:
-//   d = den;  acc = acc / d;  acc_lap = acc_lap / d (every channel);  depth = depth_num / d
+//   d = den;  acc = acc / d;  acc_lap = acc_lap / d (every channel);  depth = depth_num / depth_den
 //   conf = max_s > 0 ? max((max_s - sum_s / nf) / max_s, 0) : 0
-// (IEEE division, --prec-div). acc, acc_lap (C, H, W); den, depth_num, max_s, sum_s, depth,
-// conf (H, W).
+// (IEEE division, --prec-div). acc, acc_lap (C, H, W); den, depth_den, depth_num, max_s, sum_s,
+// depth, conf (H, W).
 extern "C" __global__ void gs_soft_finish(float* __restrict__ acc, float* __restrict__ acc_lap,
-                                          const float* __restrict__ den, const float* __restrict__ depth_num,
+                                          const float* __restrict__ den, const float* __restrict__ depth_den,
+                                          const float* __restrict__ depth_num,
                                           const float* __restrict__ max_s, const float* __restrict__ sum_s,
                                           float* __restrict__ depth, float* __restrict__ conf, gs_index_t n, int c,
                                           float nf)
@@ -193,7 +222,7 @@ extern "C" __global__ void gs_soft_finish(float* __restrict__ acc, float* __rest
         acc[o] = acc[o] / d;
         acc_lap[o] = acc_lap[o] / d;
     }
-    depth[p] = depth_num[p] / d;
+    depth[p] = depth_num[p] / depth_den[p];
     const float m = max_s[p];
     if (m > GS_F0) {
         float cf = (m - sum_s[p] / nf) / m;

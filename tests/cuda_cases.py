@@ -20,7 +20,7 @@ import reference as ref
 
 from gpustack.color import decode_lut, encode_lut
 from gpustack.stages.fuse import DepthState
-from gpustack.stages.soft import POWER, RMIN, SoftState
+from gpustack.stages.soft import DEPTH_POWER, POWER, RMIN, SoftState, depth_shift
 
 F = np.float32
 
@@ -210,19 +210,20 @@ def _soft_state(rng, shape, fresh):
     c, h, w = shape
     if fresh:
         z = np.zeros((h, w), F)
-        return SoftState(z, z.copy(), z.copy(), z.copy(), np.zeros(shape, F), np.zeros(shape, F))
+        return SoftState(z, z.copy(), z.copy(), z.copy(), z.copy(), np.zeros(shape, F), np.zeros(shape, F))
     max_s = rand(rng, (h, w), 0.0, 2.0)
     max_s[rng.uniform(size=(h, w)) < 0.1] = 0.0
-    return SoftState(max_s, rand(rng, (h, w), 1.0, 4.0), rand(rng, (h, w), 0.0, 30.0), rand(rng, (h, w), 0.0, 20.0),
-                     rand(rng, shape), rand(rng, shape))
+    return SoftState(max_s, rand(rng, (h, w), 1.0, 4.0), rand(rng, (h, w), 1.0, 3.0), rand(rng, (h, w), 0.0, 30.0),
+                     rand(rng, (h, w), 0.0, 20.0), rand(rng, shape), rand(rng, shape))
 
 
 def _soft_fold(fresh, floor, focus=None, with_coarse=True):
     """A frame (NaN at 0.3 % of its samples), its next level and the next level's score; a state whose
     best scores sit where the frame's score (the reference's, ``ref.energy`` plus the expanded coarse
     score) reaches every branch: a new maximum (restart below RMIN, rescale above), ties
-    (``score + floor == max_s``), ratios a hair each side of RMIN, a best score of 0, NaN. ``focus``: the
-    score from that channel alone."""
+    (``score + floor == max_s``), ratios a hair each side of RMIN (the image's, and the depth weights'
+    ``(s - dshift) / (max_s - dshift)``), a best score of 0, best scores below the depth's shift (a
+    large ``floor``: ``max_s - dshift <= 0``), NaN. ``focus``: the score from that channel alone."""
 
     def build(rng, shape, r):
         c, h, w = shape
@@ -237,6 +238,7 @@ def _soft_fold(fresh, floor, focus=None, with_coarse=True):
         if with_coarse:
             score = (score + ref.expand(coarse_score[None], h, w)[0]).astype(F)
         s = (score + F(floor)).astype(F)
+        dshift = depth_shift(floor)
         state = _soft_state(rng, shape, fresh)
         if not fresh:
             pick = rng.uniform(size=s.shape)
@@ -247,8 +249,13 @@ def _soft_fold(fresh, floor, focus=None, with_coarse=True):
             state.max_s[below] = (s[below] / side[below]).astype(F)
             above = (pick >= 0.35) & (pick < 0.5)  # a new best: restart or rescale
             state.max_s[above] = (s[above] * side[above]).astype(F)
-        return OpCase("soft_fold", (frame, coarse, coarse_score, focus, r, empty((h, w)), state, 7, F(floor), POWER,
-                                    RMIN), (5, 6))
+            t = (s - dshift).astype(F)  # the depth ratio a hair each side of RMIN: below the best, then above
+            d_below = (pick >= 0.5) & (pick < 0.6)
+            state.max_s[d_below] = ((t[d_below] / side[d_below]).astype(F) + dshift).astype(F)
+            d_above = (pick >= 0.6) & (pick < 0.7)
+            state.max_s[d_above] = ((t[d_above] * side[d_above]).astype(F) + dshift).astype(F)
+        return OpCase("soft_fold", (frame, coarse, coarse_score, focus, r, empty((h, w)), state, 7, F(floor), dshift,
+                                    POWER, DEPTH_POWER, RMIN), (5, 6))
 
     return build
 
@@ -269,6 +276,7 @@ def _soft_score(with_coarse):
 def soft_finish(rng, shape, r):
     state = _soft_state(rng, shape, False)
     state.den[rng.uniform(size=state.den.shape) < 0.05] = 0.0  # 0 / 0 and x / 0
+    state.depth_den[rng.uniform(size=state.den.shape) < 0.05] = 0.0
     plane = shape[1:]
     return OpCase("soft_finish", (state, F(9), empty(plane), empty(plane)), (0, 2, 3))
 
@@ -423,6 +431,7 @@ CASES = {
     "soft_fold_first_floor": _soft_fold(True, 0.01),
     "soft_fold": _soft_fold(False, 0.0),
     "soft_fold_floor": _soft_fold(False, 0.01),
+    "soft_fold_high_floor": _soft_fold(False, 0.5),  # best scores below the depth's shift
     "soft_fold_focus": _soft_fold(False, 0.01, focus=0),
     "soft_fold_finest": _soft_fold(False, 0.01, with_coarse=False),
     "soft_finish": soft_finish,

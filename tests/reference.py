@@ -269,10 +269,11 @@ def soft_score(frame, levels=4, r=1, weights=(1.0, 1.0, 1.0, 0.375)):
     return score, q0, laps[0]
 
 
-def soft_fold_step(frame, lap, score, state, k, floor, power, rmin):
-    """One frame ``k`` folded into the soft state ``(max_s, den, dnum, sum_s, acc, acc_lap)`` (kernels/soft.cu
-    gs_soft_fold with its Laplacian level ``lap`` given); the new state."""
-    max_s, den, dnum, sum_s, acc, acc_lap = state
+def soft_fold_step(frame, lap, score, state, k, floor, dshift, power, dpower, rmin):
+    """One frame ``k`` folded into the soft state ``(max_s, den, dden, dnum, sum_s, acc, acc_lap)``
+    (kernels/soft.cu gs_soft_fold with its Laplacian level ``lap`` given); the new state. The depth's
+    weights are ``((s - dshift) / (max_s - dshift))^dpower``, with their own sums ``dden``, ``dnum``."""
+    max_s, den, dden, dnum, sum_s, acc, acc_lap = state
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         kf = F(k)
         s = (score + floor).astype(F)
@@ -290,25 +291,37 @@ def soft_fold_step(frame, lap, score, state, k, floor, power, rmin):
         acc_lap = np.where(restart, lap, np.where(rescale, acc_lap * sc + lap,
                                                   np.where(add, acc_lap + wgt * lap, acc_lap))).astype(F)
         den = np.where(restart, F(1), np.where(rescale, den * sc + F(1), np.where(add, den + wgt, den))).astype(F)
-        dnum = np.where(restart, kf, np.where(rescale, dnum * sc + kf, np.where(add, dnum + wgt * kf, dnum))).astype(F)
+        t = (s - dshift).astype(F)
+        mt = (max_s - dshift).astype(F)
+        rt_new = (mt / t).astype(F)
+        d_rescale = new & (rt_new >= rmin)
+        d_restart = new & ~d_rescale  # (a NaN ratio too)
+        d_sc = soft_pow(rt_new, dpower)
+        rt_old = np.where(mt > 0, t / mt, F(1)).astype(F)
+        d_add = ~new & (rt_old >= rmin)
+        d_wgt = soft_pow(rt_old, dpower)
+        dden = np.where(d_restart, F(1), np.where(d_rescale, dden * d_sc + F(1),
+                                                  np.where(d_add, dden + d_wgt, dden))).astype(F)
+        dnum = np.where(d_restart, kf, np.where(d_rescale, dnum * d_sc + kf,
+                                                np.where(d_add, dnum + d_wgt * kf, dnum))).astype(F)
         max_s = np.where(new, s, max_s).astype(F)
-    return max_s, den, dnum, sum_s, acc, acc_lap
+    return max_s, den, dden, dnum, sum_s, acc, acc_lap
 
 
-def soft_fusion(frames_planar, order, floor, power, rmin):
+def soft_fusion(frames_planar, order, floor, dshift, power, dpower, rmin):
     """The soft fusion of (C, H, W) frames folded in ``order`` (frame indices), written from
     kernels/soft.cu with NumPy arrays: (fused (C, H, W), depth (H, W), confidence (H, W))."""
     c, h, w = frames_planar[0].shape
-    max_s, den, dnum, sum_s = (np.zeros((h, w), F) for _ in range(4))
+    max_s, den, dden, dnum, sum_s = (np.zeros((h, w), F) for _ in range(5))
     acc, acc_lap = np.zeros((c, h, w), F), np.zeros((c, h, w), F)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for k in order:
             frame = frames_planar[k]
             score, _, lap = soft_score(frame)
-            max_s, den, dnum, sum_s, acc, acc_lap = soft_fold_step(frame, lap, score, (max_s, den, dnum, sum_s, acc,
-                                                                                       acc_lap), k, floor, power, rmin)
+            max_s, den, dden, dnum, sum_s, acc, acc_lap = soft_fold_step(
+                frame, lap, score, (max_s, den, dden, dnum, sum_s, acc, acc_lap), k, floor, dshift, power, dpower, rmin)
         mean = (acc / den).astype(F)
         fused = ((acc_lap / den) + expand(reduce(mean), h, w)).astype(F)
-        depth = (dnum / den).astype(F)
+        depth = (dnum / dden).astype(F)
         conf = np.where(max_s > 0, np.maximum((max_s - sum_s / F(len(order))) / max_s, F(0)), F(0)).astype(F)
     return fused, depth, conf

@@ -222,24 +222,24 @@ def test_soft_score_checks_its_shapes():
         be.soft_score(fine, coarse, None, -1, out)
 
 
-@pytest.mark.parametrize("name", ["soft_fold_first", "soft_fold", "soft_fold_floor", "soft_fold_focus",
-                                  "soft_fold_finest"])
+@pytest.mark.parametrize("name", ["soft_fold_first", "soft_fold", "soft_fold_floor", "soft_fold_high_floor",
+                                  "soft_fold_focus", "soft_fold_finest"])
 @pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (1, 37, 53), (5, 9, 6), (3, 64, 33)])
 @pytest.mark.parametrize("r", [0, 1, 2])
 def test_soft_fold_equals_the_unfused_score_and_fold(name, shape, r):
     """soft_fold scores the finest level and folds it in one pass, making the Laplacian level itself:
     the score is the unfused ops' (soft_score's sequence, on the focus channel), and the state the
-    reference fold's with the level pyramid_laplacian stores (every branch: restart, rescale, add,
-    cut-off, ties, NaN)."""
+    reference fold's with the level pyramid_laplacian stores (every branch of the image's weights and
+    of the depth's: restart, rescale, add, cut-off, ties, NaN)."""
     case = cuda_cases.CASES[name](np.random.default_rng(11), shape, r)
-    frame, coarse, coarse_score, focus, r, score, state, k, floor, power, rmin = case.args
+    frame, coarse, coarse_score, focus, r, score, state, k, floor, dshift, power, dpower, rmin = case.args
     lap = np.empty_like(frame)
     be.pyramid_laplacian(frame, coarse, lap)
     sel = slice(None) if focus is None else slice(focus, focus + 1)
     want_score = _unfused_score(frame[sel].copy(), coarse[sel].copy(), coarse_score, r)
     st = soft.SoftState(*(a.copy() for a in dataclasses.astuple(state)))
-    want = ref.soft_fold_step(frame, lap, want_score, dataclasses.astuple(st), k, floor, power, rmin)
-    be.soft_fold(frame, coarse, coarse_score, focus, r, score, st, k, floor, power, rmin)
+    want = ref.soft_fold_step(frame, lap, want_score, dataclasses.astuple(st), k, floor, dshift, power, dpower, rmin)
+    be.soft_fold(frame, coarse, coarse_score, focus, r, score, st, k, floor, dshift, power, dpower, rmin)
     cuda_cases.assert_bits_equal(score, want_score)
     for got, expected in zip(dataclasses.astuple(st), want, strict=True):
         cuda_cases.assert_bits_equal(got, expected)

@@ -33,7 +33,8 @@ def test_stack_equals_batch_reference_bit_for_bit(n, shape):
     planar = _planar(frames)
     order = processing_order(n, n // 2)
     floor = noise_floor(planar[order[0]])
-    fused, depth, conf = ref.soft_fusion(planar, order, floor, soft.POWER, soft.RMIN)
+    fused, depth, conf = ref.soft_fusion(planar, order, floor, soft.depth_shift(floor), soft.POWER,
+                                         soft.DEPTH_POWER, soft.RMIN)
     linear = res.linear if res.linear.ndim == 3 else res.linear[:, :, None]
     np.testing.assert_array_equal(np.moveaxis(linear, -1, 0), fused)
     np.testing.assert_array_equal(res.depth_raw, depth)

@@ -56,7 +56,7 @@ def _state_bytes(method: str, c: int, height: int, width: int, levels: int,
         scratch = (c * sum(areas)                  # the frame's first levels (Gaussian: the Laplacian is
                    + sum(areas[:SCORE_LEVELS])     # made where it is used); the focus score per level
                    + (areas[SCORE_LEVELS - 1] if coarsest_weighted() else 0))  # its sums before the weight
-        stack = (4 * plane                         # best score, weight sum, depth sum, score sum
+        stack = (5 * plane                         # best score, weight sum, depth weight and index sums, score sum
                  + 2 * c * plane                   # weighted sums of the frames and of their finest level
                  + (7 * plane if height_map else 0))  # DepthTracker: DepthState and the first frame's scores
         return F32 * scratch, F32 * stack

@@ -3,7 +3,10 @@
 Per pixel, every frame gets the weight ``((score + floor) / max)^power`` against the best
 score at that pixel over the whole stack; the fold keeps it streaming by scaling what was
 accumulated by ``(old max / new max)^power`` whenever a frame beats the best score so far.
-A ratio below ``rmin`` counts as 0, so that no weight is a denormal float. The power is an
+A ratio below ``rmin`` counts as 0, so that no weight is a denormal float. The depth map's
+weights have a lower floor and their own power: ``((score + floor - dshift) / (max - dshift))^dpower``,
+their own sums and their own rescaling, so that the depth index follows the sharpest frames more
+closely than the image's weights, which the floor spreads to average noise. The power is an
 integer, raised by squaring (``soft_pow``), the same multiplications in the same order as
 ``gs_soft_pow``.
 """
@@ -96,13 +99,13 @@ def _soft_score_kernel(fine, coarse, coarse_score, with_coarse, r, out, row0, ro
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, focus, r, score, max_s, den, depth_num, sum_s, acc,
-                      acc_lap, floor_s, kf, power, rmin, row0, row1):
+def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, focus, r, score, max_s, den, depth_den, depth_num,
+                      sum_s, acc, acc_lap, floor_s, dshift, kf, power, dpower, rmin, row0, row1):
     c, h, w = frame.shape
     n = 2 * r + 1
     ring, q, e, hx, tags, ev, od = _row_scratch(c, w, coarse.shape[2], r)
     laps = np.empty((n, c, w), np.float32)  # the finest Laplacian level's rows m - 2r .. m, all channels
-    row = (np.empty((4, w), np.float32), np.empty(w, np.int8))  # _fold_row's scratch
+    row = (np.empty((6, w), np.float32), np.empty((2, w), np.int8))  # _fold_row's scratch
     ch0, ch1 = (0, c) if focus < 0 else (focus, focus + 1)
     for m in range(row0 - r, row1 + r):  # a chunk of range(h) (_threads.run_rows), and its window's rows
         lap = laps[(m + n) % n]
@@ -113,8 +116,8 @@ def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, focus, r, score,
         if i < row0:
             continue
         _score_row(ring, i, r, coarse_score, with_coarse, score[i], e, hx[c], tags[c], ev, od)
-        _fold_row(frame, laps[(i + n) % n], score[i], max_s, den, depth_num, sum_s, acc, acc_lap, i, floor_s, kf,
-                  power, rmin, row)
+        _fold_row(frame, laps[(i + n) % n], score[i], max_s, den, depth_den, depth_num, sum_s, acc, acc_lap, i,
+                  floor_s, dshift, kf, power, dpower, rmin, row)
 
 
 #: what ``_fold_row`` does at a pixel
@@ -122,41 +125,57 @@ RESTART, RESCALE, ADD, KEEP = 0, 1, 2, 3
 
 
 @njit(cache=True)
-def _fold_row(frame, lap, score, max_s, den, depth_num, sum_s, acc, acc_lap, i, floor_s, kf, power, rmin, row):
+def _pow_row(rv, e, pv, bv):
+    """``pv[j]`` = soft_pow(rv[j], e) for every j: its multiplications, the exponent's bits in the
+    outer loop; ``bv`` is scratch."""
+    for j in range(rv.shape[0]):
+        pv[j] = F1
+        bv[j] = rv[j]
+    while e > 0:
+        if e & 1:
+            for j in range(rv.shape[0]):
+                pv[j] = pv[j] * bv[j]
+        for j in range(rv.shape[0]):
+            bv[j] = bv[j] * bv[j]
+        e >>= 1
+
+
+@njit(cache=True)
+def _fold_row(frame, lap, score, max_s, den, depth_den, depth_num, sum_s, acc, acc_lap, i, floor_s, dshift, kf, power,
+              dpower, rmin, row):
     """Row ``i`` of the fold (``soft_fold``), its Laplacian row ``lap`` (C, W) and scores ``score`` (W)
     given. In passes over the row that vectorise: the case of every pixel (restart, rescale, add or
-    keep) and its ratio, the ratios' powers (``soft_pow``'s multiplications, the exponent's bits in
-    the outer loop), then each sum takes the expression of its pixel's case (selected, not branched
+    keep) and its ratio, for the image's weights and for the depth's, the ratios' powers
+    (``_pow_row``), then each sum takes the expression of its pixel's case (selected, not branched
     on: a pixel's case is as unpredictable as its neighbour's). Every value is the one
-    gs_soft_fold computes; ``row`` (4, W) float32 and (W) int8 are scratch."""
+    gs_soft_fold computes; ``row`` (6, W) float32 and (2, W) int8 are scratch."""
     c, h, w = frame.shape
-    sv, rv, pv, bv = row[0][0], row[0][1], row[0][2], row[0][3]
-    case = row[1]
-    ms, ss, dd, dp = max_s[i], sum_s[i], den[i], depth_num[i]
+    sv, rv, pv, bv, tv, qv = row[0][0], row[0][1], row[0][2], row[0][3], row[0][4], row[0][5]
+    case, dcase = row[1][0], row[1][1]
+    ms, ss, dd, ddn, dp = max_s[i], sum_s[i], den[i], depth_den[i], depth_num[i]
     for j in range(w):
         s = score[j] + floor_s
         ss[j] = ss[j] + s
         m = ms[j]
         sv[j] = s
-        r_new = m / s  # (either division may be by 0: its value is then not selected)
+        t = s - dshift  # the depth's weights: score + floor - dshift against max_s - dshift
+        mt = m - dshift
+        r_new = m / s  # (any of these divisions may be by 0: its value is then not selected)
         r_old = s / m if m > F0 else F1
+        rt_new = mt / t
+        rt_old = t / mt if mt > F0 else F1
         if s > m:
             rv[j] = r_new
             case[j] = RESTART if r_new < rmin else RESCALE
+            tv[j] = rt_new
+            dcase[j] = RESCALE if rt_new >= rmin else RESTART  # (the first frame, mt = -dshift, and NaN restart)
         else:
             rv[j] = r_old
             case[j] = ADD if r_old >= rmin else KEEP
-    for j in range(w):
-        pv[j] = F1
-        bv[j] = rv[j]
-    e = power
-    while e > 0:  # soft_pow(rv[j], power) for every j
-        if e & 1:
-            for j in range(w):
-                pv[j] = pv[j] * bv[j]
-        for j in range(w):
-            bv[j] = bv[j] * bv[j]
-        e >>= 1
+            tv[j] = rt_old
+            dcase[j] = ADD if rt_old >= rmin else KEEP
+    _pow_row(rv, power, pv, bv)
+    _pow_row(tv, dpower, qv, bv)
     for ch in range(c):
         a, al, f, lr = acc[ch, i], acc_lap[ch, i], frame[ch, i], lap[ch]
         for j in range(w):
@@ -165,14 +184,16 @@ def _fold_row(frame, lap, score, max_s, den, depth_num, sum_s, acc, acc_lap, i, 
             x, y = al[j], lr[j]
             al[j] = y if k == RESTART else (x * p + y if k == RESCALE else (x + p * y if k == ADD else x))
     for j in range(w):
-        k, p, x, y = case[j], pv[j], dd[j], dp[j]
+        k, p, x = case[j], pv[j], dd[j]
         dd[j] = F1 if k == RESTART else (x * p + F1 if k == RESCALE else (x + p if k == ADD else x))
-        dp[j] = kf if k == RESTART else (y * p + kf if k == RESCALE else (y + p * kf if k == ADD else y))
         ms[j] = sv[j] if k <= RESCALE else ms[j]
+        k, p, x, y = dcase[j], qv[j], ddn[j], dp[j]
+        ddn[j] = F1 if k == RESTART else (x * p + F1 if k == RESCALE else (x + p if k == ADD else x))
+        dp[j] = kf if k == RESTART else (y * p + kf if k == RESCALE else (y + p * kf if k == ADD else y))
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _soft_finish_kernel(acc, acc_lap, den, depth_num, max_s, sum_s, depth, conf, nf, row0, row1):
+def _soft_finish_kernel(acc, acc_lap, den, depth_den, depth_num, max_s, sum_s, depth, conf, nf, row0, row1):
     c, h, w = acc.shape
     for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
         for j in range(w):
@@ -180,7 +201,7 @@ def _soft_finish_kernel(acc, acc_lap, den, depth_num, max_s, sum_s, depth, conf,
             for ch in range(c):
                 acc[ch, i, j] = acc[ch, i, j] / d
                 acc_lap[ch, i, j] = acc_lap[ch, i, j] / d
-            depth[i, j] = depth_num[i, j] / d
+            depth[i, j] = depth_num[i, j] / depth_den[i, j]
             m = max_s[i, j]
             if m > F0:
                 cf = (m - sum_s[i, j] / nf) / m
@@ -236,15 +257,17 @@ def check_soft_score(fine, coarse, coarse_score, r, out) -> None:
         raise ValueError(f"soft_score: r must be an integer >= 0; got {r}")
 
 
-def soft_fold(frame, coarse, coarse_score, focus, r, score, state, k, floor, power, rmin):
+def soft_fold(frame, coarse, coarse_score, focus, r, score, state, k, floor, dshift, power, dpower, rmin):
     """Score frame ``k`` and fold it into ``state`` (``stages.soft.SoftState``) in one pass.
 
     ``frame`` (C, H, W) and its next pyramid level ``coarse`` (C, (H+1)//2, (W+1)//2): the finest
     Laplacian level ``frame - expand(coarse)`` is made row by row (``pyramid_laplacian``'s
     arithmetic). ``score`` (H, W) gets the frame's focus score, ``soft_score`` of that level on the
     channel ``focus`` (None: every channel) with radius ``r`` and the next level's score
-    ``coarse_score`` (or None); then every pixel is folded with the noise ``floor``, the integer
-    ``power`` and the cut-off ratio ``rmin`` (float32 scalars but ``power``)."""
+    ``coarse_score`` (or None); then every pixel is folded with the noise ``floor``, the depth
+    weights' ``dshift`` (their floor is ``floor - dshift``), the integer powers of the image's and
+    of the depth's weights ``power`` and ``dpower``, and the cut-off ratio ``rmin`` (float32
+    scalars but the powers)."""
     check_soft_score(frame, coarse, coarse_score, r, score)
     c = frame.shape[0]
     if focus is not None and not 0 <= focus < c:
@@ -252,12 +275,13 @@ def soft_fold(frame, coarse, coarse_score, focus, r, score, state, k, floor, pow
     with_coarse = coarse_score is not None
     run_rows(_soft_fold_kernel, frame.shape[1], frame.shape[2] * (18 * c + 2 * r + 6), frame, coarse,
              coarse_score if with_coarse else score, with_coarse, -1 if focus is None else int(focus), int(r), score,
-             state.max_s, state.den, state.depth_num, state.sum_s, state.acc, state.acc_lap, floor, np.float32(k),
-             power, rmin)  # frame index: exact in float32
+             state.max_s, state.den, state.depth_den, state.depth_num, state.sum_s, state.acc, state.acc_lap, floor,
+             dshift, np.float32(k), power, dpower, rmin)  # frame index: exact in float32
 
 
 def soft_finish(state, n, depth, conf):
     """In place, ``state.acc`` and ``state.acc_lap`` become weighted means (divided by ``state.den``);
-    ``depth`` = the weighted mean frame index, ``conf`` = (max - mean score) / max, clipped to [0, 1)."""
+    ``depth`` = the mean frame index under the depth weights (``state.depth_num / state.depth_den``),
+    ``conf`` = (max - mean score) / max, clipped to [0, 1)."""
     run_rows(_soft_finish_kernel, depth.shape[0], 2 * state.acc.shape[0] * depth.shape[1], state.acc, state.acc_lap,
-             state.den, state.depth_num, state.max_s, state.sum_s, depth, conf, n)
+             state.den, state.depth_den, state.depth_num, state.max_s, state.sum_s, depth, conf, n)

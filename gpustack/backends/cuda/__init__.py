@@ -377,16 +377,18 @@ class CudaBackend:
 
     soft_score = _op(_k.plan_soft_score)
 
-    def soft_fold(self, frame, coarse, coarse_score, focus, r, score, state, k, floor, power, rmin) -> None:
+    def soft_fold(self, frame, coarse, coarse_score, focus, r, score, state, k, floor, dshift, power, dpower,
+                  rmin) -> None:
         """Score frame ``k`` (``frame``, its next pyramid level ``coarse``, the next level's score) into
         ``score`` and fold it into the soft fusion's ``state`` (``stages.soft.SoftState``)."""
         self._run(_k.plan_soft_fold(frame, coarse, coarse_score, focus, r, score, state.max_s, state.den,
-                                    state.depth_num, state.sum_s, state.acc, state.acc_lap, k, floor, power, rmin))
+                                    state.depth_den, state.depth_num, state.sum_s, state.acc, state.acc_lap, k,
+                                    floor, dshift, power, dpower, rmin))
 
     def soft_finish(self, state, n, depth, conf) -> None:
         """The soft fusion's weighted means (in place in ``state``), depth and confidence."""
-        self._run(_k.plan_soft_finish(state.acc, state.acc_lap, state.den, state.depth_num, state.max_s,
-                                      state.sum_s, n, depth, conf))
+        self._run(_k.plan_soft_finish(state.acc, state.acc_lap, state.den, state.depth_den, state.depth_num,
+                                      state.max_s, state.sum_s, n, depth, conf))
 
     def soft_contrast(self, state, n, floor, out) -> None:
         """The soft fusion's height-map confidence (``backends/cpu/soft.soft_contrast``); before ``soft_finish``."""

@@ -658,12 +658,12 @@ def plan_soft_score(fine, coarse, coarse_score, r, out) -> Launch:
                   (fine, coarse, coarse_score, out, *_i32(h, w, c), _radius(r), np.int32(with_coarse)))
 
 
-def plan_soft_fold(frame, coarse, coarse_score, focus, r, score, max_s, den, depth_num, sum_s, acc, acc_lap, k, floor,
-                   power, rmin) -> Launch:
+def plan_soft_fold(frame, coarse, coarse_score, focus, r, score, max_s, den, depth_den, depth_num, sum_s, acc, acc_lap,
+                   k, floor, dshift, power, dpower, rmin) -> Launch:
     """Score frame ``k`` into ``score`` (H, W) (``plan_soft_score``'s score of ``frame`` (C, H, W) and its
     next level ``coarse``, on channel ``focus`` or every channel (None), radius ``r``, plus
-    ``expand(coarse_score)`` unless None) and fold it into the soft state: four (H, W) planes and
-    two (C, H, W) sums; ``floor`` and ``rmin`` float32, ``power`` an int >= 0."""
+    ``expand(coarse_score)`` unless None) and fold it into the soft state: five (H, W) planes and
+    two (C, H, W) sums; ``floor``, ``dshift`` and ``rmin`` float32, ``power`` and ``dpower`` ints >= 0."""
     from ..cpu.soft import check_soft_score
 
     _check(frame, "frame", F32, ndim=3)
@@ -674,24 +674,28 @@ def plan_soft_fold(frame, coarse, coarse_score, focus, r, score, max_s, den, dep
         raise ValueError(f"focus: expected a channel in [0, {c}) or None; got {focus}")
     if int(k) != k or not 0 <= k < _FRAME_INDEX_LIMIT:
         raise ValueError(f"k: expected a frame index in [0, {_FRAME_INDEX_LIMIT}); got {k}")
-    if int(power) != power or power < 0:
-        raise ValueError(f"power: expected an integer >= 0; got {power}")
+    for name, value in (("power", power), ("dpower", dpower)):
+        if int(value) != value or value < 0:
+            raise ValueError(f"{name}: expected an integer >= 0; got {value}")
     with_coarse = coarse_score is not None
     if with_coarse:
         _check(coarse_score, "coarse_score", F32, shape=coarse.shape[1:])
-    planes = {"score": score, "max_s": max_s, "den": den, "depth_num": depth_num, "sum_s": sum_s}
+    planes = {"score": score, "max_s": max_s, "den": den, "depth_den": depth_den, "depth_num": depth_num,
+              "sum_s": sum_s}
     return _plan_pixels("gs_soft_fold", planes,
                         (frame, coarse, coarse_score if with_coarse else coarse, *planes.values(), acc, acc_lap),
                         (*_i32(h, w, c, -1 if focus is None else focus), _radius(r), np.int32(with_coarse),
-                         np.float32(floor), np.float32(k), np.int32(power), np.float32(rmin)),
+                         np.float32(floor), np.float32(dshift), np.float32(k), np.int32(power), np.int32(dpower),
+                         np.float32(rmin)),
                         {"frame": frame, "acc": acc, "acc_lap": acc_lap})
 
 
-def plan_soft_finish(acc, acc_lap, den, depth_num, max_s, sum_s, n, depth, conf) -> Launch:
-    """In place ``acc /= den``, ``acc_lap /= den`` ((C, H, W)); ``depth = depth_num / den`` and the
-    confidence (all (H, W)); ``n`` the frame count (float32)."""
+def plan_soft_finish(acc, acc_lap, den, depth_den, depth_num, max_s, sum_s, n, depth, conf) -> Launch:
+    """In place ``acc /= den``, ``acc_lap /= den`` ((C, H, W)); ``depth = depth_num / depth_den`` and
+    the confidence (all (H, W)); ``n`` the frame count (float32)."""
     _check(acc, "acc", F32, ndim=3)
-    planes = {"den": den, "depth_num": depth_num, "max_s": max_s, "sum_s": sum_s, "depth": depth, "conf": conf}
+    planes = {"den": den, "depth_den": depth_den, "depth_num": depth_num, "max_s": max_s, "sum_s": sum_s,
+              "depth": depth, "conf": conf}
     return _plan_pixels("gs_soft_finish", planes, (acc, acc_lap, *planes.values()),
                         (np.int32(acc.shape[0]), np.float32(n)), {"acc": acc, "acc_lap": acc_lap})
 
