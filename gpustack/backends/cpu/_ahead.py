@@ -73,9 +73,8 @@ def _fusion_kernels(options) -> list:
     expand = (pyramid._pyramid_expand_kernel, (_F3, _F3, _I, _F3, _I, _I))
     out.append((FOLD, pyramid._pyramid_reduce_kernel, (_F3, _F3, _I, _I)))
     if options.method == "soft":
-        out += [(FOLD, soft._soft_score_kernel, (_F3, _F3, _F2, types.boolean, _I, _F2, _I, _I)),
-                (FOLD, soft._soft_fold_kernel, (_F3, _F3, _F2, types.boolean, _I, _I) + (_F2,) * 6
-                 + (_F3, _F3, _F, _F, _F, _I, _I, _F, _I, _I)),
+        out += [(FOLD, soft._soft_fold_kernel, (_F3, _F3, _F2, types.boolean, types.boolean, _I, _I) + (_F2,) * 6
+                 + (_F3, _F3, _F, _F, _F, _I, _I, _F, _I, _I)),  # soft_score's too
                 (FINISH, soft._soft_finish_kernel, (_F3, _F3) + (_F2,) * 7 + (_F, _I, _I)),
                 (FINISH, *expand)]  # the collapse
     else:  # pyramid, and the depthmap method's first pass

@@ -120,62 +120,6 @@ def _expand_border(g, wc, out, j):
     else:
         out[j] = HALF * g[k] + HALF * g[reflect(k + 1, wc)]
 
-@njit(cache=True)
-def _expanded_coarse_row(coarse, k, w, hx, tags, ev, od):
-    """Coarse row ``k`` of the 2-D ``coarse`` expanded along the row (``_expand_row``) to ``w``
-    samples: from the cache ``hx`` (4, w), slot ``k % 4``, whose ``tags`` (4,) say which coarse row
-    each slot holds (-1: none), or computed into it."""
-    slot = k % 4
-    if tags[slot] != k:
-        _expand_row(coarse[k], coarse.shape[1], hx[slot], w, ev, od)
-        tags[slot] = k
-    return hx[slot]
-
-
-@njit(cache=True)
-def _coarse_rows(coarse, y, w, hx, tags, ev, od):
-    """The expanded coarse rows fine row ``y`` combines: (r(k-1), r(k), r(k+1)), k = y // 2 (the
-    first only for an even ``y``; reflect101 rows), from the cache ``hx``/``tags``."""
-    hc = coarse.shape[0]
-    k = y // 2
-    hb = _expanded_coarse_row(coarse, k, w, hx, tags, ev, od)
-    hn = _expanded_coarse_row(coarse, reflect(k + 1, hc), w, hx, tags, ev, od)
-    ha = _expanded_coarse_row(coarse, reflect(k - 1, hc), w, hx, tags, ev, od) if y % 2 == 0 else hb
-    return ha, hb, hn
-
-
-@njit(cache=True)
-def expand_row_at(coarse, y, out, hx, tags, ev, od):
-    """``out`` (w) = row ``y`` of expand(``coarse``), ``coarse`` 2-D (hc, wc): the expression of
-    ``_pyramid_expand_kernel`` (rows expanded along, then combined down: even ``y = 2k``
-    E0*r(k-1) + E1*r(k) + E0*r(k+1), odd HALF*r(k) + HALF*r(k+1)), row by row in any order. ``hx``
-    (4, w) and ``tags`` (4,) (filled with -1 before the first call) cache the expanded coarse
-    rows between calls (the rows it needs are within 2 of each other, so never the same slot);
-    ``ev``, ``od`` (wc) are scratch."""
-    w = out.shape[0]
-    ha, hb, hn = _coarse_rows(coarse, y, w, hx, tags, ev, od)
-    if y % 2 == 0:
-        for j in range(w):
-            out[j] = E0 * ha[j] + E1 * hb[j] + E0 * hn[j]
-    else:
-        for j in range(w):
-            out[j] = HALF * hb[j] + HALF * hn[j]
-
-
-@njit(cache=True)
-def laplacian_row_at(fine, coarse, y, out, hx, tags, ev, od):
-    """``out`` (w) = ``fine`` (row ``y`` of a level) - row ``y`` of expand(``coarse``): the value
-    ``pyramid_laplacian`` stores (the expand as ``expand_row_at``), in one loop."""
-    w = out.shape[0]
-    ha, hb, hn = _coarse_rows(coarse, y, w, hx, tags, ev, od)
-    if y % 2 == 0:
-        for j in range(w):
-            out[j] = fine[j] - (E0 * ha[j] + E1 * hb[j] + E0 * hn[j])
-    else:
-        for j in range(w):
-            out[j] = fine[j] - (HALF * hb[j] + HALF * hn[j])
-
-
 @njit(nogil=True, cache=True, error_model="numpy")
 def _pyramid_expand_kernel(fine, coarse, sign, out, row0, row1):
     """``out = fine + sign * expand(coarse)`` (``out`` may be ``fine``: each sample is read, then written)."""
