@@ -52,7 +52,9 @@ def _luma_reduce_kernel(src, lut, dst):
     h, w = src.shape[0], src.shape[1]
     ow = dst.shape[1]
     rows = np.empty((5, w), np.float32)
-    have = np.full(5, -1, np.int64)  # which source row each buffer slot holds
+    have = np.empty(5, np.int64)  # which source row each buffer slot holds (np.full: one more function to compile)
+    for slot in range(5):
+        have[slot] = -1
     t = np.empty((5, ow), np.float32)
     ev = np.empty((w + 1) // 2, np.float32)
     od = np.empty((w + 1) // 2, np.float32)
