@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..backends.cpu._common import decode, reflect
-from ..backends.cpu.pyramid import _reduce_row, combine_rows, reduce_output_row
+from ..backends.cpu._common import W0, W1, W2, decode, reflect
+from ..backends.cpu.pyramid import _reduce_row, reduce_output_row
 from .estimate import MIN_SIDE
 
 PROXY_MAX_PIXELS = 1_500_000
@@ -34,25 +34,18 @@ def _luma_kernel(src, lut, out):
 
 
 @njit(nogil=True, cache=True)
-def _luma_row(src, lut, r, out):
-    w, c = src.shape[1], src.shape[2]
-    for j in range(w):
-        if c == 3:
-            out[j] = (LR * decode(src[r, j, 0], lut) + LG * decode(src[r, j, 1], lut)
-                      + LB * decode(src[r, j, 2], lut))
-        else:
-            out[j] = decode(src[r, j, 0], lut)
-
-
-@njit(nogil=True, cache=True)
 def _luma_reduce_kernel(src, lut, dst):
     """The pyramid reduction of the frame's luminance, without the full-size luminance plane: each
     output row reduces five luminance rows made on the fly (the same values, so the same bits as
-    ``_luma_kernel`` then ``_reduce_plane_kernel``)."""
-    h, w = src.shape[0], src.shape[1]
+    ``_luma_kernel`` then ``_reduce_plane_kernel``). The luminance row and the vertical pass
+    (``combine_rows``) are written out here: a reader thread compiles this kernel on a first run
+    while the first frame waits, and each helper would be compiled on its own too."""
+    h, w, c = src.shape
     ow = dst.shape[1]
     rows = np.empty((5, w), np.float32)
-    have = np.full(5, -1, np.int64)  # which source row each buffer slot holds
+    have = np.empty(5, np.int64)  # which source row each buffer slot holds (np.full: one more function to compile)
+    for slot in range(5):
+        have[slot] = -1
     t = np.empty((5, ow), np.float32)
     ev = np.empty((w + 1) // 2, np.float32)
     od = np.empty((w + 1) // 2, np.float32)
@@ -61,10 +54,18 @@ def _luma_reduce_kernel(src, lut, dst):
             r = reflect(2 * i - 2 + m, h)
             slot = r % 5
             if have[slot] != r:
-                _luma_row(src, lut, r, rows[slot])
+                out = rows[slot]
+                for j in range(w):
+                    if c == 3:
+                        out[j] = (LR * decode(src[r, j, 0], lut) + LG * decode(src[r, j, 1], lut)
+                                  + LB * decode(src[r, j, 2], lut))
+                    else:
+                        out[j] = decode(src[r, j, 0], lut)
                 have[slot] = r
             _reduce_row(rows[slot], w, t[m], ow, ev, od)
-        combine_rows(t, dst[i])
+        t0, t1, t2, t3, t4, o = t[0], t[1], t[2], t[3], t[4], dst[i]
+        for j in range(ow):
+            o[j] = W0 * t0[j] + W1 * t1[j] + W2 * t2[j] + W1 * t3[j] + W0 * t4[j]
 
 
 @njit(nogil=True, cache=True)

@@ -17,7 +17,9 @@ Compiling holds Numba's compiler lock and mostly the GIL, so one process compile
 time: a thread pool would not compile faster. When some of the run's kernels are not in Numba's
 cache yet (a first run), a **helper process** (``python -c``, the same interpreter and package)
 compiles about half of them into the same cache: the alignment's sampler, every other kernel of
-the first frame's fold, the warp, and the finish's; this process compiles the others. When the run
+the first frame's fold counting back from the one before the last (with the ``soft`` fusion: the
+coarsest score's division; this process compiles the last, the fold's own kernel, which costs more
+than the others together), the warp, and the finish's; this process compiles the others. When the run
 calls one of the helper's, Numba finds it in the cache (it reads the index from disk each time) and
 loads it, or compiles it itself if the helper has not got there (or failed). The helper costs
 about 1 CPU s of its own (its imports, Numba's start-up): it pays only where a core is idle (on a
@@ -60,6 +62,7 @@ def _fusion_kernels(options) -> list:
     """(when, dispatcher, argument types) of the alignment's sampler and of the fusion and the finish
     of ``options.method``, in order of first use."""
     from ...stages import estimate
+    from ...stages.soft import coarsest_weighted
     from . import depth, filter, fuse, pyramid, soft
     from .encode import _encode_lut_kernel  # (the package's ``encode`` is the function)
 
@@ -73,9 +76,10 @@ def _fusion_kernels(options) -> list:
     expand = (pyramid._pyramid_expand_kernel, (_F3, _F3, _I, _F3, _I, _I))
     out.append((FOLD, pyramid._pyramid_reduce_kernel, (_F3, _F3, _I, _I)))
     if options.method == "soft":
-        out += [(FOLD, soft._soft_score_kernel, (_F3, _F3, _F2, types.boolean, _I, _F2, _I, _I)),
-                (FOLD, soft._soft_fold_kernel, (_F3, _F3, _F2, types.boolean, _I, _I) + (_F2,) * 6
-                 + (_F3, _F3, _F, _F, _F, _I, _I, _F, _I, _I)),
+        if coarsest_weighted():  # the coarsest score level's weight
+            out.append((FOLD, fuse._fuse_divide_kernel, (_F3, _F, _F3, _I, _I)))
+        out += [(FOLD, soft._soft_fold_kernel, (_F3, _F3, _F2, types.boolean, types.boolean, _I, _I) + (_F2,) * 6
+                 + (_F3, _F3, _F, _F, _F, _I, _I, _F, _I, _I)),  # soft_score's too
                 (FINISH, soft._soft_finish_kernel, (_F3, _F3) + (_F2,) * 7 + (_F, _I, _I)),
                 (FINISH, *expand)]  # the collapse
     else:  # pyramid, and the depthmap method's first pass
@@ -87,8 +91,9 @@ def _fusion_kernels(options) -> list:
                 (FOLD, fuse._fuse_accumulate_kernel, (_F3, _F3, _I, _I)),
                 (FINISH, fuse._fuse_divide_kernel, (_F3, _F, _F3, _I, _I)),
                 (FINISH, depth._depth_finalize_kernel, (_F2,) * 5 + (_F, _F2, _F2, _I, _I))]
-    if options.depth_smooth > 0:
+    if options.depth_smooth > 0:  # (stages.depthmap.smooth_depth)
         out += [(FINISH, depth._depth_weight_kernel, (_F2, _F2, _F2, _I, _I)),
+                (FINISH, filter._filter_box_rows_kernel, box),
                 (FINISH, filter._filter_box_cols_kernel, box),
                 (FINISH, depth._depth_ratio_kernel, (_F2, _F2, _F2, _F2, _I, _I))]
     if options.output is not None and options.output_format != "ome-tiff":  # OME: the input's type, later
@@ -286,7 +291,11 @@ def start(options, src=None, lut=None) -> None:
         return
     items = _fusion_kernels(options)
     fold = [item for item in items if item[0] == FOLD]
-    own = fold[1::2] if options.align != "none" else fold[0::2]  # not the sampler, the first fold kernel...
+    # the last fold kernel and every other one before it (the soft fold's own kernel, the costliest to
+    # compile, is the last), but never the sampler, which the alignment needs first
+    own = fold[len(fold) - 1::-2][::-1]
+    if options.align != "none":
+        own = [item for item in own if item is not fold[0]]
     mine = {(d, sig) for _, d, sig in own}
     helped = [item for item in items if (item[1], item[2]) not in mine]
     if _helper_wanted() and _start_helper(helped):

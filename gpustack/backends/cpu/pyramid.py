@@ -39,18 +39,13 @@ def _reduce_row(row, w, out, ow, ev, od):
         o = out[1:n + 1]
         for j in range(n):
             o[j] = W0 * a[j] + W1 * b[j] + W2 * c[j] + W1 * d[j] + W0 * e[j]
-    for j in range(min(1, ow)):  # the border samples: j == 0 ...
-        _reduce_border(row, w, out, j)
-    for j in range(max(1, jhi + 1), ow):  # ... and j > jhi
-        _reduce_border(row, w, out, j)
+    lo, hi = min(1, ow), max(1, jhi + 1)
+    for t in range(lo + max(0, ow - hi)):  # the border samples, whose taps may cross it: j == 0, and j > jhi
+        j = t if t < lo else hi + t - lo
+        bb = 2 * j
+        out[j] = (W0 * row[reflect(bb - 2, w)] + W1 * row[reflect(bb - 1, w)] + W2 * row[reflect(bb, w)]
+                  + W1 * row[reflect(bb + 1, w)] + W0 * row[reflect(bb + 2, w)])
 
-
-@njit(cache=True)
-def _reduce_border(row, w, out, j):
-    """``out[j]`` of ``_reduce_row`` where its taps may cross the border."""
-    bb = 2 * j
-    out[j] = (W0 * row[reflect(bb - 2, w)] + W1 * row[reflect(bb - 1, w)] + W2 * row[reflect(bb, w)]
-              + W1 * row[reflect(bb + 1, w)] + W0 * row[reflect(bb + 2, w)])
 
 @njit(cache=True)
 def reduce_output_row(plane, i, out, t, ev, od):
@@ -78,7 +73,9 @@ def _pyramid_reduce_kernel(src, dst, row0, row1):
     # the row-reduced input rows, slot row % 8, tagged ch * h + row: output row i reads rows 2i-2 .. 2i+2
     # (reflected: within 4 of each other, so never one slot), and i + 1 reuses three of them
     hr = np.empty((8, ow), np.float32)
-    tags = np.full(8, -1, np.int64)
+    tags = np.empty(8, np.int64)  # (np.full: one more function to compile on a first run)
+    for slot in range(8):
+        tags[slot] = -1
     ev = np.empty((w + 1) // 2, np.float32)
     od = np.empty((w + 1) // 2, np.float32)
     for p in range(row0, row1):  # a chunk of range(c * oh) (_threads.run_rows)
@@ -89,8 +86,10 @@ def _pyramid_reduce_kernel(src, dst, row0, row1):
             if tags[a % 8] != ch * h + a:
                 _reduce_row(src[ch, a], w, hr[a % 8], ow, ev, od)
                 tags[a % 8] = ch * h + a
-        combine_rows((hr[reflect(2 * i - 2, h) % 8], hr[reflect(2 * i - 1, h) % 8], hr[(2 * i) % 8],
-                      hr[reflect(2 * i + 1, h) % 8], hr[reflect(2 * i + 2, h) % 8]), dst[ch, i])
+        t0, t1, t2 = hr[reflect(2 * i - 2, h) % 8], hr[reflect(2 * i - 1, h) % 8], hr[(2 * i) % 8]
+        t3, t4, o = hr[reflect(2 * i + 1, h) % 8], hr[reflect(2 * i + 2, h) % 8], dst[ch, i]
+        for j in range(ow):  # combine_rows (not called: a helper compiles on its own, and again in here)
+            o[j] = W0 * t0[j] + W1 * t1[j] + W2 * t2[j] + W1 * t3[j] + W0 * t4[j]
 
 
 @njit(cache=True)
@@ -105,75 +104,14 @@ def _expand_row(g, wc, out, w, ev, od):
             o[k] = HALF * b[k] + HALF * c[k]
         for k in range(n):
             out[2 * k + 2] = e[k]; out[2 * k + 3] = o[k]
-    for j in range(min(2, w)):  # the border samples: k == 0 ...
-        _expand_border(g, wc, out, j)
-    for j in range(max(2, 2 * khi + 2), w):  # ... and k > khi
-        _expand_border(g, wc, out, j)
-
-
-@njit(cache=True)
-def _expand_border(g, wc, out, j):
-    """``out[j]`` of ``_expand_row`` where its taps may cross the border."""
-    k = j // 2
-    if j % 2 == 0:
-        out[j] = E0 * g[reflect(k - 1, wc)] + E1 * g[k] + E0 * g[reflect(k + 1, wc)]
-    else:
-        out[j] = HALF * g[k] + HALF * g[reflect(k + 1, wc)]
-
-@njit(cache=True)
-def _expanded_coarse_row(coarse, k, w, hx, tags, ev, od):
-    """Coarse row ``k`` of the 2-D ``coarse`` expanded along the row (``_expand_row``) to ``w``
-    samples: from the cache ``hx`` (4, w), slot ``k % 4``, whose ``tags`` (4,) say which coarse row
-    each slot holds (-1: none), or computed into it."""
-    slot = k % 4
-    if tags[slot] != k:
-        _expand_row(coarse[k], coarse.shape[1], hx[slot], w, ev, od)
-        tags[slot] = k
-    return hx[slot]
-
-
-@njit(cache=True)
-def _coarse_rows(coarse, y, w, hx, tags, ev, od):
-    """The expanded coarse rows fine row ``y`` combines: (r(k-1), r(k), r(k+1)), k = y // 2 (the
-    first only for an even ``y``; reflect101 rows), from the cache ``hx``/``tags``."""
-    hc = coarse.shape[0]
-    k = y // 2
-    hb = _expanded_coarse_row(coarse, k, w, hx, tags, ev, od)
-    hn = _expanded_coarse_row(coarse, reflect(k + 1, hc), w, hx, tags, ev, od)
-    ha = _expanded_coarse_row(coarse, reflect(k - 1, hc), w, hx, tags, ev, od) if y % 2 == 0 else hb
-    return ha, hb, hn
-
-
-@njit(cache=True)
-def expand_row_at(coarse, y, out, hx, tags, ev, od):
-    """``out`` (w) = row ``y`` of expand(``coarse``), ``coarse`` 2-D (hc, wc): the expression of
-    ``_pyramid_expand_kernel`` (rows expanded along, then combined down: even ``y = 2k``
-    E0*r(k-1) + E1*r(k) + E0*r(k+1), odd HALF*r(k) + HALF*r(k+1)), row by row in any order. ``hx``
-    (4, w) and ``tags`` (4,) (filled with -1 before the first call) cache the expanded coarse
-    rows between calls (the rows it needs are within 2 of each other, so never the same slot);
-    ``ev``, ``od`` (wc) are scratch."""
-    w = out.shape[0]
-    ha, hb, hn = _coarse_rows(coarse, y, w, hx, tags, ev, od)
-    if y % 2 == 0:
-        for j in range(w):
-            out[j] = E0 * ha[j] + E1 * hb[j] + E0 * hn[j]
-    else:
-        for j in range(w):
-            out[j] = HALF * hb[j] + HALF * hn[j]
-
-
-@njit(cache=True)
-def laplacian_row_at(fine, coarse, y, out, hx, tags, ev, od):
-    """``out`` (w) = ``fine`` (row ``y`` of a level) - row ``y`` of expand(``coarse``): the value
-    ``pyramid_laplacian`` stores (the expand as ``expand_row_at``), in one loop."""
-    w = out.shape[0]
-    ha, hb, hn = _coarse_rows(coarse, y, w, hx, tags, ev, od)
-    if y % 2 == 0:
-        for j in range(w):
-            out[j] = fine[j] - (E0 * ha[j] + E1 * hb[j] + E0 * hn[j])
-    else:
-        for j in range(w):
-            out[j] = fine[j] - (HALF * hb[j] + HALF * hn[j])
+    lo, hi = min(2, w), max(2, 2 * khi + 2)
+    for t in range(lo + max(0, w - hi)):  # the border samples, whose taps may cross it: k == 0, and k > khi
+        j = t if t < lo else hi + t - lo
+        k = j // 2
+        if j % 2 == 0:
+            out[j] = E0 * g[reflect(k - 1, wc)] + E1 * g[k] + E0 * g[reflect(k + 1, wc)]
+        else:
+            out[j] = HALF * g[k] + HALF * g[reflect(k + 1, wc)]
 
 
 @njit(nogil=True, cache=True, error_model="numpy")

@@ -16,10 +16,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._common import F0, F1, reflect
+from ._common import E0, E1, F0, F1, HALF, reflect
 from ._threads import run_rows
 from .filter import box_row
-from .pyramid import expand_row_at, laplacian_row_at
+from .pyramid import _expand_row
 
 
 @njit(cache=True)
@@ -35,161 +35,155 @@ def soft_pow(r, e):
     return result
 
 
-@njit(cache=True)
-def _laplacian_row(fine, coarse, a, lap, hx, tags, ev, od):
-    """``lap`` (C, W) = row ``a`` of ``fine - expand(coarse)``, every channel (``pyramid_laplacian``'s
-    arithmetic); ``hx``/``tags`` each channel's cache (``expand_row_at``)."""
-    for ch in range(fine.shape[0]):
-        laplacian_row_at(fine[ch, a], coarse[ch], a, lap[ch], hx[ch], tags[ch], ev, od)
-
-
-@njit(cache=True)
-def _squared_sum_row(lap, ch0, ch1, q):
-    """``q`` = lap[ch0]^2 + ... + lap[ch1 - 1]^2, in channel order (``fuse_sqsum``'s)."""
-    first = lap[ch0]
-    for j in range(q.shape[0]):
-        v = first[j]
-        q[j] = v * v
-    for ch in range(ch0 + 1, ch1):
-        lr = lap[ch]
-        for j in range(q.shape[0]):
-            v = lr[j]
-            q[j] = q[j] + v * v
-
-
-@njit(cache=True)
-def _score_row(ring, i, r, coarse_score, with_coarse, out, e, hx, tags, ev, od):
-    """``out`` = the column sum of the row box sums of rows i - r .. i + r (``ring``, slot
-    ``(row + 2r + 1) % (2r + 1)``), from the lowest row up (``filter.box_col``), plus row ``i`` of
-    ``expand(coarse_score)`` if ``with_coarse`` (``pyramid_expand_add``)."""
-    n = 2 * r + 1
-    for j in range(out.shape[0]):
-        out[j] = F0
-    for d in range(-r, r + 1):
-        rb = ring[(i + d + n) % n]
-        for j in range(out.shape[0]):
-            out[j] = out[j] + rb[j]
-    if with_coarse:
-        expand_row_at(coarse_score, i, e, hx, tags, ev, od)
-        for j in range(out.shape[0]):
-            out[j] = out[j] + e[j]
-
-
-@njit(cache=True)
-def _row_scratch(c, w, wc, r):
-    """Each thread's rows: (ring of 2r + 1 row box sums, q, e, expanded-row caches of the C channels and
-    of the coarse score, their tags, ev, od)."""
-    return (np.empty((2 * r + 1, w), np.float32), np.empty(w, np.float32), np.empty(w, np.float32),
-            np.empty((c + 1, 4, w), np.float32), np.full((c + 1, 4), -1, np.int64), np.empty(wc, np.float32),
-            np.empty(wc, np.float32))
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
-def _soft_score_kernel(fine, coarse, coarse_score, with_coarse, r, out, row0, row1):
-    c, h, w = fine.shape
-    n = 2 * r + 1
-    ring, q, e, hx, tags, ev, od = _row_scratch(c, w, coarse.shape[2], r)
-    lap = np.empty((c, w), np.float32)
-    for m in range(row0 - r, row1 + r):  # a chunk of range(h) (_threads.run_rows), and its window's rows
-        _laplacian_row(fine, coarse, reflect(m, h), lap, hx, tags, ev, od)
-        _squared_sum_row(lap, 0, c, q)
-        box_row(q, w, r, ring[(m + n) % n])
-        if m - r >= row0:
-            _score_row(ring, m - r, r, coarse_score, with_coarse, out[m - r], e, hx[c], tags[c], ev, od)
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
-def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, focus, r, score, max_s, den, depth_den, depth_num,
-                      sum_s, acc, acc_lap, floor_s, dshift, kf, power, dpower, rmin, row0, row1):
-    c, h, w = frame.shape
-    n = 2 * r + 1
-    ring, q, e, hx, tags, ev, od = _row_scratch(c, w, coarse.shape[2], r)
-    laps = np.empty((n, c, w), np.float32)  # the finest Laplacian level's rows m - 2r .. m, all channels
-    row = (np.empty((6, w), np.float32), np.empty((2, w), np.int8))  # _fold_row's scratch
-    ch0, ch1 = (0, c) if focus < 0 else (focus, focus + 1)
-    for m in range(row0 - r, row1 + r):  # a chunk of range(h) (_threads.run_rows), and its window's rows
-        lap = laps[(m + n) % n]
-        _laplacian_row(frame, coarse, reflect(m, h), lap, hx, tags, ev, od)
-        _squared_sum_row(lap, ch0, ch1, q)
-        box_row(q, w, r, ring[(m + n) % n])
-        i = m - r
-        if i < row0:
-            continue
-        _score_row(ring, i, r, coarse_score, with_coarse, score[i], e, hx[c], tags[c], ev, od)
-        _fold_row(frame, laps[(i + n) % n], score[i], max_s, den, depth_den, depth_num, sum_s, acc, acc_lap, i,
-                  floor_s, dshift, kf, power, dpower, rmin, row)
-
-
-#: what ``_fold_row`` does at a pixel
+#: what the fold does at a pixel
 RESTART, RESCALE, ADD, KEEP = 0, 1, 2, 3
 
 
 @njit(cache=True)
-def _pow_row(rv, e, pv, bv):
-    """``pv[j]`` = soft_pow(rv[j], e) for every j: its multiplications, the exponent's bits in the
-    outer loop; ``bv`` is scratch."""
-    for j in range(rv.shape[0]):
-        pv[j] = F1
-        bv[j] = rv[j]
-    while e > 0:
-        if e & 1:
-            for j in range(rv.shape[0]):
-                pv[j] = pv[j] * bv[j]
-        for j in range(rv.shape[0]):
-            bv[j] = bv[j] * bv[j]
-        e >>= 1
+def _coarse_rows(coarse, y, w, hx, tags, ev, od):
+    """The expanded coarse rows fine row ``y`` of expand(``coarse``) combines, ``(r(k-1), r(k), r(k+1))``,
+    ``k = y // 2`` (the first only for an even ``y``; reflect101 rows): each coarse row of the 2-D
+    ``coarse`` expanded along the row (``pyramid._expand_row``) to ``w`` samples, from the cache ``hx``
+    (4, w), slot ``row % 4``, whose ``tags`` (4,) say which coarse row each slot holds (-1: none), or
+    computed into it (the rows a fine row needs are within 2 of each other, so never the same slot;
+    rows in any order); ``ev``, ``od`` (wc) are scratch."""
+    hc, wc = coarse.shape
+    k = y // 2
+    ka = reflect(k - 1, hc) if y % 2 == 0 else k
+    for kk in (k, reflect(k + 1, hc), ka):
+        if tags[kk % 4] != kk:
+            _expand_row(coarse[kk], wc, hx[kk % 4], w, ev, od)
+            tags[kk % 4] = kk
+    return hx[ka % 4], hx[k % 4], hx[reflect(k + 1, hc) % 4]
 
 
-@njit(cache=True)
-def _fold_row(frame, lap, score, max_s, den, depth_den, depth_num, sum_s, acc, acc_lap, i, floor_s, dshift, kf, power,
-              dpower, rmin, row):
-    """Row ``i`` of the fold (``soft_fold``), its Laplacian row ``lap`` (C, W) and scores ``score`` (W)
-    given. In passes over the row that vectorise: the case of every pixel (restart, rescale, add or
-    keep) and its ratio, for the image's weights and for the depth's, the ratios' powers
-    (``_pow_row``), then each sum takes the expression of its pixel's case (selected, not branched
-    on: a pixel's case is as unpredictable as its neighbour's). Every value is the one
-    gs_soft_fold computes; ``row`` (6, W) float32 and (2, W) int8 are scratch."""
+@njit(nogil=True, cache=True, error_model="numpy")
+def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, fold, focus, r, score, max_s, den, depth_den,
+                      depth_num, sum_s, acc, acc_lap, floor_s, dshift, kf, power, dpower, rmin, row0, row1):
+    """Rows ``row0 .. row1`` of ``soft_fold`` or, without ``fold``, of ``soft_score`` (``score`` the
+    output, the state's arrays not read).
+
+    One kernel for both, its passes written out in it rather than in helpers: on a first run Numba
+    compiles every helper on its own and again inside each caller, which cost more than these
+    kernels' run time on a small stack. Per row ``m`` of the window (a chunk of range(h),
+    ``_threads.run_rows``, and its 2r rows around): the Laplacian row ``frame - expand(coarse)`` of
+    every channel (``pyramid_laplacian``'s arithmetic), the squared sum of the focus channels
+    (``fuse_sqsum``'s order) and its row box sum (``filter.box_row``) into a ring of 2r + 1 rows; then
+    for row ``i = m - r`` the column sum of the ring from the lowest row up (``filter.box_col``) plus
+    row ``i`` of ``expand(coarse_score)`` if ``with_coarse`` (``pyramid_expand_add``), which is its
+    score; then the fold of row ``i`` (below)."""
     c, h, w = frame.shape
-    sv, rv, pv, bv, tv, qv = row[0][0], row[0][1], row[0][2], row[0][3], row[0][4], row[0][5]
-    case, dcase = row[1][0], row[1][1]
-    ms, ss, dd, ddn, dp = max_s[i], sum_s[i], den[i], depth_den[i], depth_num[i]
-    for j in range(w):
-        s = score[j] + floor_s
-        ss[j] = ss[j] + s
-        m = ms[j]
-        sv[j] = s
-        t = s - dshift  # the depth's weights: score + floor - dshift against max_s - dshift
-        mt = m - dshift
-        r_new = m / s  # (any of these divisions may be by 0: its value is then not selected)
-        r_old = s / m if m > F0 else F1
-        rt_new = mt / t
-        rt_old = t / mt if mt > F0 else F1
-        if s > m:
-            rv[j] = r_new
-            case[j] = RESTART if r_new < rmin else RESCALE
-            tv[j] = rt_new
-            dcase[j] = RESCALE if rt_new >= rmin else RESTART  # (the first frame, mt = -dshift, and NaN restart)
-        else:
-            rv[j] = r_old
-            case[j] = ADD if r_old >= rmin else KEEP
-            tv[j] = rt_old
-            dcase[j] = ADD if rt_old >= rmin else KEEP
-    _pow_row(rv, power, pv, bv)
-    _pow_row(tv, dpower, qv, bv)
-    for ch in range(c):
-        a, al, f, lr = acc[ch, i], acc_lap[ch, i], frame[ch, i], lap[ch]
+    n = 2 * r + 1
+    ch0, ch1 = (0, c) if focus < 0 else (focus, focus + 1)
+    laps = np.empty((n, c, w), np.float32)  # Laplacian rows m - 2r .. m, all channels
+    hx = np.empty((c + 1, 4, w), np.float32)  # the expanded coarse rows of each channel and of the coarse score
+    tags = np.empty((c + 1, 4), np.int64)  # which coarse row each slot of hx holds
+    for ch in range(c + 1):
+        for slot in range(4):
+            tags[ch, slot] = -1
+    half = np.empty((2, coarse.shape[2]), np.float32)  # _expand_row's scratch
+    ev, od = half[0], half[1]
+    ring = np.empty((n, w), np.float32)  # the row box sums of rows m - 2r .. m, slot row % n
+    rows = np.empty((7, w), np.float32)
+    q, sv, rv, pv, bv, tv, qv = rows[0], rows[1], rows[2], rows[3], rows[4], rows[5], rows[6]
+    cases = np.empty((2, w), np.int8)
+    case, dcase = cases[0], cases[1]
+    for m in range(row0 - r, row1 + r):
+        a = reflect(m, h)
+        lap = laps[(m + n) % n]
+        for ch in range(c):
+            ha, hb, hn = _coarse_rows(coarse[ch], a, w, hx[ch], tags[ch], ev, od)
+            f, lr = frame[ch, a], lap[ch]
+            if a % 2 == 0:
+                for j in range(w):
+                    lr[j] = f[j] - (E0 * ha[j] + E1 * hb[j] + E0 * hn[j])
+            else:
+                for j in range(w):
+                    lr[j] = f[j] - (HALF * hb[j] + HALF * hn[j])
+        first = lap[ch0]
         for j in range(w):
-            k, p, x, y = case[j], pv[j], a[j], f[j]
-            a[j] = y if k == RESTART else (x * p + y if k == RESCALE else (x + p * y if k == ADD else x))
-            x, y = al[j], lr[j]
-            al[j] = y if k == RESTART else (x * p + y if k == RESCALE else (x + p * y if k == ADD else x))
-    for j in range(w):
-        k, p, x = case[j], pv[j], dd[j]
-        dd[j] = F1 if k == RESTART else (x * p + F1 if k == RESCALE else (x + p if k == ADD else x))
-        ms[j] = sv[j] if k <= RESCALE else ms[j]
-        k, p, x, y = dcase[j], qv[j], ddn[j], dp[j]
-        ddn[j] = F1 if k == RESTART else (x * p + F1 if k == RESCALE else (x + p if k == ADD else x))
-        dp[j] = kf if k == RESTART else (y * p + kf if k == RESCALE else (y + p * kf if k == ADD else y))
+            v = first[j]
+            q[j] = v * v
+        for ch in range(ch0 + 1, ch1):
+            lr = lap[ch]
+            for j in range(w):
+                v = lr[j]
+                q[j] = q[j] + v * v
+        box_row(q, w, r, ring[(m + n) % n])
+        i = m - r
+        if i < row0:
+            continue
+        out = score[i]
+        for j in range(w):
+            out[j] = F0
+        for d in range(-r, r + 1):
+            rb = ring[(i + d + n) % n]
+            for j in range(w):
+                out[j] = out[j] + rb[j]
+        if with_coarse:
+            ha, hb, hn = _coarse_rows(coarse_score, i, w, hx[c], tags[c], ev, od)
+            if i % 2 == 0:
+                for j in range(w):
+                    out[j] = out[j] + (E0 * ha[j] + E1 * hb[j] + E0 * hn[j])
+            else:
+                for j in range(w):
+                    out[j] = out[j] + (HALF * hb[j] + HALF * hn[j])
+        if not fold:
+            continue
+        # The fold of row i (soft_fold), in passes over the row that vectorise: the case of every pixel
+        # (restart, rescale, add or keep) and its ratio, for the image's weights and for the depth's,
+        # the ratios' powers, then each sum takes the expression of its pixel's case (selected, not
+        # branched on: a pixel's case is as unpredictable as its neighbour's). Every value is the one
+        # gs_soft_fold computes.
+        ms, ss, dd, ddn, dp = max_s[i], sum_s[i], den[i], depth_den[i], depth_num[i]
+        for j in range(w):
+            s = out[j] + floor_s
+            ss[j] = ss[j] + s
+            mx = ms[j]
+            sv[j] = s
+            t = s - dshift  # the depth's weights: score + floor - dshift against max_s - dshift
+            mt = mx - dshift
+            r_new = mx / s  # (any of these divisions may be by 0: its value is then not selected)
+            r_old = s / mx if mx > F0 else F1
+            rt_new = mt / t
+            rt_old = t / mt if mt > F0 else F1
+            if s > mx:
+                rv[j] = r_new
+                case[j] = RESTART if r_new < rmin else RESCALE
+                tv[j] = rt_new
+                dcase[j] = RESCALE if rt_new >= rmin else RESTART  # (the first frame, mt = -dshift, and NaN restart)
+            else:
+                rv[j] = r_old
+                case[j] = ADD if r_old >= rmin else KEEP
+                tv[j] = rt_old
+                dcase[j] = ADD if rt_old >= rmin else KEEP
+        for which in range(2):  # pv = soft_pow(rv, power), qv = soft_pow(tv, dpower): the same multiplications,
+            rx, e, px = (rv, power, pv) if which == 0 else (tv, dpower, qv)  # the exponent's bits outside
+            for j in range(w):
+                px[j] = F1
+                bv[j] = rx[j]
+            while e > 0:
+                if e & 1:
+                    for j in range(w):
+                        px[j] = px[j] * bv[j]
+                for j in range(w):
+                    bv[j] = bv[j] * bv[j]
+                e >>= 1
+        li = laps[(i + n) % n]
+        for ch in range(c):
+            ac, al, f, lr = acc[ch, i], acc_lap[ch, i], frame[ch, i], li[ch]
+            for j in range(w):
+                k, p, x, y = case[j], pv[j], ac[j], f[j]
+                ac[j] = y if k == RESTART else (x * p + y if k == RESCALE else (x + p * y if k == ADD else x))
+                x, y = al[j], lr[j]
+                al[j] = y if k == RESTART else (x * p + y if k == RESCALE else (x + p * y if k == ADD else x))
+        for j in range(w):
+            k, p, x = case[j], pv[j], dd[j]
+            dd[j] = F1 if k == RESTART else (x * p + F1 if k == RESCALE else (x + p if k == ADD else x))
+            ms[j] = sv[j] if k <= RESCALE else ms[j]
+            k, p, x, y = dcase[j], qv[j], ddn[j], dp[j]
+            ddn[j] = F1 if k == RESTART else (x * p + F1 if k == RESCALE else (x + p if k == ADD else x))
+            dp[j] = kf if k == RESTART else (y * p + kf if k == RESCALE else (y + p * kf if k == ADD else y))
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -238,8 +232,12 @@ def soft_score(fine, coarse, coarse_score, r, out):
     full-size intermediates."""
     check_soft_score(fine, coarse, coarse_score, r, out)
     with_coarse = coarse_score is not None  # else ``out`` stands in (not read: an array of the same type)
-    run_rows(_soft_score_kernel, out.shape[0], fine.shape[2] * (12 * fine.shape[0] + 2 * r + 6), fine, coarse,
-             coarse_score if with_coarse else out, with_coarse, int(r), out)
+    # the fold's kernel without the fold (one specialisation to compile for both): ``out`` and ``fine``
+    # stand in for the state, which it does not read
+    f0 = np.float32(0.0)
+    run_rows(_soft_fold_kernel, out.shape[0], fine.shape[2] * (12 * fine.shape[0] + 2 * r + 6), fine, coarse,
+             coarse_score if with_coarse else out, with_coarse, False, -1, int(r), out, out, out, out, out, out,
+             fine, fine, f0, f0, f0, 0, 0, f0)
 
 
 def check_soft_score(fine, coarse, coarse_score, r, out) -> None:
@@ -274,9 +272,9 @@ def soft_fold(frame, coarse, coarse_score, focus, r, score, state, k, floor, dsh
         raise ValueError(f"soft_fold: focus channel {focus} of a frame of {c} channel(s)")
     with_coarse = coarse_score is not None
     run_rows(_soft_fold_kernel, frame.shape[1], frame.shape[2] * (18 * c + 2 * r + 6), frame, coarse,
-             coarse_score if with_coarse else score, with_coarse, -1 if focus is None else int(focus), int(r), score,
-             state.max_s, state.den, state.depth_den, state.depth_num, state.sum_s, state.acc, state.acc_lap, floor,
-             dshift, np.float32(k), power, dpower, rmin)  # frame index: exact in float32
+             coarse_score if with_coarse else score, with_coarse, True, -1 if focus is None else int(focus), int(r),
+             score, state.max_s, state.den, state.depth_den, state.depth_num, state.sum_s, state.acc, state.acc_lap,
+             floor, dshift, np.float32(k), power, dpower, rmin)  # frame index: exact in float32
 
 
 def soft_finish(state, n, depth, conf):

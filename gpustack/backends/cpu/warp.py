@@ -86,7 +86,9 @@ def _warp_kernel(src, lut, a, gains, dst, row0, row1):
     if ow == 0:
         return
     rows = np.empty((ROW_SLOTS, c, w + 2 * PAD), np.float32)
-    tags = np.full(ROW_SLOTS, -1, np.int64)
+    tags = np.empty(ROW_SLOTS, np.int64)  # (np.full: one more function to compile on a first run)
+    for slot in range(ROW_SLOTS):
+        tags[slot] = -1
     xs = np.empty(ow, np.int64)  # the corner's column, clamped to [-2, w + 1], plus PAD - 1
     ys = np.empty(ow, np.int64)  # the corner's row, clamped to [-2, h + 1]
     wx = np.empty((4, ow), np.float32)
