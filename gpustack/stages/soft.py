@@ -174,15 +174,13 @@ class SoftFusion(FrameLevels):
         for lv in range(1, SCORE_LEVELS):
             be.pyramid_reduce(focus(g[lv]), focus(g[lv + 1]))
         for lv in range(SCORE_LEVELS - 1, 0, -1):
-            if lv + 1 < SCORE_LEVELS:
-                be.soft_score(focus(g[lv]), focus(g[lv + 1]), self.scores[lv + 1], RADIUS, self.scores[lv])
-            elif self._unweighted is None:
-                be.soft_score(focus(g[lv]), focus(g[lv + 1]), None, RADIUS, self.scores[lv])
-            else:  # the coarsest level's sums, then divided by 1 / its weight
-                sums, out = self._unweighted, self.scores[lv]
-                be.soft_score(focus(g[lv]), focus(g[lv + 1]), None, RADIUS, sums)
-                be.fuse_divide(sums.reshape((1,) + sums.shape), np.float32(1.0 / LEVEL_WEIGHTS[lv]),
-                               out.reshape((1,) + out.shape))
+            coarsest = lv + 1 == SCORE_LEVELS
+            weighted = coarsest and self._unweighted is not None  # its sums, then divided by 1 / its weight
+            out = self._unweighted if weighted else self.scores[lv]
+            be.soft_score(focus(g[lv]), focus(g[lv + 1]), None if coarsest else self.scores[lv + 1], RADIUS, out)
+            if weighted:
+                be.fuse_divide(out.reshape((1,) + out.shape), np.float32(1.0 / LEVEL_WEIGHTS[lv]),
+                               self.scores[lv].reshape((1,) + out.shape))
         be.soft_fold(g[0], g[1], self.scores[1] if SCORE_LEVELS > 1 else None, self.focus_channel, RADIUS,
                      self.score, self.state, k, self.floor, depth_shift(self.floor), POWER, DEPTH_POWER, RMIN)
         if self.tracker is not None:

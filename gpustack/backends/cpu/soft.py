@@ -255,6 +255,15 @@ def check_soft_score(fine, coarse, coarse_score, r, out) -> None:
         raise ValueError(f"soft_score: r must be an integer >= 0; got {r}")
 
 
+def check_soft_fold(frame, coarse, coarse_score, focus, r, score) -> None:
+    """``soft_fold``'s arguments (both backends): ``check_soft_score``'s, and a focus channel of the
+    frame or None."""
+    check_soft_score(frame, coarse, coarse_score, r, score)
+    c = frame.shape[0]
+    if focus is not None and (int(focus) != focus or not 0 <= focus < c):
+        raise ValueError(f"soft_fold: focus channel {focus} of a frame of {c} channel(s)")
+
+
 def soft_fold(frame, coarse, coarse_score, focus, r, score, state, k, floor, dshift, power, dpower, rmin):
     """Score frame ``k`` and fold it into ``state`` (``stages.soft.SoftState``) in one pass.
 
@@ -266,10 +275,8 @@ def soft_fold(frame, coarse, coarse_score, focus, r, score, state, k, floor, dsh
     weights' ``dshift`` (their floor is ``floor - dshift``), the integer powers of the image's and
     of the depth's weights ``power`` and ``dpower``, and the cut-off ratio ``rmin`` (float32
     scalars but the powers)."""
-    check_soft_score(frame, coarse, coarse_score, r, score)
+    check_soft_fold(frame, coarse, coarse_score, focus, r, score)
     c = frame.shape[0]
-    if focus is not None and not 0 <= focus < c:
-        raise ValueError(f"soft_fold: focus channel {focus} of a frame of {c} channel(s)")
     with_coarse = coarse_score is not None
     run_rows(_soft_fold_kernel, frame.shape[1], frame.shape[2] * (18 * c + 2 * r + 6), frame, coarse,
              coarse_score if with_coarse else score, with_coarse, True, -1 if focus is None else int(focus), int(r),

@@ -638,6 +638,17 @@ def plan_depthmap_blend(acc, pyr, conf, lo, inv_width, out) -> Launch:
                         {"acc": acc, "pyr": pyr, "out": out})
 
 
+def _score_inputs(coarse, coarse_score, out):
+    """The dtypes of a level's score inputs (``check_soft_score`` checked their shapes), and what the
+    kernel gets for ``coarse_score``: ``coarse`` stands in (not read) when it is None."""
+    _check(coarse, "coarse", F32, ndim=3)
+    _check(out, "out", F32, ndim=2)
+    if coarse_score is None:
+        return coarse
+    _check(coarse_score, "coarse_score", F32, ndim=2)
+    return coarse_score
+
+
 def plan_soft_score(fine, coarse, coarse_score, r, out) -> Launch:
     """``out`` (H, W) = the focus score of a level: box sums (radius ``r``) of the squared
     Laplacian coefficients ``fine - expand(coarse)`` summed over channels (``fine`` (C, H, W),
@@ -647,15 +658,9 @@ def plan_soft_score(fine, coarse, coarse_score, r, out) -> Launch:
     _check(fine, "fine", F32, ndim=3)
     check_soft_score(fine, coarse, coarse_score, r, out)
     c, h, w = fine.shape
-    _check(coarse, "coarse", F32, shape=(c, (h + 1) // 2, (w + 1) // 2))
-    _check(out, "out", F32, shape=(h, w))
-    with_coarse = coarse_score is not None
-    if with_coarse:
-        _check(coarse_score, "coarse_score", F32, shape=coarse.shape[1:])
-    else:
-        coarse_score = coarse  # not read
     return Launch("gs_soft_score", _index_type(fine, coarse, out), _grid_2d(w, h), BLOCK_2D,
-                  (fine, coarse, coarse_score, out, *_i32(h, w, c), _radius(r), np.int32(with_coarse)))
+                  (fine, coarse, _score_inputs(coarse, coarse_score, out), out, *_i32(h, w, c), _radius(r),
+                   np.int32(coarse_score is not None)))
 
 
 def plan_soft_fold(frame, coarse, coarse_score, focus, r, score, max_s, den, depth_den, depth_num, sum_s, acc, acc_lap,
@@ -664,27 +669,21 @@ def plan_soft_fold(frame, coarse, coarse_score, focus, r, score, max_s, den, dep
     next level ``coarse``, on channel ``focus`` or every channel (None), radius ``r``, plus
     ``expand(coarse_score)`` unless None) and fold it into the soft state: five (H, W) planes and
     two (C, H, W) sums; ``floor``, ``dshift`` and ``rmin`` float32, ``power`` and ``dpower`` ints >= 0."""
-    from ..cpu.soft import check_soft_score
+    from ..cpu.soft import check_soft_fold
 
     _check(frame, "frame", F32, ndim=3)
-    check_soft_score(frame, coarse, coarse_score, r, score)
+    check_soft_fold(frame, coarse, coarse_score, focus, r, score)
     c, h, w = frame.shape
-    _check(coarse, "coarse", F32, shape=(c, (h + 1) // 2, (w + 1) // 2))
-    if focus is not None and (int(focus) != focus or not 0 <= focus < c):
-        raise ValueError(f"focus: expected a channel in [0, {c}) or None; got {focus}")
+    coarse_in = _score_inputs(coarse, coarse_score, score)
     if int(k) != k or not 0 <= k < _FRAME_INDEX_LIMIT:
         raise ValueError(f"k: expected a frame index in [0, {_FRAME_INDEX_LIMIT}); got {k}")
     for name, value in (("power", power), ("dpower", dpower)):
         if int(value) != value or value < 0:
             raise ValueError(f"{name}: expected an integer >= 0; got {value}")
-    with_coarse = coarse_score is not None
-    if with_coarse:
-        _check(coarse_score, "coarse_score", F32, shape=coarse.shape[1:])
     planes = {"score": score, "max_s": max_s, "den": den, "depth_den": depth_den, "depth_num": depth_num,
               "sum_s": sum_s}
-    return _plan_pixels("gs_soft_fold", planes,
-                        (frame, coarse, coarse_score if with_coarse else coarse, *planes.values(), acc, acc_lap),
-                        (*_i32(h, w, c, -1 if focus is None else focus), _radius(r), np.int32(with_coarse),
+    return _plan_pixels("gs_soft_fold", planes, (frame, coarse, coarse_in, *planes.values(), acc, acc_lap),
+                        (*_i32(h, w, c, -1 if focus is None else focus), _radius(r), np.int32(coarse_score is not None),
                          np.float32(floor), np.float32(dshift), np.float32(k), np.int32(power), np.int32(dpower),
                          np.float32(rmin)),
                         {"frame": frame, "acc": acc, "acc_lap": acc_lap})
