@@ -34,6 +34,35 @@ def test_run_rows_covers_every_row_and_raises_a_chunks_error():
         _threads.run_rows(fail, 4096, 1 << 16)
 
 
+def test_a_launch_does_not_wait_for_a_pool_busy_with_another_launch(monkeypatch):
+    """Two threads launch kernels at once (the pipeline folds one frame while it warps the next):
+    when the pool's threads are busy with the other launch, the caller runs every chunk itself and
+    returns, instead of waiting for a pool thread that would find nothing left to do."""
+    import threading
+
+    import numba
+
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)
+    release = threading.Event()
+    busy = _threads._workers(_threads.threads() - 1).submit(release.wait, 10)  # the one pool thread, held
+    try:
+        done = threading.Event()
+        rows = []
+
+        def launch():
+            _threads.run_rows(lambda lo, hi: rows.extend(range(lo, hi)), 4096, 1 << 16)
+            done.set()
+
+        t = threading.Thread(target=launch)
+        t.start()
+        assert done.wait(5), "the launch waited for the busy pool"
+        assert sorted(rows) == list(range(4096))
+        t.join()
+    finally:
+        release.set()
+        busy.result()
+
+
 def test_limit_threads_holds_every_calling_thread_to_its_count(monkeypatch):
     """A batch worker's cap covers the kernels run from any thread of the process (the pipeline
     loads frames on a second thread), and lifting it gives Numba's count back."""

@@ -4,7 +4,10 @@ The CPU kernels are compiled single-threaded (``@njit(nogil=True, cache=True,
 error_model="numpy")``, no ``parallel=True``) and take the range of rows ``[row0, row1)`` they
 compute as their last two arguments; ``run_rows`` splits a kernel's rows into chunks and runs them
 on this thread and a pool of worker threads (the kernels release the GIL), each chunk taken by
-whichever thread is free.
+whichever thread is free. A pool thread that has not started by the time the caller has run out of
+chunks is not waited for: when two threads launch kernels at once (the pipeline folds one frame
+while it warps the next), the pool may be busy with the other launch, and waiting for it would
+make each launch wait for the other's chunk.
 
 Why not Numba's ``parallel=True``: a ``prange`` loop costs about 0.3-1 s more to compile per
 kernel (Numba compiles its body a second time, as a gufunc, plus the launcher), which on a
@@ -112,4 +115,5 @@ def run_rows(kernel, n: int, row_work: int, *args) -> None:
         work()
     finally:
         for f in helpers:
-            f.result()
+            if not f.cancel():  # one that has not started would find no chunk left: not waited for
+                f.result()
