@@ -783,13 +783,18 @@ def _reader_ahead(be, frames: int) -> int:
 def _loaded(be, loader, items, buffer):
     """``(frame, fa, buf, seconds)`` for each ``(frame, fa)`` of ``items``: the frame loaded (converted, or
     warped when it moved: ``_Loader``) into ``buf``, in ``seconds``. On a ``concurrent`` backend the next
-    frame is loaded on a worker thread while the caller folds this one, into the other of two buffers
-    (``buffer`` and one more of its size: the one planar frame in flight; the caller must be done with
-    ``buf`` when it asks for the next item), and each frame's decoded pixels are freed once it is loaded;
-    otherwise every frame is loaded into ``buffer`` when the caller asks for it. Closing it waits for the
-    load under way; it does not close ``items``."""
+    frame is taken from ``items`` and loaded on a worker thread while the caller folds this one, into the
+    other of two buffers (``buffer`` and one more of its size: the one planar frame in flight; the caller
+    must be done with ``buf`` when it asks for the next item), and each frame's decoded pixels are freed
+    once it is loaded; otherwise every frame is taken and loaded into ``buffer`` when the caller asks for
+    it. Closing it waits for the load under way; it does not close ``items``.
+
+    The worker takes the next item itself: the stream's own work (composing the transform, measuring
+    the brightness, waiting for the pair's estimate) then runs beside the fold instead of before it,
+    on the caller's thread (a prefetch pulls its items on the thread that asks for a result)."""
     concurrent = be.concurrent
     buffers = [buffer, be.empty(tuple(buffer.shape), buffer.dtype)] if concurrent else [buffer]
+    numbered = enumerate(items)
 
     def load(item):
         k, (frame, fa) = item
@@ -800,9 +805,24 @@ def _loaded(be, loader, items, buffer):
             _drop_pixels(frame)
         return frame, fa, buf, time.perf_counter() - t0
 
-    if concurrent:
-        return prefetch(load, enumerate(items), workers=1, ahead=1)
-    return (load(item) for item in enumerate(items))
+    if not concurrent:
+        return (load(item) for item in numbered)
+
+    def take_and_load(_):  # one worker: the tasks run in turn, so items are taken in order
+        item = next(numbered, None)
+        return None if item is None else load(item)
+
+    def results():
+        stream = prefetch(take_and_load, itertools.count(), workers=1, ahead=1)
+        try:
+            for result in stream:
+                if result is None:
+                    return
+                yield result
+        finally:
+            stream.close()
+
+    return results()
 
 
 def _drop_pixels(frame) -> None:
