@@ -35,8 +35,8 @@ def soft_pow(r, e):
     return result
 
 
-#: what the fold does at a pixel
-RESTART, RESCALE, ADD, KEEP = 0, 1, 2, 3
+#: what the fold does at a pixel: 2 * (the frame beats max_s) + (its ratio's power is used)
+KEEP, ADD, RESTART, RESCALE = 0, 1, 2, 3
 
 
 @njit(cache=True)
@@ -84,8 +84,8 @@ def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, fold, focus, r, 
     half = np.empty((2, coarse.shape[2]), np.float32)  # _expand_row's scratch
     ev, od = half[0], half[1]
     ring = np.empty((n, w), np.float32)  # the row box sums of rows m - 2r .. m, slot row % n
-    rows = np.empty((7, w), np.float32)
-    q, sv, rv, pv, bv, tv, qv = rows[0], rows[1], rows[2], rows[3], rows[4], rows[5], rows[6]
+    rows = np.empty((5, w), np.float32)
+    q, rv, pv, tv, qv = rows[0], rows[1], rows[2], rows[3], rows[4]
     cases = np.empty((2, w), np.int8)
     case, dcase = cases[0], cases[1]
     for m in range(row0 - r, row1 + r):
@@ -134,53 +134,62 @@ def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, fold, focus, r, 
         # (restart, rescale, add or keep) and its ratio, for the image's weights and for the depth's,
         # the ratios' powers, then each sum takes the expression of its pixel's case (selected, not
         # branched on: a pixel's case is as unpredictable as its neighbour's). Every value is the one
-        # gs_soft_fold computes.
+        # gs_soft_fold computes: each ratio is one division of the operands its case selects (1 / 1
+        # where gs_soft_fold takes 1); a ratio whose power is not used is 1 instead, since its powers
+        # could be denormal, which costs the processor about a hundred cycles a multiplication.
         ms, ss, dd, ddn, dp = max_s[i], sum_s[i], den[i], depth_den[i], depth_num[i]
         for j in range(w):
             s = out[j] + floor_s
             ss[j] = ss[j] + s
             mx = ms[j]
-            sv[j] = s
             t = s - dshift  # the depth's weights: score + floor - dshift against max_s - dshift
             mt = mx - dshift
-            r_new = mx / s  # (any of these divisions may be by 0: its value is then not selected)
-            r_old = s / mx if mx > F0 else F1
-            rt_new = mt / t
-            rt_old = t / mt if mt > F0 else F1
-            if s > mx:
-                rv[j] = r_new
-                case[j] = RESTART if r_new < rmin else RESCALE
-                tv[j] = rt_new
-                dcase[j] = RESCALE if rt_new >= rmin else RESTART  # (the first frame, mt = -dshift, and NaN restart)
-            else:
-                rv[j] = r_old
-                case[j] = ADD if r_old >= rmin else KEEP
-                tv[j] = rt_old
-                dcase[j] = ADD if rt_old >= rmin else KEEP
+            up = s > mx
+            ro = mx > F0
+            to = mt > F0
+            rs = (mx if up else (s if ro else F1)) / (s if up else (mx if ro else F1))  # m / s, s / m or 1
+            rt = (mt if up else (t if to else F1)) / (t if up else (mt if to else F1))
+            # whether a ratio's power is used: rescale unless rs < rmin, add if rs >= rmin (they differ
+            # on NaN), the depth's if rt >= rmin; in integer arithmetic, since the same as selects on
+            # up made LLVM fall back to its scalar loop
+            use = (1 if rs >= rmin else 0) | ((1 if up else 0) & (0 if rs < rmin else 1))
+            duse = 1 if rt >= rmin else 0
+            case[j] = (RESTART if up else KEEP) + use
+            dcase[j] = (RESTART if up else KEEP) + duse
+            rv[j] = rs if use == 1 else F1
+            tv[j] = rt if duse == 1 else F1
+            ms[j] = s if up else mx
         for which in range(2):  # pv = soft_pow(rv, power), qv = soft_pow(tv, dpower): the same multiplications,
-            rx, e, px = (rv, power, pv) if which == 0 else (tv, dpower, qv)  # the exponent's bits outside
-            for j in range(w):
-                px[j] = F1
-                bv[j] = rx[j]
+            bx, e, px = (rv, power, pv) if which == 0 else (tv, dpower, qv)  # the exponent's bits outside
+            one = True  # px is 1, not stored yet (no pass that writes 1s); bx is squared in place
             while e > 0:
                 if e & 1:
+                    if one:
+                        for j in range(w):
+                            px[j] = F1 * bx[j]  # (gs_soft_pow's result * b with result = 1)
+                    else:
+                        for j in range(w):
+                            px[j] = px[j] * bx[j]
+                    one = False
+                if e > 1:  # (the last b * b is not used)
                     for j in range(w):
-                        px[j] = px[j] * bv[j]
-                for j in range(w):
-                    bv[j] = bv[j] * bv[j]
+                        bx[j] = bx[j] * bx[j]
                 e >>= 1
+            if one:
+                for j in range(w):
+                    px[j] = F1
         li = laps[(i + n) % n]
         for ch in range(c):
             ac, al, f, lr = acc[ch, i], acc_lap[ch, i], frame[ch, i], li[ch]
             for j in range(w):
                 k, p, x, y = case[j], pv[j], ac[j], f[j]
                 ac[j] = y if k == RESTART else (x * p + y if k == RESCALE else (x + p * y if k == ADD else x))
-                x, y = al[j], lr[j]
+            for j in range(w):
+                k, p, x, y = case[j], pv[j], al[j], lr[j]
                 al[j] = y if k == RESTART else (x * p + y if k == RESCALE else (x + p * y if k == ADD else x))
         for j in range(w):
             k, p, x = case[j], pv[j], dd[j]
             dd[j] = F1 if k == RESTART else (x * p + F1 if k == RESCALE else (x + p if k == ADD else x))
-            ms[j] = sv[j] if k <= RESCALE else ms[j]
             k, p, x, y = dcase[j], qv[j], ddn[j], dp[j]
             ddn[j] = F1 if k == RESTART else (x * p + F1 if k == RESCALE else (x + p if k == ADD else x))
             dp[j] = kf if k == RESTART else (y * p + kf if k == RESCALE else (y + p * kf if k == ADD else y))
