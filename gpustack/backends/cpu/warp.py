@@ -14,12 +14,14 @@ thread per pixel, 16 decoded samples each): here a block of output rows decodes 
 it reads once, and the pixels of a run that share their four source rows read their taps from
 those decoded rows. Within a run, a sub-run of pixels whose corner moves one column per pixel (at
 a scale near 1, such as focus breathing, sub-runs of 1/|scale - 1| pixels) is computed a channel
-at a time, every index unsigned, so its loads are contiguous and the loop vectorises; shorter
-sub-runs are computed a pixel at a time, its weights once for all its channels. Each pixel's
+at a time, every index unsigned, so its loads are contiguous and the loop vectorises. Each pixel's
 samples and every operation on them are the kernel's, so the bits are too. On a 12 MP RGB frame
-with 1 % breathing, one thread, a sub-run at a time takes 0.37-0.45x the time of a pixel at a
-time (0.13-0.22 s against 0.27-0.59 s, the machine's load varying), which took about 0.5x the time
-of 16 table look-ups per pixel and channel.
+with 1 % breathing, one thread, this takes 0.37-0.45x the time of a pixel at a time with its
+channels inside (0.13-0.22 s against 0.27-0.59 s, the machine's load varying), which took about
+0.5x the time of 16 table look-ups per pixel and channel. Far from a scale of 1 or under a large
+rotation, where sub-runs are a pixel or two long, it takes about 1.3-1.5x the time a pixel at a
+time would; keeping that path as well cost a first run 1.2 s more of compiling per sample type
+(3.7 s against 2.5 s), for transforms a focus stack does not have.
 
 ``warp_planar`` reads a planar (C, H, W) float32 source (a RAW frame developed on the
 backend) through the same kernel: only the addressing differs.
@@ -65,8 +67,6 @@ U1, U2, U3 = np.uint64(1), np.uint64(2), np.uint64(3)  # tap offsets (unsigned, 
 #: columns of edge samples either side of a decoded row: every tap of a corner clamped to
 #: [-2, w + 1] (as warp.cu clamps it) lands in the row
 PAD = 4
-#: sub-runs at least this long are computed a channel at a time (vectorised); shorter ones a pixel at a time
-MIN_RUN = 8
 
 
 @njit(cache=True)
@@ -146,48 +146,29 @@ def _warp_kernel(src, lut, a, gains, dst, row0, row1):
             s0, s1, s2, s3 = slots[0], slots[1], slots[2], slots[3]
             wx0, wx1, wx2, wx3 = wx[0], wx[1], wx[2], wx[3]
             wy0, wy1, wy2, wy3 = wy[0], wy[1], wy[2], wy[3]
-            # sub-runs whose corner moves one column per pixel; x is linear in j, so the run holds
-            # about |xs[j1 - 1] - xs[j0] - (j1 - 1 - j0)| + 1 of them: if too many, one pixel at a time
-            scattered = abs(xs[j1 - 1] - xs[j0] - (j1 - 1 - j0)) * MIN_RUN > j1 - j0
             j = j0
-            while j < j1:
+            while j < j1:  # sub-runs whose corner moves one column per pixel
                 ja = j
-                j = j1 if scattered else j + 1
+                j += 1
                 while j < j1 and xs[j] - j == xs[ja] - ja:
                     j += 1
-                if j - ja >= MIN_RUN and not scattered:  # a channel at a time, contiguous loads: vectorises
-                    off = xs[ja] - base - ja  # (every index unsigned: a signed one would be tested for
-                    for ch in range(c):       # wrap-around, which turns each load into a gather)
-                        q0 = rows[s0, ch]
-                        q1 = rows[s1, ch]
-                        q2 = rows[s2, ch]
-                        q3 = rows[s3, ch]
-                        d = dst[ch, i]
-                        g = gains[ch]
-                        for jj in range(ja, j):
-                            u = np.uint64(jj)
-                            k = np.uint64(jj + off)
-                            w0, w1, w2, w3 = wx0[u], wx1[u], wx2[u], wx3[u]
-                            r0 = w0 * q0[k] + w1 * q0[k + U1] + w2 * q0[k + U2] + w3 * q0[k + U3]
-                            r1 = w0 * q1[k] + w1 * q1[k + U1] + w2 * q1[k + U2] + w3 * q1[k + U3]
-                            r2 = w0 * q2[k] + w1 * q2[k + U1] + w2 * q2[k + U2] + w3 * q2[k + U3]
-                            r3 = w0 * q3[k] + w1 * q3[k + U1] + w2 * q3[k + U2] + w3 * q3[k + U3]
-                            d[u] = g * (wy0[u] * r0 + wy1[u] * r1 + wy2[u] * r2 + wy3[u] * r3)
-                    continue
-                for jj in range(ja, j):  # short sub-runs (a scale far from 1): a pixel's weights once for all its channels
-                    k = np.uint64(xs[jj] - base)  # unsigned: no wrap-around test on each of the 16 loads
-                    w0, w1, w2, w3 = wx[0, jj], wx[1, jj], wx[2, jj], wx[3, jj]
-                    v0, v1, v2, v3 = wy[0, jj], wy[1, jj], wy[2, jj], wy[3, jj]
-                    for ch in range(c):
-                        q0 = rows[s0, ch]
-                        q1 = rows[s1, ch]
-                        q2 = rows[s2, ch]
-                        q3 = rows[s3, ch]
+                off = xs[ja] - base - ja  # a channel at a time, contiguous loads: vectorises (every
+                for ch in range(c):       # index unsigned: a signed one would be tested for
+                    q0 = rows[s0, ch]     # wrap-around, which turns each load into a gather)
+                    q1 = rows[s1, ch]
+                    q2 = rows[s2, ch]
+                    q3 = rows[s3, ch]
+                    d = dst[ch, i]
+                    g = gains[ch]
+                    for jj in range(ja, j):
+                        u = np.uint64(jj)
+                        k = np.uint64(jj + off)
+                        w0, w1, w2, w3 = wx0[u], wx1[u], wx2[u], wx3[u]
                         r0 = w0 * q0[k] + w1 * q0[k + U1] + w2 * q0[k + U2] + w3 * q0[k + U3]
                         r1 = w0 * q1[k] + w1 * q1[k + U1] + w2 * q1[k + U2] + w3 * q1[k + U3]
                         r2 = w0 * q2[k] + w1 * q2[k + U1] + w2 * q2[k + U2] + w3 * q2[k + U3]
                         r3 = w0 * q3[k] + w1 * q3[k + U1] + w2 * q3[k + U2] + w3 * q3[k + U3]
-                        dst[ch, i, jj] = gains[ch] * (v0 * r0 + v1 * r1 + v2 * r2 + v3 * r3)
+                        d[u] = g * (wy0[u] * r0 + wy1[u] * r1 + wy2[u] * r2 + wy3[u] * r3)
             j0 = j1
 
 
