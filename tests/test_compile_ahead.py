@@ -100,18 +100,42 @@ def test_compile_helper_fills_the_cache_and_is_not_started_when_warm(tmp_path):
 
 
 def test_compile_helper_only_where_a_core_is_idle(monkeypatch):
-    """The helper costs about a CPU second of its own: started when the load average leaves a core
-    idle, or as GPUSTACK_COMPILE_HELPER says."""
+    """The helper costs about a CPU second of its own: started when a core is idle now (sampled from
+    /proc/stat; elsewhere the load average), or as GPUSTACK_COMPILE_HELPER says."""
     from gpustack.backends.cpu import _ahead
 
     monkeypatch.delenv("GPUSTACK_COMPILE_HELPER", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(_ahead.time, "sleep", lambda s: None)
+
+    def sampled(*ticks):  # (idle, total) before and after the sample
+        samples = iter(ticks)
+        monkeypatch.setattr(_ahead, "_cpu_times", lambda: next(samples))
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.7, 1.5, 1.0))  # a minute of pip install: ignored
+    sampled((1000, 5000), (1019, 5020))  # 19 of 20 ticks idle: 1.9 cores
+    assert _ahead._helper_wanted()
+    sampled((1000, 5000), (1010, 5020))  # one core busy elsewhere: this process takes the other
+    assert _ahead._helper_wanted()
+    sampled((1000, 5000), (1003, 5020))  # both busy
+    assert not _ahead._helper_wanted()
+    monkeypatch.setattr(_ahead, "_cpu_times", lambda: None)  # no /proc/stat: the load average
+    assert not _ahead._helper_wanted()
     monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.2, 0.1))
     assert _ahead._helper_wanted()
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.7, 1.5, 1.0))  # both cores busy
-    assert not _ahead._helper_wanted()
     monkeypatch.setenv("GPUSTACK_COMPILE_HELPER", "1")
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
     assert _ahead._helper_wanted()
     monkeypatch.setenv("GPUSTACK_COMPILE_HELPER", "0")
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert not _ahead._helper_wanted()
+
+
+def test_idle_cores_from_proc_stat():
+    """The sample reads the machine's real counters (Linux): a share of the cores, never more."""
+    from gpustack.backends.cpu import _ahead
+
+    if _ahead._cpu_times() is None:
+        pytest.skip("no /proc/stat")
+    idle = _ahead._idle_cores(0.05)
+    assert 0.0 <= idle <= os.cpu_count()

@@ -25,8 +25,9 @@ loads it, or compiles it itself if the helper has not got there (or failed). The
 about 1 CPU s of its own (its imports, Numba's start-up): it pays only where a core is idle (on a
 2-core machine at a load near 1, the README's first command's first run took 5.2-5.3 s with it,
 6.9-7.1 s without; under a load of 7 to 12 it added 12 % of CPU time and no speed), so it is
-started only when the load average leaves a core idle (at most the number of cores less one), or
-always with ``GPUSTACK_COMPILE_HELPER=1``; never with ``=0``, where caching is off
+started only when a core is idle (``_idle_cores``: the machine's idle time sampled over 0.1 s, not
+the load average, which a ``pip install`` just before leaves high on an idle machine), or always
+with ``GPUSTACK_COMPILE_HELPER=1``; never with ``=0``, where caching is off
 (``gpustack._numba_cache``: nothing to share), or when everything is cached (warm runs). It stops at
 the end of file on its stdin (this process has gone: it is reaped at exit), or after
 ``HELPER_IDLE_S`` seconds without work.
@@ -41,6 +42,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 from numba import typeof, types
@@ -200,16 +202,50 @@ def _send(todo) -> bool:
     return True
 
 
+#: How long the machine's idle time is sampled to decide on a helper (Linux, ``/proc/stat``; 100 Hz
+#: ticks: 20 per core over 0.1 s). Paid only when something is to be compiled.
+IDLE_SAMPLE_S = 0.1
+
+
+def _cpu_times():
+    """(idle, total) clock ticks of all the machine's cores since boot (``/proc/stat``), or None."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = f.readline().split()
+        if fields[0] != b"cpu":
+            return None
+        ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, IndexError, ValueError):
+        return None
+    return ticks[3] + ticks[4], sum(ticks)
+
+
+def _idle_cores(sample_s: float = IDLE_SAMPLE_S):
+    """How many cores are idle now: the idle share of the machine's time over ``sample_s`` seconds
+    (``/proc/stat``), else the cores the 1-minute load average leaves, else None (Windows)."""
+    cores = os.cpu_count() or 1
+    before = _cpu_times()
+    if before is not None:
+        time.sleep(sample_s)
+        after = _cpu_times()
+        if after is not None and after[1] > before[1]:
+            return cores * (after[0] - before[0]) / (after[1] - before[1])
+    try:
+        return cores - os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
+
+
 def _helper_wanted() -> bool:
-    """``GPUSTACK_COMPILE_HELPER`` if set, else whether the load average leaves a core idle."""
+    """``GPUSTACK_COMPILE_HELPER`` if set, else whether a core is idle now (``_idle_cores``; within a
+    tenth: the sample's resolution). Sampled rather than the load average, which trails a minute
+    behind: the README's first command runs right after ``pip install``, which leaves the load
+    average above 1 on an idle 2-core machine."""
     setting = os.environ.get(HELPER_ENV, "")
     if setting in ("0", "1"):
         return setting == "1"
-    try:
-        load = os.getloadavg()[0]
-    except (OSError, AttributeError):  # no load average (Windows)
-        return True
-    return load <= (os.cpu_count() or 1) - 1
+    idle = _idle_cores()
+    return True if idle is None else idle >= 0.9
 
 
 def _start_helper(items) -> bool:
@@ -298,6 +334,6 @@ def start(options, src=None, lut=None) -> None:
         own = [item for item in own if item is not fold[0]]
     mine = {(d, sig) for _, d, sig in own}
     helped = [item for item in items if (item[1], item[2]) not in mine]
-    if _helper_wanted() and _start_helper(helped):
+    if len(_uncached(helped)) >= 2 and _helper_wanted() and _start_helper(helped):  # (a warm run samples nothing)
         items = own  # the helper's: each call loads it from the cache, or compiles it if need be
     _queue.add(items)
