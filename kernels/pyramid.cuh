@@ -1,6 +1,6 @@
 // pyramid.cuh: the expand of a pyramid level at one sample, shared by pyramid.cu (expand_sub,
 // expand_add, laplacian) and soft.cu (the soft fusion's score and fold, which make the Laplacian
-// level where they use it). Twin of gpustack/backends/cpu/pyramid.py (_expand_row, expand_row_at).
+// level where they use it). Twin of gpustack/backends/cpu/pyramid.py (_expand_row) and soft.py (_coarse_rows).
 
 #ifndef GS_PYRAMID_CUH
 #define GS_PYRAMID_CUH

@@ -7,7 +7,7 @@ A ratio below ``rmin`` counts as 0, so that no weight is a denormal float. The d
 weights have a lower floor and their own power: ``((score + floor - dshift) / (max - dshift))^dpower``,
 their own sums and their own rescaling, so that the depth index follows the sharpest frames more
 closely than the image's weights, which the floor spreads to average noise. The power is an
-integer, raised by squaring (``soft_pow``), the same multiplications in the same order as
+integer, raised by squaring in the fold's kernel, the same multiplications in the same order as
 ``gs_soft_pow``.
 """
 
@@ -20,19 +20,6 @@ from ._common import E0, E1, F0, F1, HALF, reflect
 from ._threads import run_rows
 from .filter import box_row
 from .pyramid import _expand_row
-
-
-@njit(cache=True)
-def soft_pow(r, e):
-    """r**e for an integer e >= 0 by binary exponentiation (gs_soft_pow)."""
-    result = F1
-    b = r
-    while e > 0:
-        if e & 1:
-            result = result * b
-        b = b * b
-        e >>= 1
-    return result
 
 
 #: what the fold does at a pixel: 2 * (the frame beats max_s) + (its ratio's power is used)
@@ -159,7 +146,7 @@ def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, fold, focus, r, 
             rv[j] = rs if use == 1 else F1
             tv[j] = rt if duse == 1 else F1
             ms[j] = s if up else mx
-        for which in range(2):  # pv = soft_pow(rv, power), qv = soft_pow(tv, dpower): the same multiplications,
+        for which in range(2):  # pv = rv ** power, qv = tv ** dpower by squaring: gs_soft_pow's multiplications,
             bx, e, px = (rv, power, pv) if which == 0 else (tv, dpower, qv)  # the exponent's bits outside
             one = True  # px is 1, not stored yet (no pass that writes 1s); bx is squared in place
             while e > 0:
