@@ -329,8 +329,9 @@ def test_pair_estimates_on_several_threads_give_the_same_result(moving_stacks, m
 
 @pytest.mark.parametrize("shape", [(1301, 1733, 3), (1200, 1601, 1), (2000, 1000, 3)])
 def test_proxy_luma_reduced_row_by_row_is_the_two_step_result(shape):
-    """make_proxy reduces the luminance without a full-size plane: the same bits as making the
-    luminance plane and reducing it."""
+    """make_proxy reduces the luminance without a full-size plane (each row reduced once, in a ring):
+    the same bits as making the luminance plane and reducing it with the backend's reduce."""
+    from gpustack.backends.cpu.pyramid import pyramid_reduce
     from gpustack.stages import proxy as P
 
     rng = np.random.default_rng(7)
@@ -338,11 +339,17 @@ def test_proxy_luma_reduced_row_by_row_is_the_two_step_result(shape):
     lut = decode_lut(np.uint16, "srgb")
     luma = np.empty(shape[:2], F)
     P._luma_kernel(data, lut, luma)
-    want = np.empty(((shape[0] + 1) // 2, (shape[1] + 1) // 2), F)
-    P._reduce_plane_kernel(luma, want)
+    want = np.empty((1, (shape[0] + 1) // 2, (shape[1] + 1) // 2), F)
+    pyramid_reduce(luma[None], want)
     got, scale = P.make_proxy(data, lut, max_pixels=want.size)
     assert scale == 2
-    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, want[0])
+    # a second reduction (run by the reduce kernel on the reader's thread alone)
+    want2 = np.empty((1, (want.shape[1] + 1) // 2, (want.shape[2] + 1) // 2), F)
+    pyramid_reduce(want, want2)
+    got, scale = P.make_proxy(data, lut, max_pixels=want2.size)
+    assert scale == 4
+    np.testing.assert_array_equal(got, want2[0])
 
 
 @pytest.mark.parametrize("method", ["soft", "depthmap"])

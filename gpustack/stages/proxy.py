@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 
 from ..backends.cpu._common import W0, W1, W2, decode, reflect
-from ..backends.cpu.pyramid import _reduce_row, reduce_output_row
+from ..backends.cpu.pyramid import _pyramid_reduce_kernel, _reduce_row
 from .estimate import MIN_SIDE
 
 PROXY_MAX_PIXELS = 1_500_000
@@ -35,49 +35,38 @@ def _luma_kernel(src, lut, out):
 
 @njit(nogil=True, cache=True)
 def _luma_reduce_kernel(src, lut, dst):
-    """The pyramid reduction of the frame's luminance, without the full-size luminance plane: each
-    output row reduces five luminance rows made on the fly (the same values, so the same bits as
-    ``_luma_kernel`` then ``_reduce_plane_kernel``). The luminance row and the vertical pass
-    (``combine_rows``) are written out here: a reader thread compiles this kernel on a first run
+    """The pyramid reduction of the frame's luminance, without the full-size luminance plane: the
+    luminance of each source row is made on the fly and reduced along the row once, into a ring of
+    five such rows (slot ``row % 5``: output row ``i`` reads rows ``2i - 2 .. 2i + 2``, reflected, so
+    within 4 of each other, and ``i + 1`` reuses three of them), which the vertical pass combines.
+    The same values, so the same bits, as ``_luma_kernel`` then ``pyramid_reduce``. The luminance row
+    and the vertical pass are written out here: a reader thread compiles this kernel on a first run
     while the first frame waits, and each helper would be compiled on its own too."""
     h, w, c = src.shape
     ow = dst.shape[1]
-    rows = np.empty((5, w), np.float32)
-    have = np.empty(5, np.int64)  # which source row each buffer slot holds (np.full: one more function to compile)
+    row = np.empty(w, np.float32)
+    t = np.empty((5, ow), np.float32)  # row-reduced luminance rows, slot row % 5
+    have = np.empty(5, np.int64)  # which source row each slot holds (np.full: one more function to compile)
     for slot in range(5):
         have[slot] = -1
-    t = np.empty((5, ow), np.float32)
     ev = np.empty((w + 1) // 2, np.float32)
     od = np.empty((w + 1) // 2, np.float32)
     for i in range(dst.shape[0]):
         for m in range(5):
             r = reflect(2 * i - 2 + m, h)
-            slot = r % 5
-            if have[slot] != r:
-                out = rows[slot]
+            if have[r % 5] != r:
                 for j in range(w):
                     if c == 3:
-                        out[j] = (LR * decode(src[r, j, 0], lut) + LG * decode(src[r, j, 1], lut)
+                        row[j] = (LR * decode(src[r, j, 0], lut) + LG * decode(src[r, j, 1], lut)
                                   + LB * decode(src[r, j, 2], lut))
                     else:
-                        out[j] = decode(src[r, j, 0], lut)
-                have[slot] = r
-            _reduce_row(rows[slot], w, t[m], ow, ev, od)
-        t0, t1, t2, t3, t4, o = t[0], t[1], t[2], t[3], t[4], dst[i]
+                        row[j] = decode(src[r, j, 0], lut)
+                _reduce_row(row, w, t[r % 5], ow, ev, od)
+                have[r % 5] = r
+        t0, t1, t2 = t[reflect(2 * i - 2, h) % 5], t[reflect(2 * i - 1, h) % 5], t[(2 * i) % 5]
+        t3, t4, o = t[reflect(2 * i + 1, h) % 5], t[reflect(2 * i + 2, h) % 5], dst[i]
         for j in range(ow):
             o[j] = W0 * t0[j] + W1 * t1[j] + W2 * t2[j] + W1 * t3[j] + W0 * t4[j]
-
-
-@njit(nogil=True, cache=True)
-def _reduce_plane_kernel(src, dst):
-    """Single-threaded pyramid reduce of a plane (the reader threads each run their own)."""
-    w = src.shape[1]
-    ow = dst.shape[1]
-    t = np.empty((5, ow), np.float32)
-    ev = np.empty((w + 1) // 2, np.float32)
-    od = np.empty((w + 1) // 2, np.float32)
-    for i in range(dst.shape[0]):
-        reduce_output_row(src, i, dst[i], t, ev, od)
 
 
 def make_proxy(data: np.ndarray, lut: np.ndarray | None, max_pixels: int = PROXY_MAX_PIXELS):
@@ -96,9 +85,10 @@ def make_proxy(data: np.ndarray, lut: np.ndarray | None, max_pixels: int = PROXY
     _luma_reduce_kernel(data, lut, luma)
     scale = 2
     while luma.size > max_pixels and min(luma.shape) >= 2 * MIN_SIDE:
-        out = np.empty(((luma.shape[0] + 1) // 2, (luma.shape[1] + 1) // 2), np.float32)
-        _reduce_plane_kernel(luma, out)
-        luma = out
+        out = np.empty((1, (luma.shape[0] + 1) // 2, (luma.shape[1] + 1) // 2), np.float32)
+        # the backend's reduce kernel on this thread alone (the fold compiles the same specialisation)
+        _pyramid_reduce_kernel(luma[None], out, 0, out.shape[1])
+        luma = out[0]
         scale *= 2
     return luma, scale
 

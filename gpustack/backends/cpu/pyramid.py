@@ -47,25 +47,6 @@ def _reduce_row(row, w, out, ow, ev, od):
                   + W1 * row[reflect(bb + 1, w)] + W0 * row[reflect(bb + 2, w)])
 
 
-@njit(cache=True)
-def reduce_output_row(plane, i, out, t, ev, od):
-    """Row ``i`` of the reduction of the 2-D ``plane`` into ``out``; ``t`` (5, len(out)),
-    ``ev`` and ``od`` ((W + 1) // 2) are scratch buffers."""
-    h, w = plane.shape
-    ow = out.shape[0]
-    for m in range(5):
-        _reduce_row(plane[reflect(2 * i - 2 + m, h)], w, t[m], ow, ev, od)
-    combine_rows(t, out)
-
-
-@njit(cache=True)
-def combine_rows(t, out):
-    """The vertical 5-tap pass of a reduction: ``out`` from the five row-reduced rows ``t``."""
-    t0, t1, t2, t3, t4 = t[0], t[1], t[2], t[3], t[4]
-    for j in range(out.shape[0]):
-        out[j] = W0 * t0[j] + W1 * t1[j] + W2 * t2[j] + W1 * t3[j] + W0 * t4[j]
-
-
 @njit(nogil=True, cache=True, error_model="numpy")
 def _pyramid_reduce_kernel(src, dst, row0, row1):
     c, h, w = src.shape
@@ -88,7 +69,7 @@ def _pyramid_reduce_kernel(src, dst, row0, row1):
                 tags[a % 8] = ch * h + a
         t0, t1, t2 = hr[reflect(2 * i - 2, h) % 8], hr[reflect(2 * i - 1, h) % 8], hr[(2 * i) % 8]
         t3, t4, o = hr[reflect(2 * i + 1, h) % 8], hr[reflect(2 * i + 2, h) % 8], dst[ch, i]
-        for j in range(ow):  # combine_rows (not called: a helper compiles on its own, and again in here)
+        for j in range(ow):  # the vertical pass (not a helper: a helper compiles on its own, and again in here)
             o[j] = W0 * t0[j] + W1 * t1[j] + W2 * t2[j] + W1 * t3[j] + W0 * t4[j]
 
 
