@@ -20,6 +20,18 @@ def rand(shape, seed=0, lo=-1.0, hi=1.0):
     return np.random.default_rng(seed).uniform(lo, hi, shape).astype(F)
 
 
+@pytest.mark.parametrize("value", [0.0, -0.0, 1.5, np.nan, -np.inf, 0])
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+def test_full_is_numpys_full(value, dtype):
+    """The state's planes start as np.full's bits (0 from zeroed pages; -0.0 keeps its sign)."""
+    if dtype == np.uint16 and not (isinstance(value, int) or value == 1.5):
+        return
+    got = be.full((3, 5, 7), value, dtype)
+    want = np.full((3, 5, 7), value, dtype)
+    assert got.dtype == want.dtype and got.shape == want.shape and got.flags.c_contiguous
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+
+
 @pytest.mark.parametrize("shape", SHAPES[1:])
 def test_pyramid_reduce_matches_reference(shape):
     x = rand(shape)
