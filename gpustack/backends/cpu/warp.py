@@ -15,7 +15,10 @@ it reads once, and the pixels of a run that share their four source rows read th
 those decoded rows. Within a run, a sub-run of pixels whose corner moves one column per pixel (at
 a scale near 1, such as focus breathing, sub-runs of 1/|scale - 1| pixels) is computed a channel
 at a time, every index unsigned, so its loads are contiguous and the loop vectorises. Each pixel's
-samples and every operation on them are the kernel's, so the bits are too. On a 12 MP RGB frame
+samples and every operation on them are the kernel's, so the bits are too. Each row's corners and
+weights are computed first, in four passes that vectorise (one coordinate's corner and fraction a
+pass, then each one's weights), not in one scalar loop: 116-123 ms against 131-157 ms per 12 MP
+frame. On a 12 MP RGB frame
 with 1 % breathing, one thread, this takes 0.37-0.45x the time of a pixel at a time with its
 channels inside (0.13-0.22 s against 0.27-0.59 s, the machine's load varying), which took about
 0.5x the time of 16 table look-ups per pixel and channel. Far from a scale of 1 or under a large
@@ -32,8 +35,6 @@ focus stack is for; Catmull-Rom keeps it (at 16 instead of 4 taps).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from numba import njit
@@ -105,19 +106,36 @@ def _warp_kernel(src, lut, a, gains, dst, row0, row1):
     wx = np.empty((4, ow), np.float32)
     wy = np.empty((4, ow), np.float32)
     slots = np.empty(4, np.int64)
+    frac = np.empty((2, ow), np.float32)  # the fractions of x and of y
+    fxs, fys = frac[0], frac[1]
+    wx0, wx1, wx2, wx3 = wx[0], wx[1], wx[2], wx[3]
+    wy0, wy1, wy2, wy3 = wy[0], wy[1], wy[2], wy[3]
+    a0, a2, a3, a5 = a[0], a[2], a[3], a[5]
+    lo, hix, hiy = -2.0, w + 1.0, h + 1.0
     for i in range(row0, row1):
-        for j in range(ow):
-            x = a[0] * j + a[1] * i + a[2]
-            y = a[3] * j + a[4] * i + a[5]
-            fx = math.floor(x)
-            fy = math.floor(y)
-            tx = np.float32(x - fx)
-            ty = np.float32(y - fy)
-            # clamped first (far outside, every tap clamps to an edge anyway), as warp.cu does
-            xs[j] = int(-2.0 if fx < -2.0 else (w + 1.0 if fx > w + 1.0 else fx)) + (PAD - 1)
-            ys[j] = int(-2.0 if fy < -2.0 else (h + 1.0 if fy > h + 1.0 else fy))
-            wx[0, j], wx[1, j], wx[2, j], wx[3, j] = cubic_weights(tx)
-            wy[0, j], wy[1, j], wy[2, j], wy[3, j] = cubic_weights(ty)
+        # Each pixel's corner and weights, in passes that vectorise (every index unsigned; one
+        # coordinate a pass: together they did not): x = a0 * j + a1 * i + a2 as warp.cu sums it,
+        # a1 * i being the same product for the whole row; the corner clamped first (far outside,
+        # every tap clamps to an edge anyway), as warp.cu does.
+        bx, by = a[1] * i, a[4] * i
+        for jj in range(ow):
+            u = np.uint64(jj)
+            x = a0 * np.float64(jj) + bx + a2
+            fx = np.floor(x)
+            fxs[u] = np.float32(x - fx)
+            xs[u] = np.int64(lo if fx < lo else (hix if fx > hix else fx)) + (PAD - 1)
+        for jj in range(ow):
+            u = np.uint64(jj)
+            y = a3 * np.float64(jj) + by + a5
+            fy = np.floor(y)
+            fys[u] = np.float32(y - fy)
+            ys[u] = np.int64(lo if fy < lo else (hiy if fy > hiy else fy))
+        for jj in range(ow):
+            u = np.uint64(jj)
+            wx0[u], wx1[u], wx2[u], wx3[u] = cubic_weights(fxs[u])
+        for jj in range(ow):
+            u = np.uint64(jj)
+            wy0[u], wy1[u], wy2[u], wy3[u] = cubic_weights(fys[u])
         cached = abs(ys[ow - 1] - ys[0]) + 4 <= ROW_SLOTS  # y is linear in j: the row's span
         j0 = 0
         while j0 < ow:  # runs of pixels whose corner is on the same source row
@@ -144,8 +162,6 @@ def _warp_kernel(src, lut, a, gains, dst, row0, row1):
                     tags[m] = -1
                     slots[m] = m
             s0, s1, s2, s3 = slots[0], slots[1], slots[2], slots[3]
-            wx0, wx1, wx2, wx3 = wx[0], wx[1], wx[2], wx[3]
-            wy0, wy1, wy2, wy3 = wy[0], wy[1], wy[2], wy[3]
             j = j0
             while j < j1:  # sub-runs whose corner moves one column per pixel
                 ja = j
