@@ -14,17 +14,19 @@ thread per pixel, 16 decoded samples each): here a block of output rows decodes 
 it reads once, and the pixels of a run that share their four source rows read their taps from
 those decoded rows. Within a run, a sub-run of pixels whose corner moves one column per pixel (at
 a scale near 1, such as focus breathing, sub-runs of 1/|scale - 1| pixels) is computed a channel
-at a time, every index unsigned, so its loads are contiguous and the loop vectorises. Each pixel's
-samples and every operation on them are the kernel's, so the bits are too. Each row's corners and
+at a time, every index unsigned, so its loads are contiguous and the loop vectorises; a run's
+sub-runs are found first, so that each channel's rows are taken once a run, not once a sub-run
+(every view of an array counts a reference, with atomic operations). Each row's corners and
 weights are computed first, in four passes that vectorise (one coordinate's corner and fraction a
-pass, then each one's weights), not in one scalar loop: 116-123 ms against 131-157 ms per 12 MP
-frame. On a 12 MP RGB frame
-with 1 % breathing, one thread, this takes 0.37-0.45x the time of a pixel at a time with its
-channels inside (0.13-0.22 s against 0.27-0.59 s, the machine's load varying), which took about
-0.5x the time of 16 table look-ups per pixel and channel. Far from a scale of 1 or under a large
-rotation, where sub-runs are a pixel or two long, it takes about 1.3-1.5x the time a pixel at a
-time would; keeping that path as well cost a first run 1.2 s more of compiling per sample type
-(3.7 s against 2.5 s), for transforms a focus stack does not have.
+pass, then each one's weights). Each pixel's samples and every operation on them are the
+kernel's, so the bits are too.
+
+Per 12 MP RGB frame, one thread: 112-129 ms at a scale near 1 (the corners and weights in one
+scalar loop and the rows taken a sub-run at a time: 131-157 ms; a pixel at a time with its
+channels inside, an earlier version: 0.27-0.59 s); 440-467 ms at a scale of 0.5 with a rotation
+of 0.2 rad, where sub-runs are a pixel or two long (634-653 ms taking the rows a sub-run at a
+time). A separate pixel-at-a-time path for such transforms, which a focus stack does not have,
+cost a first run 1.2 s more of compiling per sample type.
 
 ``warp_planar`` reads a planar (C, H, W) float32 source (a RAW frame developed on the
 backend) through the same kernel: only the addressing differs.
@@ -106,6 +108,7 @@ def _warp_kernel(src, lut, a, gains, dst, row0, row1):
     wx = np.empty((4, ow), np.float32)
     wy = np.empty((4, ow), np.float32)
     slots = np.empty(4, np.int64)
+    cuts = np.empty(ow + 1, np.int64)
     frac = np.empty((2, ow), np.float32)  # the fractions of x and of y
     fxs, fys = frac[0], frac[1]
     wx0, wx1, wx2, wx3 = wx[0], wx[1], wx[2], wx[3]
@@ -162,22 +165,28 @@ def _warp_kernel(src, lut, a, gains, dst, row0, row1):
                     tags[m] = -1
                     slots[m] = m
             s0, s1, s2, s3 = slots[0], slots[1], slots[2], slots[3]
+            nb = 0  # the run's sub-runs, whose corner moves one column per pixel: [cuts[b], cuts[b + 1])
             j = j0
-            while j < j1:  # sub-runs whose corner moves one column per pixel
+            while j < j1:
+                cuts[nb] = j
+                nb += 1
                 ja = j
                 j += 1
                 while j < j1 and xs[j] - j == xs[ja] - ja:
                     j += 1
-                off = xs[ja] - base - ja  # a channel at a time, contiguous loads: vectorises (every
-                for ch in range(c):       # index unsigned: a signed one would be tested for
-                    q0 = rows[s0, ch]     # wrap-around, which turns each load into a gather)
-                    q1 = rows[s1, ch]
-                    q2 = rows[s2, ch]
-                    q3 = rows[s3, ch]
-                    d = dst[ch, i]
-                    g = gains[ch]
-                    for jj in range(ja, j):
-                        u = np.uint64(jj)
+            cuts[nb] = j1
+            for ch in range(c):  # a channel at a time, its rows taken once a run (each view of an array
+                q0 = rows[s0, ch]  # counts a reference: atomic operations, which cost as much as the
+                q1 = rows[s1, ch]  # pixels of a short sub-run)
+                q2 = rows[s2, ch]
+                q3 = rows[s3, ch]
+                d = dst[ch, i]
+                g = gains[ch]
+                for b in range(nb):
+                    ja, jb = cuts[b], cuts[b + 1]
+                    off = xs[ja] - base - ja  # contiguous loads: vectorises (every index unsigned: a
+                    for jj in range(ja, jb):  # signed one would be tested for wrap-around, which turns
+                        u = np.uint64(jj)     # each load into a gather)
                         k = np.uint64(jj + off)
                         w0, w1, w2, w3 = wx0[u], wx1[u], wx2[u], wx3[u]
                         r0 = w0 * q0[k] + w1 * q0[k + U1] + w2 * q0[k + U2] + w3 * q0[k + U3]
