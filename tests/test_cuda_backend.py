@@ -346,7 +346,7 @@ def test_frames_decoded_into_host_buffers_upload_intact(cuda_be):
 
 
 def test_cpu_host_buffer_is_a_plain_array():
-    b = CpuBackend.host_buffer((4, 5, 3), np.uint16)
+    b = CpuBackend().host_buffer((4, 5, 3), np.uint16)
     assert b.shape == (4, 5, 3) and b.dtype == np.uint16 and b.flags.writeable and b.flags.c_contiguous
 
 

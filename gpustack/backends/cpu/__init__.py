@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import _numba_cache  # noqa: F401 - first: a cache folder for the kernels before any is decorated
+from .._reuse import ReusedBuffers
 from ._common import check_copy, check_crop
 from .convert import convert
 from .depth import depth_finalize, depth_ratio, depth_track, depth_weight, depthmap_accumulate, depthmap_blend
@@ -29,6 +30,7 @@ class CpuBackend:
         import numba
 
         self.device_name = f"{numba.config.NUMBA_NUM_THREADS} CPU threads (Numba {numba.__version__})"
+        self._frames = ReusedBuffers(lambda nbytes: np.empty(nbytes, np.uint8))
 
     @staticmethod
     def compile_ahead(options, src=None, lut=None) -> None:
@@ -50,9 +52,9 @@ class CpuBackend:
             return np.zeros(shape, dtype=dtype)
         return np.full(shape, value, dtype=dtype)
 
-    @staticmethod
-    def host_buffer(shape, dtype):
-        return np.empty(shape, dtype=dtype)
+    def host_buffer(self, shape, dtype):
+        """A host array for a frame to be decoded into, reused once the array is gone (``_reuse``)."""
+        return self._frames.array(shape, dtype)
 
     @staticmethod
     def to_device(host_array):

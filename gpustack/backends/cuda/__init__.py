@@ -14,12 +14,11 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import threading
-import weakref
 
 import numpy as np
 
 from ...errors import BackendUnavailableError, KernelLaunchError
+from .._reuse import ReusedBuffers
 from ..cpu.warp import check_warp
 from . import _kernels as _k
 
@@ -57,31 +56,10 @@ class _Staging:
         self.nbytes = nbytes
 
 
-class _PinnedFrames:
-    """Pinned host buffers for decoded frames (``host_buffer``), reused by exact size: the frames of
-    a stack are all one size, so after the first few frames no buffer is allocated, and a
+def _pinned_frames() -> ReusedBuffers:
+    """Pinned host buffers for decoded frames (``host_buffer``), reused by exact size (``_reuse``): a
     reader that decodes into one saves the upload its host copy into the staging buffer."""
-
-    def __init__(self):
-        self._free: dict[int, list] = {}
-        self._lock = threading.Lock()
-
-    def array(self, shape, dtype) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        count = int(np.prod(shape, dtype=np.int64))
-        nbytes = count * dtype.itemsize
-        with self._lock:
-            spare = self._free.get(nbytes)
-            mem = spare.pop() if spare else None
-        if mem is None:
-            mem = cupy.cuda.pinned_memory.PinnedMemory(nbytes)
-        base = np.frombuffer(cupy.cuda.PinnedMemoryPointer(mem, 0), dtype, count)
-        weakref.finalize(base, self._give_back, nbytes, mem)
-        return base.reshape(shape)
-
-    def _give_back(self, nbytes, mem) -> None:
-        with self._lock:
-            self._free.setdefault(nbytes, []).append(mem)
+    return ReusedBuffers(cupy.cuda.pinned_memory.PinnedMemory, lambda mem: cupy.cuda.PinnedMemoryPointer(mem, 0))
 
 
 def _is_pinned(a: np.ndarray) -> bool:
@@ -141,7 +119,7 @@ class CudaBackend:
         except cupy.cuda.runtime.CUDARuntimeError as exc:
             raise BackendUnavailableError(f"CUDA backend unavailable: {exc}; run with --backend cpu") from exc
         self._next_slot = 0
-        self._pinned_frames = _PinnedFrames()
+        self._pinned_frames = _pinned_frames()
         self._sync = _k.sync_requested()
         self._what = "this stack"  # the frames' size in words, for the out-of-memory message
         _k.load_modules("int")
