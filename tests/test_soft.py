@@ -162,3 +162,46 @@ def test_score_follows_its_parameters(monkeypatch, levels, radius, focus_channel
     sel = frame if focus_channel is None else frame[focus_channel:focus_channel + 1]
     want, _, _ = ref.soft_score(np.ascontiguousarray(sel), levels=levels, r=radius)
     np.testing.assert_array_equal(fusion.score.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("n", [4095, 4096, 4097, 100_001, 300_000])
+@pytest.mark.parametrize("kind", ["magnitudes", "signed", "few values", "zeros", "tiny and huge", "with inf",
+                                  "with nan", "sorted", "skewed"])
+def test_select_median_is_numpys_median(n, kind):
+    """The noise floor's median by selection: np.median's float32, whatever the values and their order."""
+    from gpustack.stages.soft import select_median
+
+    rng = np.random.default_rng(n)
+    a = np.abs(rng.normal(0, 0.01, n)).astype(np.float32)
+    if kind == "signed":
+        a = rng.normal(0, 1, n).astype(np.float32)
+    elif kind == "few values":  # ties across the middle
+        a = rng.choice(np.array([0.0, 1e-3, 2e-3, 0.5], np.float32), n)
+    elif kind == "zeros":
+        a[: n // 2 + 3] = 0.0
+    elif kind == "tiny and huge":  # denormals, and values far apart
+        a[::3] = np.float32(1e-42)
+        a[1::7] = np.float32(3e38)
+    elif kind == "with inf":
+        a[::5] = np.inf
+        a[1::9] = -np.inf
+    elif kind == "with nan":
+        a[n // 3] = np.nan
+    elif kind == "sorted":  # a sample of every k-th value sees a biased slice of each run
+        a = np.sort(a)
+    elif kind == "skewed":  # the sample's stride in step with a pattern
+        a = np.tile(np.array([1.0, 2.0, 3.0, 4.0], np.float32), n // 4 + 1)[:n]
+        a[: n // 2] += np.float32(0.5)
+    want = np.median(a)
+    got = select_median(a.copy())
+    assert np.asarray(got).dtype == np.float32
+    np.testing.assert_array_equal(np.float32(got).view(np.uint32), np.float32(want).view(np.uint32))
+
+
+def test_select_median_leaves_other_arrays_to_numpy():
+    from gpustack.stages.soft import select_median
+
+    b = np.linspace(0, 1, 5000)  # float64
+    assert select_median(b) == np.median(b)
+    c = np.arange(100, dtype=np.float32)  # short
+    assert select_median(c) == np.median(c)

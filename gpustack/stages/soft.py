@@ -92,6 +92,32 @@ def depth_shift(floor) -> np.float32:
     return np.float32(np.float32(floor) * np.float32(1.0 - DEPTH_FLOOR))
 
 
+def select_median(a: np.ndarray) -> np.float32:
+    """``np.median(a)``, the same float32, of a 1-D float32 array, in a fifth of its time on millions
+    of values: a strided sample's middle values bracket the median, the values below the bracket are
+    counted and the few inside it partitioned (the bracket is checked to hold the middle, else
+    ``np.median`` decides), and an even count's two middle values are averaged by ``np.median``
+    itself. NaN anywhere gives NaN, as ``np.median`` does (without its warning); short arrays go to
+    ``np.median``."""
+    n = a.size
+    if a.dtype != np.float32 or a.ndim != 1 or n < 4096:
+        return np.median(a)
+    if np.isnan(a).any():
+        return np.float32(np.nan)
+    sample = np.sort(a[:: max(1, n // 65536)])
+    m = sample.size
+    margin = int(4 * np.sqrt(m)) + 16  # order statistics of the sample stray about sqrt(m) / 2
+    lo, hi = sample[max(m // 2 - margin, 0)], sample[min(m // 2 + margin, m - 1)]
+    below = int(np.count_nonzero(a < lo))
+    inside = a[(a >= lo) & (a <= hi)]
+    ranks = sorted({(n - 1) // 2 - below, n // 2 - below})  # the middle value, or the two
+    if ranks[0] < 0 or ranks[-1] >= inside.size:
+        return np.median(a)
+    part = np.partition(inside, ranks)
+    picked = [part[r] for r in ranks]
+    return picked[0] if len(picked) == 1 else np.median(np.array(picked, np.float32))
+
+
 def noise_floor(frame) -> np.float32:
     """The floor added to every score, from a host (C, H, W) float32 frame (the first one folded):
     the noise variance sigma^2 estimated from the diagonal differences d = x00 - x01 - x10 + x11 of
@@ -113,7 +139,7 @@ def noise_floor(frame) -> np.float32:
         d -= x[1:h:2, 0:w:2]
         d += x[1:h:2, 1:w:2]
         diffs.append(np.abs(d, out=d).ravel())
-    sigma = float(np.median(np.concatenate(diffs))) / 0.6745 / 2.0
+    sigma = float(select_median(np.concatenate(diffs))) / 0.6745 / 2.0
     area = NOISE_LEVELS * (2 * RADIUS + 1) ** 2
     return np.float32(FLOOR_SCALE * area * c * sigma * sigma)
 
