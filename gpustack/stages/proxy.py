@@ -21,7 +21,7 @@ LUMA = (np.float32(0.2126), np.float32(0.7152), np.float32(0.0722))  # Rec. 709 
 LR, LG, LB = LUMA
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _luma_kernel(src, lut, out):
     h, w, c = src.shape
     for i in range(h):
@@ -33,7 +33,7 @@ def _luma_kernel(src, lut, out):
                 out[i, j] = decode(src[i, j, 0], lut)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _luma_reduce_kernel(src, lut, dst):
     """The pyramid reduction of the frame's luminance, without the full-size luminance plane: each
     output row reduces five luminance rows made on the fly (the same values, so the same bits as
@@ -68,7 +68,7 @@ def _luma_reduce_kernel(src, lut, dst):
             o[j] = W0 * t0[j] + W1 * t1[j] + W2 * t2[j] + W1 * t3[j] + W0 * t4[j]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _reduce_plane_kernel(src, dst):
     """Single-threaded pyramid reduce of a plane (the reader threads each run their own)."""
     w = src.shape[1]

@@ -3,6 +3,14 @@
 Every constant that meets a float32 value is a ``np.float32`` module global, so
 Numba types the arithmetic as float32 (a Python float literal would promote it
 to float64 and break the parity with the CUDA twins).
+
+Every kernel and every helper it calls is compiled with the same options, ``@njit(nogil=True,
+cache=True, error_model="numpy")``: Numba compiles a library function they use (``np.empty``,
+``min``, ``decode``) once per process for each set of options it is called under, so helpers with
+Numba's default options (and the alignment's kernels, with Python's error model) compiled those
+again on a first run (issue 14: 0.5-0.6 CPU s of the README example's). The error model is the
+kernels' (a float division by zero gives inf or NaN, as on the GPU); the helpers and the alignment's
+kernels divide by no value that can be zero, so it changes none of theirs.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ E0 = np.float32(0.125)
 E1 = np.float32(0.75)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def reflect(i, n):
     """Border rule of every kernel: mirror about the edge samples, the edge not repeated
     (OpenCV's BORDER_REFLECT_101: -1 -> 1, n -> n - 2), periodic for any offset."""

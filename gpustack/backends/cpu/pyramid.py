@@ -24,7 +24,7 @@ from ._common import E0, E1, HALF, W0, W1, W2, reflect
 from ._threads import run_rows
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _reduce_row(row, w, out, ow, ev, od):
     # ev[k] = row[2k], od[k] = row[2k+1]
     ne = (w + 1) // 2; no = w // 2
@@ -47,7 +47,7 @@ def _reduce_row(row, w, out, ow, ev, od):
                   + W1 * row[reflect(bb + 1, w)] + W0 * row[reflect(bb + 2, w)])
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def reduce_output_row(plane, i, out, t, ev, od):
     """Row ``i`` of the reduction of the 2-D ``plane`` into ``out``; ``t`` (5, len(out)),
     ``ev`` and ``od`` ((W + 1) // 2) are scratch buffers."""
@@ -58,7 +58,7 @@ def reduce_output_row(plane, i, out, t, ev, od):
     combine_rows(t, out)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def combine_rows(t, out):
     """The vertical 5-tap pass of a reduction: ``out`` from the five row-reduced rows ``t``."""
     t0, t1, t2, t3, t4 = t[0], t[1], t[2], t[3], t[4]
@@ -92,7 +92,7 @@ def _pyramid_reduce_kernel(src, dst, row0, row1):
             o[j] = W0 * t0[j] + W1 * t1[j] + W2 * t2[j] + W1 * t3[j] + W0 * t4[j]
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _expand_row(g, wc, out, w, ev, od):
     khi = min(wc - 2, (w - 2) // 2)
     n = khi

@@ -26,7 +26,7 @@ from .pyramid import _expand_row
 KEEP, ADD, RESTART, RESCALE = 0, 1, 2, 3
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _coarse_rows(coarse, y, w, hx, tags, ev, od):
     """The expanded coarse rows fine row ``y`` of expand(``coarse``) combines, ``(r(k-1), r(k), r(k+1))``,
     ``k = y // 2`` (the first only for an even ``y``; reflect101 rows): each coarse row of the 2-D

@@ -46,7 +46,7 @@ A_HALF = NEG_HALF  # Keys' a
 TWO_HALF = np.float32(2.5)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def cubic_weights(t):
     """Catmull-Rom weights of the taps at -1, 0, 1, 2 for a fraction t in [0, 1)."""
     w0 = ((A_HALF * t + F1) * t + A_HALF) * t
@@ -56,7 +56,7 @@ def cubic_weights(t):
     return w0, w1, w2, w3
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _clamp(i, n):
     return 0 if i < 0 else (n - 1 if i >= n else i)
 
@@ -69,7 +69,7 @@ U1, U2, U3 = np.uint64(1), np.uint64(2), np.uint64(3)  # tap offsets (unsigned, 
 PAD = 4
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _decode_row(src, lut, r, row):
     """``row`` (C, w + 2 PAD) = source row ``r`` in linear light, its edge samples repeated PAD times
     (a channel at a time: contiguous stores)."""
