@@ -21,7 +21,7 @@ LUMA = (np.float32(0.2126), np.float32(0.7152), np.float32(0.0722))  # Rec. 709 
 LR, LG, LB = LUMA
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _luma_kernel(src, lut, out):
     h, w, c = src.shape
     for i in range(h):
@@ -33,7 +33,7 @@ def _luma_kernel(src, lut, out):
                 out[i, j] = decode(src[i, j, 0], lut)
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _luma_reduce_kernel(src, lut, dst):
     """The pyramid reduction of the frame's luminance, without the full-size luminance plane: each
     output row reduces five luminance rows made on the fly (the same values, so the same bits as
@@ -43,12 +43,12 @@ def _luma_reduce_kernel(src, lut, dst):
     h, w, c = src.shape
     ow = dst.shape[1]
     rows = np.empty((5, w), np.float32)
-    have = np.empty(5, np.int64)  # which source row each buffer slot holds (np.full: one more function to compile)
+    have = np.empty((1, 5), np.int64)[0]  # which source row each buffer slot holds (2-D, no np.full: _common)
     for slot in range(5):
         have[slot] = -1
     t = np.empty((5, ow), np.float32)
-    ev = np.empty((w + 1) // 2, np.float32)
-    od = np.empty((w + 1) // 2, np.float32)
+    half = np.empty((2, (w + 1) // 2), np.float32)
+    ev, od = half[0], half[1]
     for i in range(dst.shape[0]):
         for m in range(5):
             r = reflect(2 * i - 2 + m, h)
@@ -68,14 +68,14 @@ def _luma_reduce_kernel(src, lut, dst):
             o[j] = W0 * t0[j] + W1 * t1[j] + W2 * t2[j] + W1 * t3[j] + W0 * t4[j]
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _reduce_plane_kernel(src, dst):
     """Single-threaded pyramid reduce of a plane (the reader threads each run their own)."""
     w = src.shape[1]
     ow = dst.shape[1]
     t = np.empty((5, ow), np.float32)
-    ev = np.empty((w + 1) // 2, np.float32)
-    od = np.empty((w + 1) // 2, np.float32)
+    half = np.empty((2, (w + 1) // 2), np.float32)
+    ev, od = half[0], half[1]
     for i in range(dst.shape[0]):
         reduce_output_row(src, i, dst[i], t, ev, od)
 

@@ -162,7 +162,7 @@ def _interp(site, mhc, c, a1, a2, dg, h1, h2, v1, v2):
     return vert, c, horiz
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _develop_kernel(mosaic, red_row, red_col, black, scale, matrix, mhc, dst, blk0, blk1):
     h, w = mosaic.shape
     m00, m01, m02 = matrix[0, 0], matrix[0, 1], matrix[0, 2]
@@ -365,7 +365,7 @@ def _rcd_block(mosaic, i0, n, red_row, red_col, black, scale, matrix, dst, work)
             dst[2, i, j] = r * m20 + gg * m21 + bb * m22
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _rcd_kernel(mosaic, red_row, red_col, black, scale, matrix, dst, blk0, blk1):
     h, w = mosaic.shape
     # a chunk of the blocks of _RCD_ROWS rows (_threads.run_rows), in one set of work planes
