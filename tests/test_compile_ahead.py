@@ -139,3 +139,25 @@ def test_idle_cores_from_proc_stat():
         pytest.skip("no /proc/stat")
     idle = _ahead._idle_cores(0.05)
     assert 0.0 <= idle <= os.cpu_count()
+
+
+def test_kernels_and_helpers_share_one_set_of_numba_options():
+    """Every Numba function of the CPU backend and of the alignment's inputs, kernels and the helpers they
+    call, has the same options (``gpustack.backends.cpu._common``): Numba compiles a library function
+    they use (``np.empty``, ``min``) once per set of options its callers have, so a helper with other
+    options compiles those again on a first run; and no C callback wrapper, which nothing calls."""
+    import importlib
+    import pkgutil
+
+    from numba.core.registry import CPUDispatcher
+
+    import gpustack.backends.cpu as cpu
+
+    names = [f"gpustack.backends.cpu.{m.name}" for m in pkgutil.iter_modules(cpu.__path__)]
+    modules = [importlib.import_module(n) for n in names + ["gpustack.stages.proxy", "gpustack.stages.estimate"]]
+    want = {"nogil": True, "error_model": "numpy", "no_cfunc_wrapper": True}
+    found = {f"{m.__name__}.{name}": {k: obj.targetoptions.get(k) for k in want}
+             for m in modules for name, obj in vars(m).items()
+             if isinstance(obj, CPUDispatcher) and obj.py_func.__module__ == m.__name__}
+    assert len(found) > 30, sorted(found)  # the kernels and helpers were found
+    assert {name: opts for name, opts in found.items() if opts != want} == {}

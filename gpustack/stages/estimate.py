@@ -253,7 +253,7 @@ def _at(energy, ys, xs):
     return energy[..., iy, ix].astype(np.float64)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _sample_kernel(flat, offsets, a, xs, ys, h, w, out, inside):
     """Cubic B-spline samples of the bank ``flat`` at the points (xs, ys) warped by ``a`` (2, 3):
     positions clamped to [1, w - 3] x [1, h - 3] (``inside`` says which were not), 4x4 taps from

@@ -21,7 +21,7 @@ LUMA = (np.float32(0.2126), np.float32(0.7152), np.float32(0.0722))  # Rec. 709 
 LR, LG, LB = LUMA
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _luma_kernel(src, lut, out):
     h, w, c = src.shape
     for i in range(h):
@@ -33,7 +33,7 @@ def _luma_kernel(src, lut, out):
                 out[i, j] = decode(src[i, j, 0], lut)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _luma_reduce_kernel(src, lut, dst):
     """The pyramid reduction of the frame's luminance, without the full-size luminance plane: the
     luminance of each source row is made on the fly and reduced along the row once, into a ring of
@@ -44,13 +44,13 @@ def _luma_reduce_kernel(src, lut, dst):
     while the first frame waits, and each helper would be compiled on its own too."""
     h, w, c = src.shape
     ow = dst.shape[1]
-    row = np.empty(w, np.float32)
+    row = np.empty((1, w), np.float32)[0]  # (2-D scratch: np.empty compiled for fewer types, _common)
     t = np.empty((5, ow), np.float32)  # row-reduced luminance rows, slot row % 5
-    have = np.empty(5, np.int64)  # which source row each slot holds (np.full: one more function to compile)
+    have = np.empty((1, 5), np.int64)[0]  # which source row each slot holds (no np.full: one more function)
     for slot in range(5):
         have[slot] = -1
-    ev = np.empty((w + 1) // 2, np.float32)
-    od = np.empty((w + 1) // 2, np.float32)
+    half = np.empty((2, (w + 1) // 2), np.float32)
+    ev, od = half[0], half[1]
     for i in range(dst.shape[0]):
         for m in range(5):
             r = reflect(2 * i - 2 + m, h)

@@ -3,6 +3,18 @@
 Every constant that meets a float32 value is a ``np.float32`` module global, so
 Numba types the arithmetic as float32 (a Python float literal would promote it
 to float64 and break the parity with the CUDA twins).
+
+Every kernel and every helper it calls is compiled with the same options, ``@njit(nogil=True,
+cache=True, error_model="numpy", no_cfunc_wrapper=True)``. Numba compiles a library function they use (``np.empty``,
+``min``, ``decode``) once per process for each set of options it is called under, so helpers with
+Numba's default options (and the alignment's kernels, with Python's error model) compiled those
+again on a first run (issue 14: 0.5-0.6 CPU s of the README example's). The error model is the
+kernels' (a float division by zero gives inf or NaN, as on the GPU); the helpers and the alignment's
+kernels divide by no value that can be zero, so it changes none of theirs. No C callback wrapper
+(``no_cfunc_wrapper``): Python calls a kernel through its CPython wrapper and a kernel calls a
+helper directly, so nothing calls the C one, which cost 0.03-0.04 CPU s to compile per function.
+Scratch arrays are allocated 2-D (a 1-D buffer is a row of one: ``np.empty((1, n), ...)[0]``), so
+that ``np.empty`` is compiled for fewer (shape, dtype) types, 0.05-0.1 CPU s each.
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ E0 = np.float32(0.125)
 E1 = np.float32(0.75)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def reflect(i, n):
     """Border rule of every kernel: mirror about the edge samples, the edge not repeated
     (OpenCV's BORDER_REFLECT_101: -1 -> 1, n -> n - 2), periodic for any offset."""

@@ -1,7 +1,7 @@
 """Running a kernel's rows on several threads.
 
 The CPU kernels are compiled single-threaded (``@njit(nogil=True, cache=True,
-error_model="numpy")``, no ``parallel=True``) and take the range of rows ``[row0, row1)`` they
+error_model="numpy", ...)``, ``_common``, no ``parallel=True``) and take the range of rows ``[row0, row1)`` they
 compute as their last two arguments; ``run_rows`` splits a kernel's rows into chunks and runs them
 on this thread and a pool of worker threads (the kernels release the GIL), each chunk taken by
 whichever thread is free. A pool thread that has not started by the time the caller has run out of

@@ -13,7 +13,7 @@ from numba import njit
 from ._threads import run_rows
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _convert_lut_kernel(src, lut, gains, dst, row0, row1):
     h, w, c = src.shape
     for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
@@ -22,7 +22,7 @@ def _convert_lut_kernel(src, lut, gains, dst, row0, row1):
                 dst[ch, i, j] = gains[ch] * lut[src[i, j, ch]]
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _convert_f32_kernel(src, gains, dst, row0, row1):
     h, w, c = src.shape
     for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)

@@ -13,11 +13,11 @@ from ._threads import run_rows
 from .filter import box_col
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _depth_track_kernel(rowbox, best_s, prev_s, best_k, prev_of_best, next_of_best, sum_s, r, kf, side, row0, row1):
     h, w = rowbox.shape
     for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
-        srow = np.empty(w, np.float32)
+        srow = np.empty((1, w), np.float32)[0]  # (2-D: _common)
         box_col(rowbox, i, r, srow)
         for j in range(w):
             s = srow[j]
@@ -41,7 +41,7 @@ def _depth_track_kernel(rowbox, best_s, prev_s, best_k, prev_of_best, next_of_be
             prev_s[i, j] = s
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _depth_finalize_kernel(best_s, best_k, prev_of_best, next_of_best, sum_s, n, depth, conf, row0, row1):
     h, w = best_s.shape
     for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
@@ -72,7 +72,7 @@ def _depth_finalize_kernel(best_s, best_k, prev_of_best, next_of_best, sum_s, n,
                 conf[i, j] = F0
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _depth_weight_kernel(depth, conf, num, row0, row1):
     h, w = depth.shape
     for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
@@ -80,7 +80,7 @@ def _depth_weight_kernel(depth, conf, num, row0, row1):
             num[i, j] = depth[i, j] * conf[i, j]
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _depth_ratio_kernel(num, den, fallback, out, row0, row1):
     h, w = num.shape
     for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
@@ -92,7 +92,7 @@ def _depth_ratio_kernel(num, den, fallback, out, row0, row1):
                 out[i, j] = fallback[i, j]
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _depthmap_accumulate_kernel(frame, depth, acc, k, row0, row1):
     c, h, w = frame.shape
     for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
@@ -103,7 +103,7 @@ def _depthmap_accumulate_kernel(frame, depth, acc, k, row0, row1):
                     acc[ch, i, j] = acc[ch, i, j] + wgt * frame[ch, i, j]
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _depthmap_blend_kernel(acc, pyr, conf, lo, inv_width, out, row0, row1):
     c, h, w = acc.shape
     for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)

@@ -96,7 +96,7 @@ def check_develop(mosaic, cfa, black, scale, matrix, method, dst) -> tuple[int, 
     return red_site(cfa)
 
 
-@njit(cache=True, inline="always")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True, inline="always")
 def _norm(s, b, k):
     v = (np.float32(s) - b) * k
     if v < F0:  # noqa: PLR1730 - the twin's branches, written alike
@@ -106,7 +106,7 @@ def _norm(s, b, k):
     return v
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _normalise_rows(mosaic, y0, n, black, scale, buf):
     """``buf[t, 2 + x]`` = the normalised sample at (reflect(y0 + t), x), x in [-2, w + 2)."""
     h, w = mosaic.shape
@@ -126,7 +126,7 @@ def _normalise_rows(mosaic, y0, n, black, scale, buf):
             out[2 + x] = _norm(src[xs], black[py, xs & 1], scale[py, xs & 1])
 
 
-@njit(cache=True, inline="always")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True, inline="always")
 def _taps(u2, u1, c0, d1, d2, k):
     """The sums of the header around buffer column k: c, a1, a2, d1, h1, h2, u1, u2."""
     c = c0[k]
@@ -140,7 +140,7 @@ def _taps(u2, u1, c0, d1, d2, k):
     return c, a1, a2, dg, h1, h2, v1, v2
 
 
-@njit(cache=True, inline="always")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True, inline="always")
 def _interp(site, mhc, c, a1, a2, dg, h1, h2, v1, v2):
     """(r, g, b) of a pixel of kind ``site`` from its sums (bilinear or MHC)."""
     if mhc:
@@ -162,7 +162,7 @@ def _interp(site, mhc, c, a1, a2, dg, h1, h2, v1, v2):
     return vert, c, horiz
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _develop_kernel(mosaic, red_row, red_col, black, scale, matrix, mhc, dst, blk0, blk1):
     h, w = mosaic.shape
     m00, m01, m02 = matrix[0, 0], matrix[0, 1], matrix[0, 2]
@@ -209,7 +209,7 @@ RCD_PAD = 10
 _RCD_ROWS = 128
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _ratio(a, b):
     """a / (a + b) with both floored at EPS_SQ (the share of one direction's high-pass energy)."""
     if a < EPS_SQ:  # noqa: PLR1730 - the twin's branches, written alike
@@ -219,7 +219,7 @@ def _ratio(a, b):
     return a / (a + b)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _disc(d, t, x):
     """The direction at (t, x): its own value, or the mean of its four diagonal neighbours when
     that is the more decided one (further from 0.5)."""
@@ -228,7 +228,7 @@ def _disc(d, t, x):
     return near if abs(HALF - near) > abs(HALF - centre) else centre
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _hp(v, t, x, dt, dx):
     """Squared 7-tap high-pass of ``v`` along (dt, dx) at (t, x)."""
     u = ((v[t - 3 * dt, x - 3 * dx] - v[t - dt, x - dx]) - v[t + dt, x + dx]) + v[t + 3 * dt, x + 3 * dx]
@@ -236,13 +236,13 @@ def _hp(v, t, x, dt, dx):
     return u * u
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _first(lo, parity):
     """The first column >= lo of the given parity."""
     return lo + ((parity - lo) & 1)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _rcd_block(mosaic, i0, n, red_row, red_col, black, scale, matrix, dst, work):
     """Output rows [i0, i0 + n) from ``work``: (7, >= n + 2 RCD_PAD, W + 2 RCD_PAD) float32
     planes, reused from block to block (fresh ones would be page-faulted in every time)."""
@@ -365,7 +365,7 @@ def _rcd_block(mosaic, i0, n, red_row, red_col, black, scale, matrix, dst, work)
             dst[2, i, j] = r * m20 + gg * m21 + bb * m22
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _rcd_kernel(mosaic, red_row, red_col, black, scale, matrix, dst, blk0, blk1):
     h, w = mosaic.shape
     # a chunk of the blocks of _RCD_ROWS rows (_threads.run_rows), in one set of work planes

@@ -13,7 +13,7 @@ from ._common import F0, F1, HALF
 from ._threads import run_rows
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _encode_lut_kernel(src, lut, dst, row0, row1):
     c, h, w = src.shape
     n = lut.shape[0]

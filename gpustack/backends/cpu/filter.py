@@ -13,7 +13,7 @@ from ._common import F0, reflect
 from ._threads import run_rows
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def box_row(row, w, r, out):
     """out[j] = F0 + row[j-r] + ... + row[j+r] (reflect101), added in that order."""
     lo, hi = min(r, w), max(w - r, min(r, w))
@@ -34,7 +34,7 @@ def box_row(row, w, r, out):
         out[j] = s
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def box_col(src, i, r, out):
     """out[j] = F0 + src[i-r, j] + ... + src[i+r, j] (reflect101 rows), added in that order."""
     h, w = src.shape
@@ -46,14 +46,14 @@ def box_col(src, i, r, out):
             out[j] = out[j] + row[j]
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _filter_box_rows_kernel(src, dst, r, row0, row1):
     h, w = src.shape
     for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
         box_row(src[i], w, r, dst[i])
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _filter_box_cols_kernel(src, dst, r, row0, row1):
     h, w = src.shape
     for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)

@@ -16,7 +16,7 @@ from ._threads import run_rows
 from .filter import box_col
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _fuse_sqsum_kernel(lap, q, row0, row1):
     c, h, w = lap.shape
     for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
@@ -29,11 +29,11 @@ def _fuse_sqsum_kernel(lap, q, row0, row1):
             q[i, j] = s
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _fuse_select_kernel(lap, rowbox, best_lap, best_e, r, row0, row1):
     c, h, w = lap.shape
     for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
-        erow = np.empty(w, np.float32)
+        erow = np.empty((1, w), np.float32)[0]  # (2-D: _common)
         box_col(rowbox, i, r, erow)
         for j in range(w):
             e = erow[j]
@@ -43,7 +43,7 @@ def _fuse_select_kernel(lap, rowbox, best_lap, best_e, r, row0, row1):
                     best_lap[ch, i, j] = lap[ch, i, j]
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _fuse_accumulate_kernel(acc, g, row0, row1):
     c, h, w = g.shape
     for p in range(row0, row1):  # a chunk of range(c * h) (_threads.run_rows)
@@ -53,7 +53,7 @@ def _fuse_accumulate_kernel(acc, g, row0, row1):
             acc[ch, i, j] = acc[ch, i, j] + g[ch, i, j]
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _fuse_divide_kernel(acc, n, out, row0, row1):
     c, h, w = acc.shape
     for p in range(row0, row1):  # a chunk of range(c * h) (_threads.run_rows)

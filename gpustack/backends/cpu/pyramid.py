@@ -24,7 +24,7 @@ from ._common import E0, E1, HALF, W0, W1, W2, reflect
 from ._threads import run_rows
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _reduce_row(row, w, out, ow, ev, od):
     # ev[k] = row[2k], od[k] = row[2k+1]
     ne = (w + 1) // 2; no = w // 2
@@ -47,18 +47,18 @@ def _reduce_row(row, w, out, ow, ev, od):
                   + W1 * row[reflect(bb + 1, w)] + W0 * row[reflect(bb + 2, w)])
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _pyramid_reduce_kernel(src, dst, row0, row1):
     c, h, w = src.shape
     oh, ow = dst.shape[1], dst.shape[2]
     # the row-reduced input rows, slot row % 8, tagged ch * h + row: output row i reads rows 2i-2 .. 2i+2
     # (reflected: within 4 of each other, so never one slot), and i + 1 reuses three of them
     hr = np.empty((8, ow), np.float32)
-    tags = np.empty(8, np.int64)  # (np.full: one more function to compile on a first run)
+    tags = np.empty((1, 8), np.int64)[0]  # (2-D, no np.full: fewer functions to compile on a first run, _common)
     for slot in range(8):
         tags[slot] = -1
-    ev = np.empty((w + 1) // 2, np.float32)
-    od = np.empty((w + 1) // 2, np.float32)
+    half = np.empty((2, (w + 1) // 2), np.float32)
+    ev, od = half[0], half[1]
     for p in range(row0, row1):  # a chunk of range(c * oh) (_threads.run_rows)
         ch = p // oh
         i = p - ch * oh
@@ -73,7 +73,7 @@ def _pyramid_reduce_kernel(src, dst, row0, row1):
             o[j] = W0 * t0[j] + W1 * t1[j] + W2 * t2[j] + W1 * t3[j] + W0 * t4[j]
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _expand_row(g, wc, out, w, ev, od):
     khi = min(wc - 2, (w - 2) // 2)
     n = khi
@@ -95,7 +95,7 @@ def _expand_row(g, wc, out, w, ev, od):
             out[j] = HALF * g[k] + HALF * g[reflect(k + 1, wc)]
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _pyramid_expand_kernel(fine, coarse, sign, out, row0, row1):
     """``out = fine + sign * expand(coarse)`` (``out`` may be ``fine``: each sample is read, then written)."""
     c, h, w = fine.shape
@@ -104,7 +104,8 @@ def _pyramid_expand_kernel(fine, coarse, sign, out, row0, row1):
         ch = p // hc
         k = p - ch * hc
         tmp = np.empty((3, w), np.float32)
-        ev = np.empty(wc, np.float32); od = np.empty(wc, np.float32)
+        half = np.empty((2, wc), np.float32)
+        ev, od = half[0], half[1]
         ha, hb, hcr = tmp[0], tmp[1], tmp[2]
         _expand_row(coarse[ch, reflect(k - 1, hc)], wc, ha, w, ev, od)
         _expand_row(coarse[ch, k], wc, hb, w, ev, od)

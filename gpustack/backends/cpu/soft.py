@@ -26,7 +26,7 @@ from .pyramid import _expand_row
 KEEP, ADD, RESTART, RESCALE = 0, 1, 2, 3
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _coarse_rows(coarse, y, w, hx, tags, ev, od):
     """The expanded coarse rows fine row ``y`` of expand(``coarse``) combines, ``(r(k-1), r(k), r(k+1))``,
     ``k = y // 2`` (the first only for an even ``y``; reflect101 rows): each coarse row of the 2-D
@@ -44,7 +44,7 @@ def _coarse_rows(coarse, y, w, hx, tags, ev, od):
     return hx[ka % 4], hx[k % 4], hx[reflect(k + 1, hc) % 4]
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, fold, focus, r, score, max_s, den, depth_den,
                       depth_num, sum_s, acc, acc_lap, floor_s, dshift, kf, power, dpower, rmin, row0, row1):
     """Rows ``row0 .. row1`` of ``soft_fold`` or, without ``fold``, of ``soft_score`` (``score`` the
@@ -182,7 +182,7 @@ def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, fold, focus, r, 
             dp[j] = kf if k == RESTART else (y * p + kf if k == RESCALE else (y + p * kf if k == ADD else y))
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _soft_finish_kernel(acc, acc_lap, den, depth_den, depth_num, max_s, sum_s, depth, conf, nf, row0, row1):
     c, h, w = acc.shape
     for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
@@ -202,7 +202,7 @@ def _soft_finish_kernel(acc, acc_lap, den, depth_den, depth_num, max_s, sum_s, d
                 conf[i, j] = F0
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _soft_contrast_kernel(max_s, sum_s, out, nf, floor_s, row0, row1):
     h, w = max_s.shape
     for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)

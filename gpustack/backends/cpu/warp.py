@@ -49,7 +49,7 @@ A_HALF = NEG_HALF  # Keys' a
 TWO_HALF = np.float32(2.5)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def cubic_weights(t):
     """Catmull-Rom weights of the taps at -1, 0, 1, 2 for a fraction t in [0, 1)."""
     w0 = ((A_HALF * t + F1) * t + A_HALF) * t
@@ -59,7 +59,7 @@ def cubic_weights(t):
     return w0, w1, w2, w3
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _clamp(i, n):
     return 0 if i < 0 else (n - 1 if i >= n else i)
 
@@ -72,7 +72,7 @@ U1, U2, U3 = np.uint64(1), np.uint64(2), np.uint64(3)  # tap offsets (unsigned, 
 PAD = 4
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _decode_row(src, lut, r, row):
     """``row`` (C, w + 2 PAD) = source row ``r`` in linear light, its edge samples repeated PAD times
     (a channel at a time: contiguous stores)."""
@@ -87,7 +87,7 @@ def _decode_row(src, lut, r, row):
             q[w + PAD + j] = q[w + PAD - 1]
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _warp_kernel(src, lut, a, gains, dst, row0, row1):
     # The arithmetic of each output pixel is warp.cu's, in its order; only the loads differ: a chunk
     # of output rows (``_threads.run_rows``) decodes each source row it reads once (``_decode_row``,
@@ -100,15 +100,17 @@ def _warp_kernel(src, lut, a, gains, dst, row0, row1):
     if ow == 0:
         return
     rows = np.empty((ROW_SLOTS, c, w + 2 * PAD), np.float32)
-    tags = np.empty(ROW_SLOTS, np.int64)  # (np.full: one more function to compile on a first run)
+    # (scratch allocated 2-D and np.full avoided: fewer functions to compile on a first run, _common)
+    small = np.empty((2, ROW_SLOTS), np.int64)
+    tags, slots = small[0], small[1]  # which source row each slot holds; the slots of a run's 4 rows
     for slot in range(ROW_SLOTS):
         tags[slot] = -1
-    xs = np.empty(ow, np.int64)  # the corner's column, clamped to [-2, w + 1], plus PAD - 1
-    ys = np.empty(ow, np.int64)  # the corner's row, clamped to [-2, h + 1]
+    corners = np.empty((2, ow), np.int64)
+    xs = corners[0]  # the corner's column, clamped to [-2, w + 1], plus PAD - 1
+    ys = corners[1]  # the corner's row, clamped to [-2, h + 1]
     wx = np.empty((4, ow), np.float32)
     wy = np.empty((4, ow), np.float32)
-    slots = np.empty(4, np.int64)
-    cuts = np.empty(ow + 1, np.int64)
+    cuts = np.empty((1, ow + 1), np.int64)[0]  # a run's sub-runs
     frac = np.empty((2, ow), np.float32)  # the fractions of x and of y
     fxs, fys = frac[0], frac[1]
     wx0, wx1, wx2, wx3 = wx[0], wx[1], wx[2], wx[3]
