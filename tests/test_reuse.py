@@ -80,3 +80,20 @@ def test_the_cpu_backends_frames_reuse_their_buffers():
     del a
     gc.collect()
     assert be.host_buffer((6, 7, 3), np.uint16).ctypes.data == address
+
+
+def test_an_array_freed_by_a_collection_inside_the_pool_does_not_deadlock():
+    """A cycle holding a buffer, collected while the pool's lock is held on this thread (a
+    collection can start on any allocation), gives the buffer back without waiting for itself."""
+    pool, made = _pool()
+
+    class Cycle:
+        pass
+
+    holder = Cycle()
+    holder.me = holder
+    holder.buffer = pool.array((16, 16), np.float32)
+    del holder
+    with pool._lock:  # as inside array() or _give_back
+        gc.collect()
+    assert pool.spare() == 1

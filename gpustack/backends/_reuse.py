@@ -29,7 +29,9 @@ class ReusedBuffers:
         self._make = make
         self._wrap = wrap
         self._free: dict[int, list] = {}
-        self._lock = threading.Lock()
+        # reentrant: a collection that frees an array (hence calls _give_back) can start on any
+        # allocation, also on this thread while it holds the lock
+        self._lock = threading.RLock()
 
     def array(self, shape, dtype) -> np.ndarray:
         """A C-contiguous writable array of ``shape`` and ``dtype`` (contents undefined)."""
