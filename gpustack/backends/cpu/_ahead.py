@@ -248,13 +248,11 @@ def _helper_wanted() -> bool:
     return True if idle is None else idle >= 0.9
 
 
-def _start_helper(items, todo=None) -> bool:
-    """A helper process compiling, in order, those of ``items`` that are not cached yet (``todo``, their
-    ``_uncached`` list, if the caller has it); whether one was started."""
+def _start_helper(todo) -> bool:
+    """A helper process compiling, in order, ``todo`` (``_uncached`` items); whether one was started."""
     global _helper
     if _helper is not None:
         return False
-    todo = _uncached(items) if todo is None else todo
     if len(todo) < 2:  # not worth a process
         return False
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -335,6 +333,6 @@ def start(options, src=None, lut=None) -> None:
     mine = {(d, sig) for _, d, sig in own}
     helped = [item for item in items if (item[1], item[2]) not in mine]
     todo = _uncached(helped)
-    if len(todo) >= 2 and _helper_wanted() and _start_helper(helped, todo):  # (a warm run samples nothing)
+    if len(todo) >= 2 and _helper_wanted() and _start_helper(todo):  # (a warm run samples nothing)
         items = own  # the helper's: each call loads it from the cache, or compiles it if need be
     _queue.add(items)
