@@ -191,7 +191,8 @@ def _stack(args) -> int:
             progress = ProgressBar(sys.stderr)
         elif args.verbose > 0:
             progress = ProgressLog()
-        opts = {f.name: getattr(args, f.name) for f in dataclasses.fields(StackOptions)}  # every option has a flag
+        opts = {f.name: getattr(args, f.name) for f in dataclasses.fields(StackOptions) if f.name != "maps"}  # flags
+        opts["maps"] = any(path is not None for path in (args.depth_map, args.height_map, args.confidence_map))
         received: list[int] = []
         try:
             with supervise.stoppable(received):

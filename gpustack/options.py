@@ -111,7 +111,8 @@ def length_um(value, name: str = "length") -> float:
 
 @dataclass(frozen=True)
 class StackOptions:
-    """Options of one stack run; every field is also a ``gpustack stack`` option.
+    """Options of one stack run; every field but ``maps`` (which the command sets from the maps it is
+    asked to write) is also a ``gpustack stack`` option.
 
     Parameters
     ----------
@@ -196,6 +197,13 @@ class StackOptions:
     confidence_threshold : float
         Below this confidence (0..1) the height map is NaN: no plane stood out there (a dark
         background has no focus information).
+    maps : bool
+        Make the depth map and its confidence (``StackResult.depth``, ``depth_raw``,
+        ``confidence``, and ``height`` where a z-step is known). False leaves them None and skips
+        their per-frame work (with the ``soft`` method about a fifth of the fold, and three
+        full-size planes of memory); refused with a map to write. The ``depthmap`` method makes the
+        depth map whatever this says: it fuses by it. The command line sets it from the maps it is
+        asked to write (``--depth-map``, ``--height-map``, ``--confidence-map``).
     sidecar : bool
         Write ``<output>.json`` with options, versions, per-frame information and timings.
     workers : int
@@ -235,6 +243,7 @@ class StackOptions:
     height_map: Path | None = None
     confidence_map: Path | None = None
     confidence_threshold: float = CONFIDENCE_THRESHOLD
+    maps: bool = True
     sidecar: bool = True
     workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     queue_size: int = 1
@@ -266,6 +275,8 @@ class StackOptions:
             path = getattr(self, name)
             if path is not None and path.suffix.lower() not in (".tif", ".tiff"):
                 raise InputError(f"{what} {path}: must be a .tif or .tiff file (float32 TIFF; .ome.tif for OME-TIFF)")
+            if path is not None and not self.maps:
+                raise InputError(f"{what} {path}: maps=False makes no maps; leave maps at True to write it")
         if self.bits is not None:
             _choice("bits", self.bits, BITS)
             if self.output is not None and self.output_format == "jpeg" and self.bits != 8:

@@ -94,12 +94,13 @@ class StackResult:
         The fused image as written (sRGB-encoded unless ``linear``).
     linear : (H, W[, C]) float32 ndarray
         The fused image in linear light, unclipped.
-    depth : (H, W) float32 ndarray
+    depth : (H, W) float32 ndarray or None
         Sub-frame index of the sharpest frame per pixel (microns with ``z_step``),
-        smoothed by ``depth_smooth``.
-    depth_raw : (H, W) float32 ndarray
+        smoothed by ``depth_smooth``; None with ``maps=False`` (as ``depth_raw``, ``confidence``,
+        ``height`` and ``height_confidence``).
+    depth_raw : (H, W) float32 ndarray or None
         The same before smoothing.
-    confidence : (H, W) float32 ndarray
+    confidence : (H, W) float32 ndarray or None
         How clearly one frame stood out, 0 (flat focus response) to 1.
     frames : list of FrameInfo
         In shot order, with each frame's alignment (affine, gains, match scores).
@@ -135,9 +136,9 @@ class StackResult:
 
     image: np.ndarray
     linear: np.ndarray
-    depth: np.ndarray
-    depth_raw: np.ndarray
-    confidence: np.ndarray
+    depth: np.ndarray | None
+    depth_raw: np.ndarray | None
+    confidence: np.ndarray | None
     frames: list
     options: StackOptions
     backend: str
@@ -191,8 +192,8 @@ class StackResult:
             "device": self.device,
             "versions": versions,
             "image": {"shape": list(self.image.shape), "dtype": str(self.image.dtype)},
-            "depth": {"unit": "micron" if self.options.z_step else "frame",
-                      "min": float(d.min()), "max": float(d.max())},
+            "depth": None if d is None else {"unit": "micron" if self.options.z_step else "frame",
+                                             "min": float(d.min()), "max": float(d.max())},
             **extra,
             "reference": self.reference,
             "crop": None if self.crop is None else {"row0": self.crop[0], "row1": self.crop[1],
@@ -362,7 +363,8 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
         names, focus = (), None
     luts = _Luts(be, linear)
     loader = _Loader(be, luts, options)
-    heights = calibration.z_step is not None or options.confidence_map is not None  # a height map and its confidence
+    maps = options.maps or options.method == "depthmap"  # (which fuses by the depth map)
+    heights = maps and (calibration.z_step is not None or options.confidence_map is not None)  # a height map, its confidence
 
     if isinstance(sources, list):
         reference = resolve_reference(options.reference, len(sources))
@@ -403,9 +405,9 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
                                                 method=options.method, demosaic=options.demosaic,
                                                 output_bytes=_output_bits(options, frame) // 8,
                                                 per_channel=per_channel,
-                                                height_map=heights),
+                                                height_map=heights, maps=maps),
                                 f"{w}x{h} frames with {c} channel(s)")
-            fusion = _make_fusion(be, options, c, h, w, levels, focus, per_channel, heights)
+            fusion = _make_fusion(be, options, c, h, w, levels, focus, per_channel, heights, maps)
             logger.info("%dx%d, %d channel(s), %s %s, method %s%s, reference frame %d (%s)", w, h, c,
                         frame.kind, "mosaic" if frame.raw is not None else frame.data.dtype, options.method,
                         "" if options.method == "soft" else f" ({levels} pyramid levels)", frame.index, frame.name)
@@ -451,9 +453,11 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
     t0 = time.perf_counter()
     contrast = fusion.contrast() if heights else None
     index = fusion.height_index() if heights else None
-    depth_raw, conf = fusion.depth()
+    depth_raw, conf = fusion.depth()  # (the soft method's weighted means too)
     per_channel = isinstance(depth_raw, list)
     depth_raws, confs = (depth_raw, conf) if per_channel else ([depth_raw], [conf])
+    if not maps:
+        depth_raws, confs = [], []
     contrasts = [] if contrast is None else contrast if per_channel else [contrast]
     indices = [] if index is None else index if per_channel else [index]
     fused = fusion.collapse()
@@ -489,22 +493,24 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
     linear_h = np.ascontiguousarray(np.moveaxis(be.to_host(fused), 0, -1))
 
     def host(planes):
+        if not planes:  # (no maps)
+            return None
         out = [be.to_host(a) for a in planes]
         return np.stack(out) if per_channel else out[0]
 
     depth_h, depth_raw_h, conf_h = host(depths), host(depth_raws), host(confs)
-    if options.z_step:
+    if options.z_step and maps:
         depth_h = depth_h * np.float32(options.z_step)
         depth_raw_h = depth_raw_h * np.float32(options.z_step)
     height_conf = host(contrasts) if contrasts else conf_h
-    if affines and not options.crop:
+    if affines and not options.crop and maps:
         covered = coverage_mask(affines, h, w)
         conf_h = np.where(covered, conf_h, np.float32(0))
         height_conf = np.where(covered, height_conf, np.float32(0))
     if c == 1:
         image, linear_h = image[:, :, 0], linear_h[:, :, 0]
     height = None
-    if calibration.z_step is not None:
+    if calibration.z_step is not None and maps:
         # the plane index of the highest focus score, sub-plane by a parabola (the pyramid method's
         # depth before smoothing; the soft method tracks it for the height map)
         height = microscopy.height_map(host(indices or depth_raws), height_conf, calibration.z_step,
@@ -599,15 +605,17 @@ def _write_ome(path, images, results, names, description, options, staged) -> No
                         name=path.name, overwrite=options.overwrite, stage=staged)
 
 
-def _make_fusion(be, options, c, h, w, levels, focus=None, per_channel=False, heights=False):
+def _make_fusion(be, options, c, h, w, levels, focus=None, per_channel=False, heights=False, maps=True):
     """The fusion state of ``options.method`` (the depthmap method's first pass is the pyramid's);
-    with ``per_channel``, one single-channel state per channel; ``heights``: what a height map needs."""
+    with ``per_channel``, one single-channel state per channel; ``heights``: what a height map needs;
+    ``maps``: the depth map and its confidence."""
     if per_channel:
-        return PerChannelFusion(be, lambda: _make_fusion(be, options, 1, h, w, levels, heights=heights), c, h, w)
+        return PerChannelFusion(be, lambda: _make_fusion(be, options, 1, h, w, levels, heights=heights, maps=maps),
+                                c, h, w)
     if options.method == "soft":
-        return SoftFusion(be, c, h, w, focus_channel=focus, track_depth=heights)
+        return SoftFusion(be, c, h, w, focus_channel=focus, track_depth=heights, maps=maps)
     return PyramidFusion(be, c, h, w, levels=levels, energy_radius=options.energy_radius,
-                         depth_radius=options.depth_radius, focus_channel=focus)
+                         depth_radius=options.depth_radius, focus_channel=focus, maps=maps)
 
 
 def _cropped(be, a, r0, r1, c0, c1):

@@ -125,15 +125,16 @@ extern "C" __global__ void gs_soft_score(const float* __restrict__ fine, const f
 // (a NaN score compares false everywhere and adds nothing but to sum_s). frame, acc, acc_lap
 // (C, H, W); coarse (C, (H + 1) / 2, (W + 1) / 2); coarse_score as in gs_soft_score_at; score,
 // max_s, den, depth_den, depth_num, sum_s (H, W), n = h * w. State starts at 0 (the first frame
-// restarts both: r = 0, rt = -dshift / t).
+// restarts both: r = 0, rt = -dshift / t). maps == 0: the depth map's sums (sum_s, depth_den,
+// depth_num) are neither read nor written (the caller passes other planes in their place).
 extern "C" __global__ void gs_soft_fold(const float* __restrict__ frame, const float* __restrict__ coarse,
                                         const float* __restrict__ coarse_score, float* __restrict__ score,
                                         float* __restrict__ max_s, float* __restrict__ den,
                                         float* __restrict__ depth_den, float* __restrict__ depth_num,
                                         float* __restrict__ sum_s, float* __restrict__ acc,
                                         float* __restrict__ acc_lap, gs_index_t n, int h, int w, int c, int focus,
-                                        int radius, int with_coarse, float floor_s, float dshift, float kf,
-                                        int power, int dpower, float rmin)
+                                        int radius, int with_coarse, int maps, float floor_s, float dshift,
+                                        float kf, int power, int dpower, float rmin)
 {
     const gs_index_t p = gs_flat();
     if (p >= n) {
@@ -148,7 +149,9 @@ extern "C" __global__ void gs_soft_fold(const float* __restrict__ frame, const f
     const float sf = gs_soft_score_at(frame, coarse, coarse_score, h, w, ch0, ch1, radius, with_coarse, i, j);
     score[p] = sf;
     const float s = sf + floor_s;
-    sum_s[p] = sum_s[p] + s;
+    if (maps) {
+        sum_s[p] = sum_s[p] + s;
+    }
     const float m = max_s[p];
     const float t = s - dshift;
     const float mt = m - dshift;
@@ -170,14 +173,16 @@ extern "C" __global__ void gs_soft_fold(const float* __restrict__ frame, const f
             }
             den[p] = den[p] * sc + GS_F1;
         }
-        const float rt = mt / t;
-        if (rt >= rmin) {
-            const float sc = gs_soft_pow(rt, dpower);
-            depth_den[p] = depth_den[p] * sc + GS_F1;
-            depth_num[p] = depth_num[p] * sc + kf;
-        } else {
-            depth_den[p] = GS_F1;
-            depth_num[p] = kf;
+        if (maps) {
+            const float rt = mt / t;
+            if (rt >= rmin) {
+                const float sc = gs_soft_pow(rt, dpower);
+                depth_den[p] = depth_den[p] * sc + GS_F1;
+                depth_num[p] = depth_num[p] * sc + kf;
+            } else {
+                depth_den[p] = GS_F1;
+                depth_num[p] = kf;
+            }
         }
         max_s[p] = s;
     } else {
@@ -192,7 +197,7 @@ extern "C" __global__ void gs_soft_fold(const float* __restrict__ frame, const f
             den[p] = den[p] + wgt;
         }
         const float rt = mt > GS_F0 ? t / mt : GS_F1;
-        if (rt >= rmin) {
+        if (maps && rt >= rmin) {
             const float wgt = gs_soft_pow(rt, dpower);
             depth_den[p] = depth_den[p] + wgt;
             depth_num[p] = depth_num[p] + wgt * kf;
@@ -204,13 +209,14 @@ extern "C" __global__ void gs_soft_fold(const float* __restrict__ frame, const f
 //   d = den;  acc = acc / d;  acc_lap = acc_lap / d (every channel);  depth = depth_num / depth_den
 //   conf = max_s > 0 ? max((max_s - sum_s / nf) / max_s, 0) : 0
 // (IEEE division, --prec-div). acc, acc_lap (C, H, W); den, depth_den, depth_num, max_s, sum_s,
-// depth, conf (H, W).
+// depth, conf (H, W). maps == 0: the means only (depth_den, depth_num, sum_s, depth and conf are
+// neither read nor written).
 extern "C" __global__ void gs_soft_finish(float* __restrict__ acc, float* __restrict__ acc_lap,
                                           const float* __restrict__ den, const float* __restrict__ depth_den,
                                           const float* __restrict__ depth_num,
                                           const float* __restrict__ max_s, const float* __restrict__ sum_s,
                                           float* __restrict__ depth, float* __restrict__ conf, gs_index_t n, int c,
-                                          float nf)
+                                          float nf, int maps)
 {
     const gs_index_t p = gs_flat();
     if (p >= n) {
@@ -221,6 +227,9 @@ extern "C" __global__ void gs_soft_finish(float* __restrict__ acc, float* __rest
         const gs_index_t o = ch * n + p;
         acc[o] = acc[o] / d;
         acc_lap[o] = acc_lap[o] / d;
+    }
+    if (!maps) {
+        return;
     }
     depth[p] = depth_num[p] / depth_den[p];
     const float m = max_s[p];

@@ -54,7 +54,7 @@ def run_op(be, case: OpCase) -> list[np.ndarray]:
     for i in case.written:
         a = args[i]
         parts = [getattr(a, f.name) for f in dataclasses.fields(a)] if dataclasses.is_dataclass(a) else [a]
-        out += [np.asarray(be.to_host(p)) for p in parts]
+        out += [np.asarray(be.to_host(p)) for p in parts if p is not None]
     be.synchronize()
     return out
 
@@ -204,26 +204,32 @@ def pyramid_laplacian(rng, shape, r):
                   (2,))
 
 
-def _soft_state(rng, shape, fresh):
+def _soft_state(rng, shape, fresh, maps=True):
     """A soft-fusion state: all zeros (``fresh``: no frame folded yet), or one mid-stack, its best
-    scores near the new scores (ties, new maxima, ratios each side of RMIN) and 0 at some pixels."""
+    scores near the new scores (ties, new maxima, ratios each side of RMIN) and 0 at some pixels;
+    without ``maps``, no depth sums nor score sum (None)."""
     c, h, w = shape
     if fresh:
         z = np.zeros((h, w), F)
-        return SoftState(z, z.copy(), z.copy(), z.copy(), z.copy(), np.zeros(shape, F), np.zeros(shape, F))
-    max_s = rand(rng, (h, w), 0.0, 2.0)
-    max_s[rng.uniform(size=(h, w)) < 0.1] = 0.0
-    return SoftState(max_s, rand(rng, (h, w), 1.0, 4.0), rand(rng, (h, w), 1.0, 3.0), rand(rng, (h, w), 0.0, 30.0),
-                     rand(rng, (h, w), 0.0, 20.0), rand(rng, shape), rand(rng, shape))
+        state = SoftState(z, z.copy(), z.copy(), z.copy(), z.copy(), np.zeros(shape, F), np.zeros(shape, F))
+    else:
+        max_s = rand(rng, (h, w), 0.0, 2.0)
+        max_s[rng.uniform(size=(h, w)) < 0.1] = 0.0
+        state = SoftState(max_s, rand(rng, (h, w), 1.0, 4.0), rand(rng, (h, w), 1.0, 3.0),
+                          rand(rng, (h, w), 0.0, 30.0), rand(rng, (h, w), 0.0, 20.0), rand(rng, shape), rand(rng, shape))
+    if not maps:
+        state.depth_den = state.depth_num = state.sum_s = None
+    return state
 
 
-def _soft_fold(fresh, floor, focus=None, with_coarse=True):
+def _soft_fold(fresh, floor, focus=None, with_coarse=True, maps=True):
     """A frame (NaN at 0.3 % of its samples), its next level and the next level's score; a state whose
     best scores sit where the frame's score (the reference's, ``ref.energy`` plus the expanded coarse
     score) reaches every branch: a new maximum (restart below RMIN, rescale above), ties
     (``score + floor == max_s``), ratios a hair each side of RMIN (the image's, and the depth weights'
     ``(s - dshift) / (max_s - dshift)``), a best score of 0, best scores below the depth's shift (a
-    large ``floor``: ``max_s - dshift <= 0``), NaN. ``focus``: the score from that channel alone."""
+    large ``floor``: ``max_s - dshift <= 0``), NaN. ``focus``: the score from that channel alone;
+    ``maps=False``: a state without the depth map's sums."""
 
     def build(rng, shape, r):
         c, h, w = shape
@@ -239,7 +245,7 @@ def _soft_fold(fresh, floor, focus=None, with_coarse=True):
             score = (score + ref.expand(coarse_score[None], h, w)[0]).astype(F)
         s = (score + F(floor)).astype(F)
         dshift = depth_shift(floor)
-        state = _soft_state(rng, shape, fresh)
+        state = _soft_state(rng, shape, fresh, maps)
         if not fresh:
             pick = rng.uniform(size=s.shape)
             ties = pick < 0.15
@@ -273,12 +279,17 @@ def _soft_score(with_coarse):
     return build
 
 
-def soft_finish(rng, shape, r):
-    state = _soft_state(rng, shape, False)
-    state.den[rng.uniform(size=state.den.shape) < 0.05] = 0.0  # 0 / 0 and x / 0
-    state.depth_den[rng.uniform(size=state.den.shape) < 0.05] = 0.0
-    plane = shape[1:]
-    return OpCase("soft_finish", (state, F(9), empty(plane), empty(plane)), (0, 2, 3))
+def _soft_finish(maps):
+    def build(rng, shape, r):
+        state = _soft_state(rng, shape, False, maps)
+        state.den[rng.uniform(size=state.den.shape) < 0.05] = 0.0  # 0 / 0 and x / 0
+        if not maps:
+            return OpCase("soft_finish", (state, F(9), None, None), (0,))
+        state.depth_den[rng.uniform(size=state.den.shape) < 0.05] = 0.0
+        plane = shape[1:]
+        return OpCase("soft_finish", (state, F(9), empty(plane), empty(plane)), (0, 2, 3))
+
+    return build
 
 
 def _soft_contrast(floor):
@@ -434,7 +445,10 @@ CASES = {
     "soft_fold_high_floor": _soft_fold(False, 0.5),  # best scores below the depth's shift
     "soft_fold_focus": _soft_fold(False, 0.01, focus=0),
     "soft_fold_finest": _soft_fold(False, 0.01, with_coarse=False),
-    "soft_finish": soft_finish,
+    "soft_fold_no_maps": _soft_fold(False, 0.01, maps=False),
+    "soft_fold_first_no_maps": _soft_fold(True, 0.01, maps=False),
+    "soft_finish": _soft_finish(True),
+    "soft_finish_no_maps": _soft_finish(False),
     "soft_contrast": _soft_contrast(0.01),
     "soft_contrast_no_floor": _soft_contrast(0.0),
     "encode_8_srgb": _encode(8, "srgb"),
@@ -447,7 +461,7 @@ CASES = {
        for pattern in _BAYER},
 }
 WINDOWED = ("fuse_select", "depth_track_forward", "depth_track_reverse", "depth_track_first", "filter_box_rows",
-            "filter_box_cols", "soft_score", "soft_score_finest", "soft_fold", "soft_fold_focus")
+            "filter_box_cols", "soft_score", "soft_score_finest", "soft_fold", "soft_fold_focus", "soft_fold_no_maps")
 PLAIN = tuple(name for name in CASES if name not in WINDOWED)
 
 

@@ -270,6 +270,10 @@ def test_resume_skip_redo_and_what_makes_a_stack_run_again(tmp_path, client):
     assert sorted(r.status for r in first) == ["done"] * 4
     sidecar = out / "slide1" / "fov_2.tif.json"
     assert json.loads(sidecar.read_text())["inputs"][0]["size"] > 0
+    assert json.loads(sidecar.read_text())["options"]["maps"] is False  # no map asked for: none made
+    assert json.loads(sidecar.read_text())["depth"] is None
+    with pytest.raises(gpustack.InputError, match="maps is set per stack by the batch"):
+        gpustack.batch(root, out, client=client, backend="cpu", maps=True)
     again = {r.name: r.status for r in gpustack.batch(root, out, client=client, backend="cpu", align="translation",
                                                         workers=1, queue_size=2)}  # these change no output byte
     assert set(again.values()) == {"skipped"}
@@ -288,6 +292,7 @@ def test_resume_skip_redo_and_what_makes_a_stack_run_again(tmp_path, client):
     records = list(gpustack.batch_iter(one, out, client=client, backend="cpu", align="translation",
                                        method="pyramid", depth_map=True))
     assert [r.status for r in records] == ["done"] and (out / "slide1" / "fov_1.depth.tif").is_file()  # a new output
+    assert json.loads((out / "slide1" / "fov_1.tif.json").read_text())["options"]["maps"] is True
     assert json.loads((out / "batch.json").read_text())["outputs"]["depth_map"] is True
     assert _temporaries(out) == []
 

@@ -72,10 +72,20 @@ def test_stack_writes_image_depth_and_sidecar(tmp_path, capsys):
     side = json.loads((tmp_path / "fused.tif.json").read_text())
     assert side["options"]["backend"] == "cpu" and len(side["frames"]) == 3
     assert [f["name"] for f in side["frames"]] == ["frame_1.tif", "frame_2.tif", "frame_3.tif"]
+    assert side["options"]["maps"] is True and side["depth"]["unit"] == "frame"
+    assert side["depth"]["min"] == float(depth.min()) and side["depth"]["max"] == float(depth.max())
     assert _digest(frames) == before, "inputs must never be modified"
     # the CLI result equals the API result on the same frames
     api = gpustack.stack([str(p) for p in frames], backend="cpu", align="none")
     np.testing.assert_array_equal(api.image, img)
+    # without a map to write, the command makes none: the same image, no depth in the sidecar
+    alone = tmp_path / "alone.tif"
+    code, _, err = _run(["stack", str(tmp_path / "in"), "-o", str(alone), "--backend", "cpu", "--align", "none", "-q"],
+                        capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(tifffile.imread(alone), img)
+    side = json.loads((tmp_path / "alone.tif.json").read_text())
+    assert side["options"]["maps"] is False and side["depth"] is None
 
 
 def test_cpu_run_does_not_import_cupy(tmp_path):

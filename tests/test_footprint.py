@@ -86,6 +86,22 @@ def test_estimate_covers_the_peak_closely(lib, monkeypatch, dtype, method, align
     assert be.peak <= fp.peak <= 1.15 * be.peak, f"estimate {fp.peak} ({fp.phase}), tracked peak {be.peak}"
 
 
+@pytest.mark.filterwarnings("ignore:frame .* matched worse than no warp")
+@pytest.mark.parametrize("method,align", [("soft", "similarity"), ("soft", "none"), ("pyramid", "similarity"),
+                                          ("depthmap", "none")])
+def test_estimate_covers_the_peak_without_maps(lib, monkeypatch, method, align):
+    """``maps=False``: the state without the maps' sums and no maps at the finish, estimated as
+    closely (the depthmap method makes them all the same)."""
+    frames = make_frames(n=4, shape=(360, 480, 3), dtype=np.uint16)
+    be, result = _run(lib, monkeypatch, frames, method=method, align=align, maps=False)
+    assert (result.depth is None) == (method != "depthmap")
+    fp = be.checked
+    assert be.peak <= fp.peak <= 1.15 * be.peak, f"estimate {fp.peak} ({fp.phase}), tracked peak {be.peak}"
+    if method == "soft":  # three planes fewer than with the maps
+        with_maps, _ = _run(lib, monkeypatch, frames, method=method, align=align)
+        assert with_maps.peak - be.peak >= 3 * 4 * 360 * 480
+
+
 @pytest.mark.parametrize("method", ["soft", "pyramid"])
 @pytest.mark.parametrize("demosaic,align", [("rcd", "similarity"), ("mhc", "similarity"), ("rcd", "none")])
 def test_estimate_covers_the_peak_of_raw_frames(lib, monkeypatch, tmp_path, demosaic, align, method):

@@ -242,7 +242,8 @@ def test_soft_fold_equals_the_unfused_score_and_fold(name, shape, r):
     """soft_fold scores the finest level and folds it in one pass, making the Laplacian level itself:
     the score is the unfused ops' (soft_score's sequence, on the focus channel), and the state the
     reference fold's with the level pyramid_laplacian stores (every branch of the image's weights and
-    of the depth's: restart, rescale, add, cut-off, ties, NaN)."""
+    of the depth's: restart, rescale, add, cut-off, ties, NaN). A state without the maps' sums gets
+    the same score and the same image sums."""
     case = cuda_cases.CASES[name](np.random.default_rng(11), shape, r)
     frame, coarse, coarse_score, focus, r, score, state, k, floor, dshift, power, dpower, rmin = case.args
     lap = np.empty_like(frame)
@@ -255,3 +256,24 @@ def test_soft_fold_equals_the_unfused_score_and_fold(name, shape, r):
     cuda_cases.assert_bits_equal(score, want_score)
     for got, expected in zip(dataclasses.astuple(st), want, strict=True):
         cuda_cases.assert_bits_equal(got, expected)
+    image_only = dataclasses.replace(state, **{f: getattr(state, f).copy() for f in ("max_s", "den", "acc", "acc_lap")},
+                                     depth_den=None, depth_num=None, sum_s=None)
+    score[:] = np.nan
+    be.soft_fold(frame, coarse, coarse_score, focus, r, score, image_only, k, floor, dshift, power, dpower, rmin)
+    cuda_cases.assert_bits_equal(score, want_score)
+    for f in ("max_s", "den", "acc", "acc_lap"):
+        cuda_cases.assert_bits_equal(getattr(image_only, f), getattr(st, f))
+    assert image_only.depth_den is image_only.depth_num is image_only.sum_s is None
+
+
+def test_soft_fold_and_finish_refuse_a_state_with_some_of_the_maps_sums():
+    case = cuda_cases.CASES["soft_fold"](np.random.default_rng(3), (3, 9, 8), 1)
+    frame, coarse, coarse_score, focus, r, score, state, *rest = case.args
+    state.sum_s = None
+    with pytest.raises(ValueError, match="all None"):
+        be.soft_fold(frame, coarse, coarse_score, focus, r, score, state, *rest)
+    with pytest.raises(ValueError, match="all None"):
+        be.soft_finish(state, F(3), None, None)
+    state.depth_den = state.depth_num = None
+    with pytest.raises(ValueError, match="all None"):
+        be.soft_finish(state, F(3), np.empty((9, 8), F), np.empty((9, 8), F))

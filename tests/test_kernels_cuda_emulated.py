@@ -74,18 +74,26 @@ def test_wide_index_variant_matches_numba_twin(shim_dir, shape):
         check_case(wide, name, shape, 2, 1)
 
 
-@pytest.mark.parametrize("method,align", [("soft", "similarity"), ("pyramid", "similarity"), ("depthmap", "none")])
-def test_emulated_stack_matches_cpu(emu, monkeypatch, method, align):
-    """A whole stack through the pipeline on the emulated cuda backend gives the cpu backend's bytes."""
+@pytest.mark.parametrize("method,align,maps", [("soft", "similarity", True), ("pyramid", "similarity", True),
+                                               ("depthmap", "none", True), ("soft", "similarity", False)])
+def test_emulated_stack_matches_cpu(emu, monkeypatch, method, align, maps):
+    """A whole stack through the pipeline on the emulated cuda backend gives the cpu backend's bytes
+    (without the maps too: the image the same bytes as with them)."""
     import gpustack.pipeline
 
     frames = make_frames()
-    opts = {"method": method, "levels": 3, "depth_smooth": 2, "contrast_threshold": 0.2, "align": align}
+    opts = {"method": method, "levels": 3, "depth_smooth": 2, "contrast_threshold": 0.2, "align": align, "maps": maps}
     want = gpustack.stack(frames, backend="cpu", **opts)
     monkeypatch.setattr(gpustack.pipeline, "get_backend", lambda name: emu)
     got = gpustack.stack(frames, backend="cpu", **opts)
-    for field in ("image", "linear", "depth", "depth_raw", "confidence"):
+    map_fields = ("depth", "depth_raw", "confidence")
+    for field in ("image", "linear") + (map_fields if maps else ()):
         assert_bits_equal(getattr(got, field), getattr(want, field))
+    if not maps:
+        assert all(getattr(got, field) is None for field in map_fields)
+        with_maps = gpustack.stack(frames, backend="cpu", **{**opts, "maps": True})
+        assert_bits_equal(got.image, with_maps.image)
+        assert_bits_equal(got.linear, with_maps.linear)
 
 
 def _on_both(emu, monkeypatch, tmp_path, run):

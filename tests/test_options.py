@@ -73,3 +73,10 @@ def test_a_focus_channel_given_as_digits_is_an_index():
     assert StackOptions(focus_channel="1").focus_channel == 1
     assert StackOptions(focus_channel="GFP").focus_channel == "GFP"
     assert StackOptions(output="a/b.OME.TIF").output_format == "ome-tiff"
+
+
+@pytest.mark.parametrize("name", ["depth_map", "height_map", "confidence_map"])
+def test_a_map_to_write_needs_the_maps(name):
+    with pytest.raises(InputError, match="maps=False makes no maps; leave maps at True to write it"):
+        StackOptions(maps=False, **{name: "m.tif"})
+    assert StackOptions(maps=True, **{name: "m.tif"}).maps

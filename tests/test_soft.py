@@ -39,6 +39,32 @@ def test_stack_equals_batch_reference_bit_for_bit(n, shape):
     np.testing.assert_array_equal(np.moveaxis(linear, -1, 0), fused)
     np.testing.assert_array_equal(res.depth_raw, depth)
     np.testing.assert_array_equal(res.confidence, conf)
+    alone = gpustack.stack(frames, backend="cpu", depth_smooth=0, align="none", brightness=False, maps=False)
+    np.testing.assert_array_equal(alone.linear, res.linear)  # without the maps' sums: the same image
+    assert alone.depth is alone.depth_raw is alone.confidence is None
+
+
+@pytest.mark.parametrize("opts", [{"method": "soft"}, {"method": "pyramid", "levels": 3},
+                                  {"method": "soft", "per_channel": True}, {"method": "pyramid", "per_channel": True},
+                                  {"method": "soft", "z_step": 2.0}, {"method": "soft", "align": "similarity"},
+                                  {"method": "soft", "align": "similarity", "crop": False}])
+def test_without_maps_the_image_is_the_same_and_no_map_is_made(opts):
+    """``maps=False``: the same image bytes as with the maps, for every method and mode, and no
+    depth, confidence or height map; the depthmap method, which fuses by its depth map, makes it."""
+    from gpustack import synth
+
+    frames = synth.make_stack(n_frames=4, shape=(96, 128), seed=4, breathing=0.02, shift=2.0).frames
+    opts = {"backend": "cpu", "align": "none", **opts}
+    with_maps = gpustack.stack(frames, **opts)
+    alone = gpustack.stack(frames, maps=False, **opts)
+    np.testing.assert_array_equal(alone.image, with_maps.image)
+    np.testing.assert_array_equal(alone.linear, with_maps.linear)
+    assert with_maps.depth is not None and with_maps.confidence is not None
+    assert alone.depth is alone.depth_raw is alone.confidence is alone.height is alone.height_confidence is None
+    if "z_step" in opts:
+        assert with_maps.height is not None
+    depthmap = gpustack.stack(frames, backend="cpu", align="none", method="depthmap", levels=3, maps=False)
+    assert depthmap.depth is not None
 
 
 def _fold(frames, order, floor):

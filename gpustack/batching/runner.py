@@ -52,13 +52,16 @@ class Batch:
             if key in options and key not in _MAPS:
                 raise InputError(f"{key} is chosen per stack by the batch (the outputs are named after each stack "
                                  f"under the output folder; --redo replaces them); omit it")
+        if "maps" in options:
+            raise InputError("maps is set per stack by the batch, from depth_map, height_map and confidence_map; "
+                             "omit it")
         self.maps = {k: bool(options.pop(k, False)) for k in _MAPS}
         for key, value in self.maps.items():
             if value is not True and value is not False:
                 raise InputError(f"{key} in a batch is True or False (written as <name>.{key.split('_')[0]}.tif "
                                  f"beside each output); got {value!r}")
         self.options = StackOptions(**options).to_dict()  # every option checked before any stack runs
-        for key in _PER_STACK:
+        for key in (*_PER_STACK, "maps"):
             self.options.pop(key)
         if format is not None and format not in FORMATS:
             raise InputError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")

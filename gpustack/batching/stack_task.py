@@ -29,7 +29,7 @@ from ..io.frames import _expand, file_stats
 MAX_STARTS = 2
 #: Options that do not change the outputs' bytes (the backends agree bit for bit), or name them:
 #: a stack made with other values of these is still up to date.
-NOT_IN_RESUME_KEY = frozenset({"output", "depth_map", "height_map", "confidence_map", "overwrite", "sidecar",
+NOT_IN_RESUME_KEY = frozenset({"output", "depth_map", "height_map", "confidence_map", "maps", "overwrite", "sidecar",
                                "workers", "queue_size", "backend"})
 
 
@@ -165,9 +165,9 @@ def run_stack(job, spec: dict) -> StackRecord:
     paths = spec["paths"]
     t0 = time.perf_counter()
     try:
-        options = StackOptions(**spec["options"], output=paths["image"], depth_map=paths.get("depth_map"),
-                               height_map=paths.get("height_map"), confidence_map=paths.get("confidence_map"),
-                               overwrite=overwrite, sidecar=True)
+        maps = {name: paths.get(name) for name in ("depth_map", "height_map", "confidence_map")}
+        options = StackOptions(**{**spec["options"], **maps, "maps": any(p is not None for p in maps.values())},
+                               output=paths["image"], overwrite=overwrite, sidecar=True)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = run(list(job.inputs), options)

@@ -45,18 +45,19 @@ class Footprint:
 
 
 def _state_bytes(method: str, c: int, height: int, width: int, levels: int,
-                 height_map: bool = False) -> tuple[int, int]:
+                 height_map: bool = False, maps: bool = True) -> tuple[int, int]:
     """(scratch, stack): the fusion of ``method`` (``SoftFusion``, or ``PyramidFusion`` for pyramid
     and depthmap) as the frame's scratch, which several stacks' states can share
     (``PerChannelFusion``), and one stack's running state (``STACK_FIELDS``). ``height_map``: the
-    soft fusion's depth tracker too (6 planes, and the first frame's scores)."""
+    soft fusion's depth tracker too (6 planes, and the first frame's scores); ``maps``: the depth
+    map's running state (without it, ``soft`` and ``pyramid`` keep none)."""
     plane = height * width
     if method == "soft":
         areas = [h * w for h, w in level_shapes(height, width, SCORE_LEVELS + 1)]
         scratch = (c * sum(areas)                  # the frame's first levels (Gaussian: the Laplacian is
                    + sum(areas[:SCORE_LEVELS])     # made where it is used); the focus score per level
                    + (areas[SCORE_LEVELS - 1] if coarsest_weighted() else 0))  # its sums before the weight
-        stack = (5 * plane                         # best score, weight sum, depth weight and index sums, score sum
+        stack = ((5 if maps else 2) * plane        # best score, weight sum, depth weight and index sums, score sum
                  + 2 * c * plane                   # weighted sums of the frames and of their finest level
                  + (7 * plane if height_map else 0))  # DepthTracker: DepthState and the first frame's scores
         return F32 * scratch, F32 * stack
@@ -67,28 +68,29 @@ def _state_bytes(method: str, c: int, height: int, width: int, levels: int,
     stack = (c * (all_levels - coarsest)           # best coefficient per level
              + (all_levels - coarsest)             # best energy per level
              + c * coarsest                        # running sum of the coarsest level
-             + 6 * plane                           # depth bookkeeping (DepthState)
-             + plane)                              # the first frame's scores, kept for the turn of the chain
+             + (7 * plane if maps else 0))         # depth bookkeeping (DepthState), the first frame's scores
     return F32 * scratch, F32 * stack
 
 
 def stack_footprint(channels: int, height: int, width: int, levels: int, *, frame_bytes: int, mosaic: bool = False,
                     moved: bool = True, method: str = "soft", demosaic: str = "rcd",
                     output_bytes: int = 2, per_channel: bool = False,
-                    height_map: bool = False) -> Footprint:
+                    height_map: bool = False, maps: bool = True) -> Footprint:
     """The peak memory of a stack of (``height``, ``width``, ``channels``) frames fused over
     ``levels`` pyramid levels; ``frame_bytes`` is one decoded frame as uploaded (the mosaic
     for camera RAW, ``mosaic=True``); ``moved``: frames may be warped (alignment on);
     ``output_bytes``: bytes per sample of the encoded image (1 or 2); ``per_channel``: each channel
     fused by its own single-channel state (``stages.channels.PerChannelFusion``), beside the frame's
-    (C, H, W) input; ``height_map``: the soft fusion's height-map confidence is made too."""
+    (C, H, W) input; ``height_map``: the soft fusion's height-map confidence is made too; ``maps``:
+    the depth map and its confidence (``StackOptions.maps``; the depthmap method always makes them)."""
     c, plane = channels, height * width
+    maps = maps or method == "depthmap"
     contrast = height_map and method == "soft"  # the height map's confidence and plane index
     if per_channel:  # one scratch, a running state per channel, and the frame's (C, H, W) input
-        scratch, stack = _state_bytes(method, 1, height, width, levels, height_map)
+        scratch, stack = _state_bytes(method, 1, height, width, levels, height_map, maps)
         state = scratch + c * stack + F32 * c * plane
     else:
-        state = sum(_state_bytes(method, c, height, width, levels, height_map))
+        state = sum(_state_bytes(method, c, height, width, levels, height_map, maps))
     decode_table = F32 * 65536                      # the largest decode table (16-bit samples)
     encode_table = output_bytes * ENCODE_LUT_SIZE   # the output's encoding table, uploaded at the end
     image = F32 * c * plane
@@ -97,18 +99,19 @@ def stack_footprint(channels: int, height: int, width: int, levels: int, *, fram
     held = 2 * frame_bytes + decode_table + developed  # the upload slots (two frames), kept to the end
     in_flight = frame_bytes + rcd + held
     encoded = output_bytes * c * plane
-    maps = c if per_channel else 1                  # depth, confidence (and contrast) planes: one per channel or one
+    per_map = (c if per_channel else 1) if maps else 0  # depth, confidence (and contrast) planes: one per channel
     kinds = 2 + (2 if contrast else 0)  # depth and confidence; the height map's confidence and index
     phases = {
         "fold": state + in_flight,
         # beside the whole state: the contrast planes, then one tracker's (or the fusion's) depth and
         # confidence (each depth tracker is released as its index is made)
-        "finish": max(state + ((maps if contrast else 0) + 2) * F32 * plane,
-                      image + (maps * (kinds + 1) - 1) * F32 * plane + 4 * F32 * plane)  # fused, maps, smoothing
+        "finish": max(state + ((per_map if contrast else 0) + (2 if maps else 0)) * F32 * plane,
+                      image + ((per_map * (kinds + 1) - 1 + 4) * F32 * plane if maps else 0))  # fused, maps, smoothing
         + held,
-        "output": max(2 * (image + maps * (kinds + 1) * F32 * plane),  # cropped copies beside the planes
-                      image + maps * (kinds + 1) * F32 * plane + encoded + encode_table)  # the encoding
-        + F32 * plane + held + max(0, encode_table - frame_bytes),  # summed confidence; a slot grows to the table
+        "output": max(2 * (image + per_map * (kinds + 1) * F32 * plane),  # cropped copies beside the planes
+                      image + per_map * (kinds + 1) * F32 * plane + encoded + encode_table)  # the encoding
+        + (F32 * plane if maps else 0)  # the summed confidence
+        + held + max(0, encode_table - frame_bytes),  # a slot grows to the table
     }
     if method == "depthmap":
         phases["blend"] = 3 * image + 4 * F32 * plane + in_flight

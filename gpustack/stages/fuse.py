@@ -118,12 +118,14 @@ class PyramidFusion(FrameLevels):
     Use: write a frame into ``input`` (planar float32), call ``fold(k)`` with its index in the
     stack; repeat in any order that reaches each frame from a neighbour (``align.processing_order``);
     then ``depth()`` and ``collapse()``. ``focus_channel``: the local energies (selection and depth)
-    from that channel alone; every channel takes the coefficients of the same frame.
+    from that channel alone; every channel takes the coefficients of the same frame. ``maps=False``:
+    no depth map nor confidence (the image is the same bytes).
     """
 
     def __init__(self, be, channels: int, height: int, width: int, *, levels: int, energy_radius: int,
-                 depth_radius: int, focus_channel: int | None = None):
+                 depth_radius: int, focus_channel: int | None = None, maps: bool = True):
         self.be = be
+        self.maps = maps
         self.channels = channels
         self.focus = focus_view(channels, focus_channel)
         self.shapes = level_shapes(height, width, levels)
@@ -148,7 +150,7 @@ class PyramidFusion(FrameLevels):
         return {"best_lap": [be.full((c, h, w), 0.0, f32) for h, w in self.shapes[:-1]],
                 "best_e": [be.full((h, w), -1.0, f32) for h, w in self.shapes[:-1]],
                 "acc": be.full((c,) + self.shapes[-1], 0.0, f32),
-                "tracker": DepthTracker(be, *self.shapes[0]), "count": 0}
+                "tracker": DepthTracker(be, *self.shapes[0]) if self.maps else None, "count": 0}
 
     def fold(self, k: int) -> None:
         """Fold frame ``k`` (shot index), written in ``input``, into the state (``input`` is overwritten)."""
@@ -162,7 +164,7 @@ class PyramidFusion(FrameLevels):
             be.fuse_sqsum(self.focus(g[lv]), q)
             be.filter_box_rows(q, rowbox, self.radius)
             be.fuse_select(g[lv], rowbox, self.best_lap[lv], self.best_e[lv], self.radius)
-            if lv == 0:  # the depth scores: the same squared sums in a wider window (rowbox is free again)
+            if lv == 0 and self.maps:  # the depth scores: the same squared sums in a wider window (rowbox is free)
                 be.filter_box_rows(q, rowbox, self.depth_radius)
                 self.tracker.track(rowbox, self.depth_radius, k)
         be.fuse_accumulate(self.acc, g[last])
@@ -201,8 +203,8 @@ class PyramidFusion(FrameLevels):
 
     def depth(self):
         """(depth, confidence), float32 (H, W): sub-frame index of the sharpest frame, and
-        (best - mean score) / best score in [0, 1)."""
-        return self.tracker.finalize(self.count)
+        (best - mean score) / best score in [0, 1); (None, None) without ``maps``."""
+        return self.tracker.finalize(self.count) if self.maps else (None, None)
 
 
 class DepthTracker:

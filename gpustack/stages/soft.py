@@ -27,9 +27,11 @@ below the finest level. The depth map is the mean frame index under weights of i
 running best, its own sums and rescaling), so that the frames the floor lets share a noisy pixel do
 not spread the index; its confidence ``(best - mean score) / best``.
 
-State: ``2C + 5`` full-size float32 planes, plus the frame's first ``SCORE_LEVELS + 1`` Gaussian
-levels and the score per level, whatever the number of frames (no Laplacian level is stored:
-``soft_score`` and ``soft_fold`` make it, row by row, where they use it); with ``track_depth`` (a height map) 7 more: the
+State: ``2C + 5`` full-size float32 planes (``2C + 2`` without the maps: the depth map's two sums and
+the sum of the scores, which its confidence needs, are not kept), plus the frame's first
+``SCORE_LEVELS + 1`` Gaussian levels and the score per level, whatever the number of frames (no
+Laplacian level is stored: ``soft_score`` and ``soft_fold`` make it, row by row, where they use
+it); with ``track_depth`` (a height map) 7 more: the
 best score's plane and its neighbours' scores (``stages.fuse.DepthTracker``), for a sub-plane
 index by a parabola, which the height map uses.
 """
@@ -149,12 +151,16 @@ class SoftFusion(FrameLevels):
 
     Use as ``PyramidFusion``: write a frame into ``input``, ``fold(k)``; then ``depth()`` and
     ``collapse()``. ``focus_channel``: the score (and the noise floor) from that channel alone;
-    every channel still gets the same weights, so the channels stay registered.
+    every channel still gets the same weights, so the channels stay registered. ``maps=False``: no
+    depth map nor confidence (the image is the same bytes).
     """
 
     def __init__(self, be, channels: int, height: int, width: int, *, focus_channel: int | None = None,
-                 track_depth: bool = False):
+                 track_depth: bool = False, maps: bool = True):
+        if track_depth and not maps:
+            raise ValueError("SoftFusion: track_depth (the height map) needs maps")
         self.be = be
+        self.maps = maps
         self.channels = channels
         self.focus = focus_view(channels, focus_channel)
         self.focus_channel = focus_channel
@@ -175,9 +181,8 @@ class SoftFusion(FrameLevels):
     def new_stack_state(self) -> dict:
         be, c, f32 = self.be, self.channels, np.float32
         plane = self.shapes[0]
-        state = SoftState(max_s=be.full(plane, 0.0, f32), den=be.full(plane, 0.0, f32),
-                          depth_den=be.full(plane, 0.0, f32), depth_num=be.full(plane, 0.0, f32),
-                          sum_s=be.full(plane, 0.0, f32),
+        sums = {name: be.full(plane, 0.0, f32) if self.maps else None for name in ("depth_den", "depth_num", "sum_s")}
+        state = SoftState(max_s=be.full(plane, 0.0, f32), den=be.full(plane, 0.0, f32), **sums,
                           acc=be.full((c, *plane), 0.0, f32), acc_lap=be.full((c, *plane), 0.0, f32))
         # the height map's sub-plane index: the best score's plane and a parabola through its
         # neighbours' scores (the weighted mean index of the depth map pulls towards whole planes)
@@ -215,11 +220,12 @@ class SoftFusion(FrameLevels):
 
     def depth(self):
         """(depth, confidence), float32 (H, W): the mean frame index under the depth's weights, and
-        (best - mean score) / best. Call once, after the last ``fold``; ``collapse`` then gives the image."""
+        (best - mean score) / best; (None, None) without ``maps``. Call once, after the last
+        ``fold`` (it also makes the image's weighted means); ``collapse`` then gives the image."""
         be = self.be
         shape = self.shapes[0]
-        depth = be.empty(shape, np.float32)
-        conf = be.empty(shape, np.float32)
+        depth = be.empty(shape, np.float32) if self.maps else None
+        conf = be.empty(shape, np.float32) if self.maps else None
         be.soft_finish(self.state, np.float32(self.count), depth, conf)
         return depth, conf
 
@@ -232,7 +238,7 @@ class SoftFusion(FrameLevels):
         return index
 
     def contrast(self):
-        """float32 (H, W): how far the best frame's score stands above the mean score, in noise
+        """float32 (H, W) (needs ``maps``): how far the best frame's score stands above the mean score, in noise
         floors, mapped to [0, 1) (``n / (n + 1)``): the height map's confidence (a dark background,
         only noise, stays low whatever the frames). Call after the last ``fold``, before ``depth``."""
         out = self.be.empty(self.shapes[0], np.float32)

@@ -68,6 +68,7 @@ def _fusion_kernels(options) -> list:
     from . import depth, filter, fuse, pyramid, soft
     from .encode import _encode_lut_kernel  # (the package's ``encode`` is the function)
 
+    maps = options.maps or options.method == "depthmap"
     out = []
     if options.align != "none":
         out.append((FOLD, estimate._sample_kernel, (types.Array(types.float32, 1, "C"),
@@ -80,20 +81,22 @@ def _fusion_kernels(options) -> list:
     if options.method == "soft":
         if coarsest_weighted():  # the coarsest score level's weight
             out.append((FOLD, fuse._fuse_divide_kernel, (_F3, _F, _F3, _I, _I)))
-        out += [(FOLD, soft._soft_fold_kernel, (_F3, _F3, _F2, types.boolean, types.boolean, _I, _I) + (_F2,) * 6
+        out += [(FOLD, soft._soft_fold_kernel, (_F3, _F3, _F2) + (types.boolean,) * 3 + (_I, _I) + (_F2,) * 6
                  + (_F3, _F3, _F, _F, _F, _I, _I, _F, _I, _I)),  # soft_score's too
-                (FINISH, soft._soft_finish_kernel, (_F3, _F3) + (_F2,) * 7 + (_F, _I, _I)),
+                (FINISH, soft._soft_finish_kernel, (_F3, _F3) + (_F2,) * 7 + (_F, types.boolean, _I, _I)),
                 (FINISH, *expand)]  # the collapse
     else:  # pyramid, and the depthmap method's first pass
         out += [(FOLD, *expand),
                 (FOLD, fuse._fuse_sqsum_kernel, (_F3, _F2, _I, _I)),
                 (FOLD, filter._filter_box_rows_kernel, box),
-                (FOLD, fuse._fuse_select_kernel, (_F3, _F2, _F3, _F2, _I, _I, _I)),
-                (FOLD, depth._depth_track_kernel, (_F2,) * 7 + (_I, _F, _I, _I, _I)),
-                (FOLD, fuse._fuse_accumulate_kernel, (_F3, _F3, _I, _I)),
-                (FINISH, fuse._fuse_divide_kernel, (_F3, _F, _F3, _I, _I)),
-                (FINISH, depth._depth_finalize_kernel, (_F2,) * 5 + (_F, _F2, _F2, _I, _I))]
-    if options.depth_smooth > 0:  # (stages.depthmap.smooth_depth)
+                (FOLD, fuse._fuse_select_kernel, (_F3, _F2, _F3, _F2, _I, _I, _I))]
+        if maps:
+            out.append((FOLD, depth._depth_track_kernel, (_F2,) * 7 + (_I, _F, _I, _I, _I)))
+        out += [(FOLD, fuse._fuse_accumulate_kernel, (_F3, _F3, _I, _I)),
+                (FINISH, fuse._fuse_divide_kernel, (_F3, _F, _F3, _I, _I))]
+        if maps:
+            out.append((FINISH, depth._depth_finalize_kernel, (_F2,) * 5 + (_F, _F2, _F2, _I, _I)))
+    if options.depth_smooth > 0 and maps:  # (stages.depthmap.smooth_depth)
         out += [(FINISH, depth._depth_weight_kernel, (_F2, _F2, _F2, _I, _I)),
                 (FINISH, filter._filter_box_rows_kernel, box),
                 (FINISH, filter._filter_box_cols_kernel, box),

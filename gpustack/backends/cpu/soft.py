@@ -45,7 +45,7 @@ def _coarse_rows(coarse, y, w, hx, tags, ev, od):
 
 
 @njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
-def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, fold, focus, r, score, max_s, den, depth_den,
+def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, fold, maps, focus, r, score, max_s, den, depth_den,
                       depth_num, sum_s, acc, acc_lap, floor_s, dshift, kf, power, dpower, rmin, row0, row1):
     """Rows ``row0 .. row1`` of ``soft_fold`` or, without ``fold``, of ``soft_score`` (``score`` the
     output, the state's arrays not read).
@@ -58,7 +58,8 @@ def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, fold, focus, r, 
     (``fuse_sqsum``'s order) and its row box sum (``filter.box_row``) into a ring of 2r + 1 rows; then
     for row ``i = m - r`` the column sum of the ring from the lowest row up (``filter.box_col``) plus
     row ``i`` of ``expand(coarse_score)`` if ``with_coarse`` (``pyramid_expand_add``), which is its
-    score; then the fold of row ``i`` (below)."""
+    score; then the fold of row ``i`` (below): without ``maps``, only of the image's sums (``sum_s``,
+    ``depth_den`` and ``depth_num`` are not read or written: stand-ins of the same type)."""
     c, h, w = frame.shape
     n = 2 * r + 1
     ch0, ch1 = (0, c) if focus < 0 else (focus, focus + 1)
@@ -125,29 +126,34 @@ def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, fold, focus, r, 
         # where gs_soft_fold takes 1); a ratio whose power is not used is 1 instead, since its powers
         # could be denormal, which costs the processor about a hundred cycles a multiplication.
         ms, ss, dd, ddn, dp = max_s[i], sum_s[i], den[i], depth_den[i], depth_num[i]
+        if maps:  # the depth's case and ratio first (max_s is updated below), and the sum of the scores
+            for j in range(w):
+                s = out[j] + floor_s
+                ss[j] = ss[j] + s
+                mx = ms[j]
+                t = s - dshift  # the depth's weights: score + floor - dshift against max_s - dshift
+                mt = mx - dshift
+                up = s > mx
+                to = mt > F0
+                rt = (mt if up else (t if to else F1)) / (t if up else (mt if to else F1))
+                duse = 1 if rt >= rmin else 0
+                dcase[j] = (RESTART if up else KEEP) + duse
+                tv[j] = rt if duse == 1 else F1
         for j in range(w):
             s = out[j] + floor_s
-            ss[j] = ss[j] + s
             mx = ms[j]
-            t = s - dshift  # the depth's weights: score + floor - dshift against max_s - dshift
-            mt = mx - dshift
             up = s > mx
             ro = mx > F0
-            to = mt > F0
             rs = (mx if up else (s if ro else F1)) / (s if up else (mx if ro else F1))  # m / s, s / m or 1
-            rt = (mt if up else (t if to else F1)) / (t if up else (mt if to else F1))
-            # whether a ratio's power is used: rescale unless rs < rmin, add if rs >= rmin (they differ
-            # on NaN), the depth's if rt >= rmin; in integer arithmetic, since the same as selects on
-            # up made LLVM fall back to its scalar loop
+            # whether the ratio's power is used: rescale unless rs < rmin, add if rs >= rmin (they
+            # differ on NaN); in integer arithmetic, since the same as selects on up made LLVM fall
+            # back to its scalar loop
             use = (1 if rs >= rmin else 0) | ((1 if up else 0) & (0 if rs < rmin else 1))
-            duse = 1 if rt >= rmin else 0
             case[j] = (RESTART if up else KEEP) + use
-            dcase[j] = (RESTART if up else KEEP) + duse
             rv[j] = rs if use == 1 else F1
-            tv[j] = rt if duse == 1 else F1
             ms[j] = s if up else mx
-        for which in range(2):  # pv = rv ** power, qv = tv ** dpower by squaring: gs_soft_pow's multiplications,
-            bx, e, px = (rv, power, pv) if which == 0 else (tv, dpower, qv)  # the exponent's bits outside
+        for which in range(2 if maps else 1):  # pv = rv ** power, qv = tv ** dpower by squaring: gs_soft_pow's
+            bx, e, px = (rv, power, pv) if which == 0 else (tv, dpower, qv)  # multiplications, the exponent's bits outside
             one = True  # px is 1, not stored yet (no pass that writes 1s); bx is squared in place
             while e > 0:
                 if e & 1:
@@ -177,13 +183,15 @@ def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, fold, focus, r, 
         for j in range(w):
             k, p, x = case[j], pv[j], dd[j]
             dd[j] = F1 if k == RESTART else (x * p + F1 if k == RESCALE else (x + p if k == ADD else x))
-            k, p, x, y = dcase[j], qv[j], ddn[j], dp[j]
-            ddn[j] = F1 if k == RESTART else (x * p + F1 if k == RESCALE else (x + p if k == ADD else x))
-            dp[j] = kf if k == RESTART else (y * p + kf if k == RESCALE else (y + p * kf if k == ADD else y))
+        if maps:
+            for j in range(w):
+                k, p, x, y = dcase[j], qv[j], ddn[j], dp[j]
+                ddn[j] = F1 if k == RESTART else (x * p + F1 if k == RESCALE else (x + p if k == ADD else x))
+                dp[j] = kf if k == RESTART else (y * p + kf if k == RESCALE else (y + p * kf if k == ADD else y))
 
 
 @njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
-def _soft_finish_kernel(acc, acc_lap, den, depth_den, depth_num, max_s, sum_s, depth, conf, nf, row0, row1):
+def _soft_finish_kernel(acc, acc_lap, den, depth_den, depth_num, max_s, sum_s, depth, conf, nf, maps, row0, row1):
     c, h, w = acc.shape
     for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
         for j in range(w):
@@ -191,6 +199,9 @@ def _soft_finish_kernel(acc, acc_lap, den, depth_den, depth_num, max_s, sum_s, d
             for ch in range(c):
                 acc[ch, i, j] = acc[ch, i, j] / d
                 acc_lap[ch, i, j] = acc_lap[ch, i, j] / d
+        if not maps:  # (depth_den, depth_num, sum_s, depth and conf are stand-ins)
+            continue
+        for j in range(w):
             depth[i, j] = depth_num[i, j] / depth_den[i, j]
             m = max_s[i, j]
             if m > F0:
@@ -232,7 +243,7 @@ def soft_score(fine, coarse, coarse_score, r, out):
     # stand in for the state, which it does not read
     f0 = np.float32(0.0)
     run_rows(_soft_fold_kernel, out.shape[0], fine.shape[2] * (12 * fine.shape[0] + 2 * r + 6), fine, coarse,
-             coarse_score if with_coarse else out, with_coarse, False, -1, int(r), out, out, out, out, out, out,
+             coarse_score if with_coarse else out, with_coarse, False, False, -1, int(r), out, out, out, out, out, out,
              fine, fine, f0, f0, f0, 0, 0, f0)
 
 
@@ -261,7 +272,8 @@ def check_soft_fold(frame, coarse, coarse_score, focus, r, score) -> None:
 
 
 def soft_fold(frame, coarse, coarse_score, focus, r, score, state, k, floor, dshift, power, dpower, rmin):
-    """Score frame ``k`` and fold it into ``state`` (``stages.soft.SoftState``) in one pass.
+    """Score frame ``k`` and fold it into ``state`` (``stages.soft.SoftState``) in one pass; a state
+    without the depth map's sums (``sum_s``, ``depth_den`` and ``depth_num`` None) gets only the image's.
 
     ``frame`` (C, H, W) and its next pyramid level ``coarse`` (C, (H+1)//2, (W+1)//2): the finest
     Laplacian level ``frame - expand(coarse)`` is made row by row (``pyramid_laplacian``'s
@@ -274,15 +286,33 @@ def soft_fold(frame, coarse, coarse_score, focus, r, score, state, k, floor, dsh
     check_soft_fold(frame, coarse, coarse_score, focus, r, score)
     c = frame.shape[0]
     with_coarse = coarse_score is not None
-    run_rows(_soft_fold_kernel, frame.shape[1], frame.shape[2] * (18 * c + 2 * r + 6), frame, coarse,
-             coarse_score if with_coarse else score, with_coarse, True, -1 if focus is None else int(focus), int(r),
-             score, state.max_s, state.den, state.depth_den, state.depth_num, state.sum_s, state.acc, state.acc_lap,
-             floor, dshift, np.float32(k), power, dpower, rmin)  # frame index: exact in float32
+    maps = check_maps(state.depth_den, state.depth_num, state.sum_s)
+    stand_in = state.max_s  # for the sums a state without maps has not (not read)
+    run_rows(_soft_fold_kernel, frame.shape[1], frame.shape[2] * ((18 if maps else 15) * c + 2 * r + 6), frame,
+             coarse, coarse_score if with_coarse else score, with_coarse, True, maps,
+             -1 if focus is None else int(focus), int(r), score, state.max_s, state.den,
+             *((state.depth_den, state.depth_num, state.sum_s) if maps else (stand_in,) * 3), state.acc,
+             state.acc_lap, floor, dshift, np.float32(k), power, dpower, rmin)  # frame index: exact in float32
+
+
+def check_maps(*planes) -> bool:
+    """Whether a soft state keeps the depth map's sums (both backends): ``planes``, its ``depth_den``,
+    ``depth_num`` and ``sum_s`` (and the finish's ``depth`` and ``conf``), all arrays or all None."""
+    kept = [a is not None for a in planes]
+    if any(kept) != all(kept):
+        raise ValueError("soft state: depth_den, depth_num and sum_s (and the finish's depth and conf) are all "
+                         "arrays (with the maps) or all None")
+    return all(kept)
 
 
 def soft_finish(state, n, depth, conf):
     """In place, ``state.acc`` and ``state.acc_lap`` become weighted means (divided by ``state.den``);
     ``depth`` = the mean frame index under the depth weights (``state.depth_num / state.depth_den``),
-    ``conf`` = (max - mean score) / max, clipped to [0, 1)."""
-    run_rows(_soft_finish_kernel, depth.shape[0], 2 * state.acc.shape[0] * depth.shape[1], state.acc, state.acc_lap,
-             state.den, state.depth_den, state.depth_num, state.max_s, state.sum_s, depth, conf, n)
+    ``conf`` = (max - mean score) / max, clipped to [0, 1). A state without the maps' sums: the means
+    only, ``depth`` and ``conf`` None."""
+    maps = check_maps(state.depth_den, state.depth_num, state.sum_s, depth, conf)
+    c, h, w = state.acc.shape
+    stand_in = state.max_s
+    run_rows(_soft_finish_kernel, h, (2 * c + (3 if maps else 0)) * w, state.acc, state.acc_lap, state.den,
+             *((state.depth_den, state.depth_num) if maps else (stand_in,) * 2), state.max_s,
+             *((state.sum_s, depth, conf) if maps else (stand_in,) * 3), n, maps)

@@ -361,12 +361,21 @@ class CudaBackend:
         ``score`` and fold it into the soft fusion's ``state`` (``stages.soft.SoftState``)."""
         self._run(_k.plan_soft_fold(frame, coarse, coarse_score, focus, r, score, state.max_s, state.den,
                                     state.depth_den, state.depth_num, state.sum_s, state.acc, state.acc_lap, k,
-                                    floor, dshift, power, dpower, rmin))
+                                    floor, dshift, power, dpower, rmin, spare=self._spare()))
 
     def soft_finish(self, state, n, depth, conf) -> None:
-        """The soft fusion's weighted means (in place in ``state``), depth and confidence."""
+        """The soft fusion's weighted means (in place in ``state``), depth and confidence (a state
+        without the maps' sums: the means only, ``depth`` and ``conf`` None)."""
         self._run(_k.plan_soft_finish(state.acc, state.acc_lap, state.den, state.depth_den, state.depth_num,
-                                      state.max_s, state.sum_s, n, depth, conf))
+                                      state.max_s, state.sum_s, n, depth, conf, spare=self._spare()))
+
+    def _spare(self):
+        """A few float32 samples for the kernel parameters a launch does not use (``_kernels._spare``),
+        allocated on first use."""
+        spare = getattr(self, "_spare_samples", None)
+        if spare is None:
+            spare = self._spare_samples = self.empty((_k.SPARE_SAMPLES,), np.float32)
+        return spare
 
     def soft_contrast(self, state, n, floor, out) -> None:
         """The soft fusion's height-map confidence (``backends/cpu/soft.soft_contrast``); before ``soft_finish``."""

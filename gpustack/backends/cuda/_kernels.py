@@ -664,12 +664,14 @@ def plan_soft_score(fine, coarse, coarse_score, r, out) -> Launch:
 
 
 def plan_soft_fold(frame, coarse, coarse_score, focus, r, score, max_s, den, depth_den, depth_num, sum_s, acc, acc_lap,
-                   k, floor, dshift, power, dpower, rmin) -> Launch:
+                   k, floor, dshift, power, dpower, rmin, spare=None) -> Launch:
     """Score frame ``k`` into ``score`` (H, W) (``plan_soft_score``'s score of ``frame`` (C, H, W) and its
     next level ``coarse``, on channel ``focus`` or every channel (None), radius ``r``, plus
     ``expand(coarse_score)`` unless None) and fold it into the soft state: five (H, W) planes and
-    two (C, H, W) sums; ``floor``, ``dshift`` and ``rmin`` float32, ``power`` and ``dpower`` ints >= 0."""
-    from ..cpu.soft import check_soft_fold
+    two (C, H, W) sums; ``floor``, ``dshift`` and ``rmin`` float32, ``power`` and ``dpower`` ints >= 0.
+    ``depth_den``, ``depth_num`` and ``sum_s`` all None: a state without the maps' sums (``spare``
+    stands in for them, ``_spare``)."""
+    from ..cpu.soft import check_maps, check_soft_fold
 
     _check(frame, "frame", F32, ndim=3)
     check_soft_fold(frame, coarse, coarse_score, focus, r, score)
@@ -680,23 +682,50 @@ def plan_soft_fold(frame, coarse, coarse_score, focus, r, score, max_s, den, dep
     for name, value in (("power", power), ("dpower", dpower)):
         if int(value) != value or value < 0:
             raise ValueError(f"{name}: expected an integer >= 0; got {value}")
-    planes = {"score": score, "max_s": max_s, "den": den, "depth_den": depth_den, "depth_num": depth_num,
-              "sum_s": sum_s}
-    return _plan_pixels("gs_soft_fold", planes, (frame, coarse, coarse_in, *planes.values(), acc, acc_lap),
+    maps = check_maps(depth_den, depth_num, sum_s)
+    planes = {"score": score, "max_s": max_s, "den": den}
+    if maps:
+        planes.update(depth_den=depth_den, depth_num=depth_num, sum_s=sum_s)
+    sums = () if maps else _spare(spare, 3)
+    return _plan_pixels("gs_soft_fold", planes, (frame, coarse, coarse_in, *planes.values(), *sums, acc, acc_lap),
                         (*_i32(h, w, c, -1 if focus is None else focus), _radius(r), np.int32(coarse_score is not None),
-                         np.float32(floor), np.float32(dshift), np.float32(k), np.int32(power), np.int32(dpower),
-                         np.float32(rmin)),
+                         np.int32(maps), np.float32(floor), np.float32(dshift), np.float32(k), np.int32(power),
+                         np.int32(dpower), np.float32(rmin)),
                         {"frame": frame, "acc": acc, "acc_lap": acc_lap})
 
 
-def plan_soft_finish(acc, acc_lap, den, depth_den, depth_num, max_s, sum_s, n, depth, conf) -> Launch:
+def _spare(spare, n: int) -> tuple:
+    """``n`` one-sample float32 device arrays of ``spare`` (``SPARE_SAMPLES``, its own allocation),
+    for the kernel parameters that a launch does not use (the maps' planes of a state without them):
+    each its own memory, since the kernels' ``__restrict__`` pointers may not alias."""
+    if spare is None:
+        raise ValueError("a state without the maps' sums needs the backend's spare samples")
+    _check(spare, "spare", F32, shape=(SPARE_SAMPLES,))
+    return tuple(spare[i:i + 1] for i in range(n))
+
+
+#: Samples of the backend's ``spare`` array (``_spare``): the most unused parameters of one launch.
+SPARE_SAMPLES = 5
+
+
+def plan_soft_finish(acc, acc_lap, den, depth_den, depth_num, max_s, sum_s, n, depth, conf, spare=None) -> Launch:
     """In place ``acc /= den``, ``acc_lap /= den`` ((C, H, W)); ``depth = depth_num / depth_den`` and
-    the confidence (all (H, W)); ``n`` the frame count (float32)."""
+    the confidence (all (H, W)); ``n`` the frame count (float32). ``depth_den``, ``depth_num``,
+    ``sum_s``, ``depth`` and ``conf`` all None: the means only (``spare`` stands in, ``_spare``)."""
+    from ..cpu.soft import check_maps
+
     _check(acc, "acc", F32, ndim=3)
-    planes = {"den": den, "depth_den": depth_den, "depth_num": depth_num, "max_s": max_s, "sum_s": sum_s,
-              "depth": depth, "conf": conf}
-    return _plan_pixels("gs_soft_finish", planes, (acc, acc_lap, *planes.values()),
-                        (np.int32(acc.shape[0]), np.float32(n)), {"acc": acc, "acc_lap": acc_lap})
+    maps = check_maps(depth_den, depth_num, sum_s, depth, conf)
+    if maps:
+        planes = {"den": den, "depth_den": depth_den, "depth_num": depth_num, "max_s": max_s, "sum_s": sum_s,
+                  "depth": depth, "conf": conf}
+        head = (acc, acc_lap, *planes.values())
+    else:
+        planes = {"den": den, "max_s": max_s}
+        unused = _spare(spare, 5)
+        head = (acc, acc_lap, den, *unused[:2], max_s, *unused[2:])
+    return _plan_pixels("gs_soft_finish", planes, head,
+                        (np.int32(acc.shape[0]), np.float32(n), np.int32(maps)), {"acc": acc, "acc_lap": acc_lap})
 
 
 def plan_soft_contrast(max_s, sum_s, n, floor, out) -> Launch:
