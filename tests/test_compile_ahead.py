@@ -18,20 +18,32 @@ SCRIPT = r"""
 import gc, json, sys, threading
 import gpustack
 from numba.core.registry import CPUDispatcher
-from gpustack.backends.cpu import CpuBackend
+from gpustack.backends.cpu import CpuBackend, _ahead
 
-folder, out, method, ahead = sys.argv[1:5]
+folder, out, method, align, ahead = sys.argv[1:6]
 if ahead == "off":
     del CpuBackend.compile_ahead
-gpustack.stack(folder, output=out + "/f.tif", depth_map=out + "/d.tif", method=method, overwrite=True,
-               backend="cpu")
+listed = {}
+for name in ("_fusion_kernels", "_frame_kernels"):  # what the lists give, recorded
+    def recorded(*args, _list=getattr(_ahead, name)):
+        items = _list(*args)
+        for _, d, sig in items:
+            listed.setdefault(f"{d.py_func.__module__}.{d.py_func.__qualname__}", set()).add(str(tuple(sig)))
+        return items
+    setattr(_ahead, name, recorded)
+gpustack.stack(folder, output=out + "/f.tif", depth_map=out + "/d.tif", method=method, align=align,
+               overwrite=True, backend="cpu")
 for t in threading.enumerate():
     if t.name == "gpustack-compile":
         t.join()  # anything it still compiles counts
 sigs = {f"{d.py_func.__module__}.{d.py_func.__qualname__}": sorted(map(str, d.signatures))
         for d in gc.get_objects() if isinstance(d, CPUDispatcher) and d.py_func.__module__.startswith("gpustack")}
-print(json.dumps({k: v for k, v in sigs.items() if v and k.endswith("_kernel")}))  # helpers: inside the kernels
+print(json.dumps({"compiled": {k: v for k, v in sigs.items() if v and k.endswith("_kernel")},  # helpers: inside
+                  "listed": {k: sorted(v) for k, v in listed.items()}}))
 """
+
+#: Called on a reader thread as soon as the first frame is decoded, before its types reach the lists.
+NOT_LISTED = {"gpustack.stages.proxy._luma_kernel", "gpustack.stages.proxy._luma_reduce_kernel"}
 
 
 @pytest.fixture(scope="module")
@@ -45,25 +57,31 @@ def frames(tmp_path_factory):
     return folder, tmp_path_factory.mktemp("numba-cache")
 
 
-def _compiled(frames, tmp_path, method, ahead):
+def _compiled(frames, tmp_path, method, align, ahead):
+    """The kernels' specialisations the run compiled or loaded, and those the lists gave."""
     folder, cache = frames
     # no helper process: the thread then compiles (or loads) every specialisation it lists
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(REPO), GPUSTACK_SUPERVISE="0",
                GPUSTACK_COMPILE_HELPER="0")
-    res = subprocess.run([sys.executable, "-c", SCRIPT, str(folder), str(tmp_path), method, ahead], env=env,
+    res = subprocess.run([sys.executable, "-c", SCRIPT, str(folder), str(tmp_path), method, align, ahead], env=env,
                          capture_output=True, text=True, timeout=600, check=False)
     assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout.splitlines()[-1])
+    out = json.loads(res.stdout.splitlines()[-1])
+    return out["compiled"], out["listed"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["soft", "pyramid"])
-def test_compile_ahead_compiles_only_what_the_run_calls(frames, tmp_path, method):
-    """The kernels' specialisations compiled (or loaded from the cache) with the compiling thread are
-    exactly those a run without it compiles on first call, warp and alignment included."""
-    called = _compiled(frames, tmp_path, method, "off")
-    ahead = _compiled(frames, tmp_path, method, "on")
-    assert "gpustack.backends.cpu.warp._warp_kernel" in called  # the frames moved: the frame kernels count
+@pytest.mark.parametrize("method, align", [("soft", "similarity"), ("pyramid", "similarity"), ("soft", "none")])
+def test_compile_ahead_compiles_only_what_the_run_calls(frames, tmp_path, method, align):
+    """The lists give exactly the kernels' specialisations a run without them compiles on first call
+    (warp, conversion and alignment included; a missing one is compiled when the run first needs it,
+    at the earliest when the fold's kernel is done), and the run with them compiles nothing more."""
+    called, _ = _compiled(frames, tmp_path, method, align, "off")
+    ahead, listed = _compiled(frames, tmp_path, method, align, "on")
+    assert "gpustack.backends.cpu.convert._convert_lut_kernel" in called  # the reference frame
+    if align != "none":
+        assert "gpustack.backends.cpu.warp._warp_kernel" in called  # the frames moved: the frame kernels count
+    assert listed == {k: v for k, v in called.items() if k not in NOT_LISTED}
     assert ahead == called
     assert all(len(v) == 1 for v in called.values()), called
 

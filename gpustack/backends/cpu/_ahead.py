@@ -10,8 +10,10 @@ compiler lock and then finds it compiled: nothing is compiled twice. On a warm r
 ``compile`` only loads the cached code, which the calls would do anyway.
 
 Only what the run is sure to call is listed, with the argument types the calls pass (a wrong guess
-would compile a specialisation nobody uses: ``tests/test_compile_ahead.py`` counts them). The warp
-is listed once the first frame's sample type and decoding table are known.
+would compile a specialisation nobody uses: ``tests/test_compile_ahead.py`` counts them). The
+conversion of the frames that do not move (the reference, folded first) and the warp are listed once
+the first frame's sample type and decoding table are known. Not listed: the alignment proxy's
+luminance kernel, which a reader thread calls as soon as the first frame is decoded.
 
 Compiling holds Numba's compiler lock and mostly the GIL, so one process compiles one kernel at a
 time: a thread pool would not compile faster. When some of the run's kernels are not in Numba's
@@ -19,7 +21,8 @@ cache yet (a first run), a **helper process** (``python -c``, the same interpret
 compiles about half of them into the same cache: the alignment's sampler, every other kernel of
 the first frame's fold counting back from the one before the last (with the ``soft`` fusion: the
 coarsest score's division; this process compiles the last, the fold's own kernel, which costs more
-than the others together), the warp, and the finish's; this process compiles the others. When the run
+than the others together), the first frame's conversion and warp (this process is on the fold's
+kernel by then), and the finish's; this process compiles the others. When the run
 calls one of the helper's, Numba finds it in the cache (it reads the index from disk each time) and
 loads it, or compiles it itself if the helper has not got there (or failed). The helper costs
 about 1 CPU s of its own (its imports, Numba's start-up): it pays only where a core is idle (on a
@@ -110,13 +113,20 @@ def _fusion_kernels(options) -> list:
 
 def _frame_kernels(options, src, lut) -> list:
     """The kernels whose types depend on the first frame (``src``, its decoding table ``lut``, None for
-    float32 frames): the warp of the moving frames."""
+    float32 frames): the conversion of the frames that do not move (the reference), and the warp of
+    those that do."""
+    from .convert import _convert_f32_kernel, _convert_lut_kernel
     from .warp import _warp_kernel
 
-    if options.align == "none":
-        return []
-    lut_t = typeof(np.zeros(1, np.float32) if lut is None else lut)
-    return [(MOVED, _warp_kernel, (typeof(src), lut_t, _F1D, types.Array(types.float32, 1, "C"), _F3, _I, _I))]
+    gains = types.Array(types.float32, 1, "C")
+    if lut is None:
+        out = [(FOLD, _convert_f32_kernel, (typeof(src), gains, _F3, _I, _I))]
+    else:
+        out = [(FOLD, _convert_lut_kernel, (typeof(src), typeof(lut), gains, _F3, _I, _I))]
+    if options.align != "none":
+        lut_t = typeof(np.zeros(1, np.float32) if lut is None else lut)
+        out.append((MOVED, _warp_kernel, (typeof(src), lut_t, _F1D, gains, _F3, _I, _I)))
+    return out
 
 
 class _Queue:
