@@ -364,7 +364,8 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
     luts = _Luts(be, linear)
     loader = _Loader(be, luts, options)
     maps = options.maps or options.method == "depthmap"  # (which fuses by the depth map)
-    heights = maps and (calibration.z_step is not None or options.confidence_map is not None)  # a height map, its confidence
+    # a height map and its confidence
+    heights = maps and (calibration.z_step is not None or options.confidence_map is not None)
 
     if isinstance(sources, list):
         reference = resolve_reference(options.reference, len(sources))

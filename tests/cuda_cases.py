@@ -216,7 +216,8 @@ def _soft_state(rng, shape, fresh, maps=True):
         max_s = rand(rng, (h, w), 0.0, 2.0)
         max_s[rng.uniform(size=(h, w)) < 0.1] = 0.0
         state = SoftState(max_s, rand(rng, (h, w), 1.0, 4.0), rand(rng, (h, w), 1.0, 3.0),
-                          rand(rng, (h, w), 0.0, 30.0), rand(rng, (h, w), 0.0, 20.0), rand(rng, shape), rand(rng, shape))
+                          rand(rng, (h, w), 0.0, 30.0), rand(rng, (h, w), 0.0, 20.0), rand(rng, shape),
+                          rand(rng, shape))
     if not maps:
         state.depth_den = state.depth_num = state.sum_s = None
     return state

@@ -20,7 +20,7 @@ import gpustack
 from numba.core.registry import CPUDispatcher
 from gpustack.backends.cpu import CpuBackend, _ahead
 
-folder, out, method, align, ahead = sys.argv[1:6]
+folder, out, method, align, ahead, maps = sys.argv[1:7]
 if ahead == "off":
     del CpuBackend.compile_ahead
 listed = {}
@@ -31,8 +31,8 @@ for name in ("_fusion_kernels", "_frame_kernels"):  # what the lists give, recor
             listed.setdefault(f"{d.py_func.__module__}.{d.py_func.__qualname__}", set()).add(str(tuple(sig)))
         return items
     setattr(_ahead, name, recorded)
-gpustack.stack(folder, output=out + "/f.tif", depth_map=out + "/d.tif", method=method, align=align,
-               overwrite=True, backend="cpu")
+maps = {"depth_map": out + "/d.tif"} if maps == "maps" else {"maps": False}
+gpustack.stack(folder, output=out + "/f.tif", method=method, align=align, overwrite=True, backend="cpu", **maps)
 for t in threading.enumerate():
     if t.name == "gpustack-compile":
         t.join()  # anything it still compiles counts
@@ -57,27 +57,33 @@ def frames(tmp_path_factory):
     return folder, tmp_path_factory.mktemp("numba-cache")
 
 
-def _compiled(frames, tmp_path, method, align, ahead):
+def _compiled(frames, tmp_path, method, align, ahead, maps=True):
     """The kernels' specialisations the run compiled or loaded, and those the lists gave."""
     folder, cache = frames
     # no helper process: the thread then compiles (or loads) every specialisation it lists
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(REPO), GPUSTACK_SUPERVISE="0",
                GPUSTACK_COMPILE_HELPER="0")
-    res = subprocess.run([sys.executable, "-c", SCRIPT, str(folder), str(tmp_path), method, align, ahead], env=env,
-                         capture_output=True, text=True, timeout=600, check=False)
+    res = subprocess.run([sys.executable, "-c", SCRIPT, str(folder), str(tmp_path), method, align, ahead,
+                          "maps" if maps else "no-maps"], env=env, capture_output=True, text=True, timeout=600,
+                         check=False)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.splitlines()[-1])
     return out["compiled"], out["listed"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method, align", [("soft", "similarity"), ("pyramid", "similarity"), ("soft", "none")])
-def test_compile_ahead_compiles_only_what_the_run_calls(frames, tmp_path, method, align):
+@pytest.mark.parametrize("method, align, maps", [("soft", "similarity", True), ("pyramid", "similarity", True),
+                                                 ("soft", "none", True), ("soft", "similarity", False),
+                                                 ("pyramid", "none", False)])
+def test_compile_ahead_compiles_only_what_the_run_calls(frames, tmp_path, method, align, maps):
     """The lists give exactly the kernels' specialisations a run without them compiles on first call
     (warp, conversion and alignment included; a missing one is compiled when the run first needs it,
-    at the earliest when the fold's kernel is done), and the run with them compiles nothing more."""
-    called, _ = _compiled(frames, tmp_path, method, align, "off")
-    ahead, listed = _compiled(frames, tmp_path, method, align, "on")
+    at the earliest when the fold's kernel is done), and the run with them compiles nothing more;
+    without the maps, none of the maps' kernels."""
+    called, _ = _compiled(frames, tmp_path, method, align, "off", maps)
+    ahead, listed = _compiled(frames, tmp_path, method, align, "on", maps)
+    smoothing = "gpustack.backends.cpu.depth._depth_ratio_kernel"
+    assert (smoothing in called) == maps
     assert "gpustack.backends.cpu.convert._convert_lut_kernel" in called  # the reference frame
     if align != "none":
         assert "gpustack.backends.cpu.warp._warp_kernel" in called  # the frames moved: the frame kernels count

@@ -152,8 +152,10 @@ def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, fold, maps, focu
             case[j] = (RESTART if up else KEEP) + use
             rv[j] = rs if use == 1 else F1
             ms[j] = s if up else mx
-        for which in range(2 if maps else 1):  # pv = rv ** power, qv = tv ** dpower by squaring: gs_soft_pow's
-            bx, e, px = (rv, power, pv) if which == 0 else (tv, dpower, qv)  # multiplications, the exponent's bits outside
+        # pv = rv ** power, qv = tv ** dpower (the maps') by squaring: gs_soft_pow's multiplications, the
+        # exponent's bits outside
+        for which in range(2 if maps else 1):
+            bx, e, px = (rv, power, pv) if which == 0 else (tv, dpower, qv)
             one = True  # px is 1, not stored yet (no pass that writes 1s); bx is squared in place
             while e > 0:
                 if e & 1:
