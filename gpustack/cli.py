@@ -176,6 +176,7 @@ def main(argv=None) -> int:
         return _batch(args)
     if supervise.CHILD_ENV in os.environ:
         supervise.attach()
+        supervise.finish(_stack(args))
     elif supervise.wanted():
         outputs = [args.output, args.depth_map, args.height_map, args.confidence_map,
                    sidecar_path(args.output) if args.sidecar else None]

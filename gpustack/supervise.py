@@ -17,12 +17,18 @@ output and exits 1 with one line. The two processes keep each other honest:
   whose only writer is the parent, so it learns of that at once (end of file), deletes its
   temporaries, publishes nothing, and exits.
 
+The child ends with :func:`finish`: its exit handlers run and its streams are flushed, and it exits
+without the interpreter's teardown, which the user would otherwise wait through (0.45-0.85 s on a
+2-core VM after a run: freeing every module, Numba's and LLVM's compiled code among them; 0.01 s for
+a bare interpreter).
+
 ``GPUSTACK_SUPERVISE=0`` runs everything in one process (debuggers, profilers); the signals are then
 handled the same way in that process, without the parent's escalation.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -186,6 +192,21 @@ def _watch_parent(fd: int) -> None:
     # end of file: the parent is gone (killed, crashed); nobody will publish or clean up after us
     cancel_outputs()
     os._exit(1)
+
+
+def finish(code: int):
+    """In the supervised child, once the run is over (its outputs published or cleaned up): run the
+    exit handlers (the compile helper is told to stop, the log handlers flushed), flush the standard
+    streams and exit with ``code`` at once, without the interpreter's teardown (module docstring)."""
+    try:
+        atexit._run_exitfuncs()  # (what a normal exit runs first; CPython's, since 3.0)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
 
 
 @contextlib.contextmanager

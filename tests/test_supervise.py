@@ -260,3 +260,21 @@ def test_a_signal_once_the_commit_began_lets_the_run_finish(tmp_path, monkeypatc
         stage.commit()
     assert received == [signal.SIGINT, signal.SIGINT]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.tif"]
+
+
+def test_the_child_finishes_with_its_exit_handlers_and_buffered_output():
+    """``supervise.finish``, the supervised child's end (it skips the interpreter's teardown): the exit
+    handlers run, whatever is still buffered on stdout and stderr comes out, and the exit status is
+    the run's."""
+    code = ("import atexit, sys\n"
+            "from gpustack import supervise\n"
+            "atexit.register(lambda: print('handler ran'))\n"
+            "sys.stdout.write('buffered out; ')\n"
+            "sys.stderr.write('buffered err')\n"
+            "supervise.finish(3)\n"
+            "print('not reached')\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert res.returncode == 3
+    assert res.stdout == "buffered out; handler ran\n"
+    assert res.stderr == "buffered err"
