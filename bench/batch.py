@@ -6,7 +6,8 @@
 Generates ``--stacks`` stacks of ``--frames`` TIFF frames (``gpustack.synth.make_bench_frames``, uint16 RGB;
 1632x1224 is 2 MP), then runs each mode in a fresh process, outputs to a fresh folder:
 
-- ``loop``: ``for folder in stacks: gpustack.stack(folder, output=...)``, the cores to Numba as usual;
+- ``loop``: ``for folder in stacks: gpustack.stack(folder, output=..., maps=False)`` (the image only, as
+  the batch writes it without map flags), the cores to Numba as usual;
 - ``batch:N``: ``gpustack batch`` as the command runs it (a local cluster of N workers sized as
   ``gpustack.batching.cluster`` says: the cores shared out among them), cluster start-up included.
 
@@ -61,7 +62,7 @@ def run_loop(root: Path, out: Path, options: dict) -> dict:
     for folder in folders:
         target = out / folder.relative_to(root).with_suffix(".tif")
         target.parent.mkdir(parents=True, exist_ok=True)
-        gpustack.stack(folder, output=target, **options)
+        gpustack.stack(folder, output=target, maps=False, **options)  # the image only, as the batch writes it
     return {"seconds": time.perf_counter() - t0, "stacks": len(folders), "peak_rss_mb": {"process": _peak_rss_mb()}}
 
 
