@@ -320,6 +320,12 @@ class StackOptions:
         return "ome-tiff" if is_ome_path(self.output) else OUTPUT_FORMATS[self.output.suffix.lower()]
 
     @property
+    def makes_maps(self) -> bool:
+        """Whether the run makes the depth map and its confidence: ``maps``, or the depthmap method,
+        which fuses by its depth map."""
+        return self.maps or self.method == "depthmap"
+
+    @property
     def output_bits(self) -> int:
         """Sample depth of the fused image as written (and as returned in ``StackResult.image``)."""
         if self.bits is not None:

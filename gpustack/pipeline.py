@@ -363,7 +363,7 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
         names, focus = (), None
     luts = _Luts(be, linear)
     loader = _Loader(be, luts, options)
-    maps = options.maps or options.method == "depthmap"  # (which fuses by the depth map)
+    maps = options.makes_maps
     # a height map and its confidence
     heights = maps and (calibration.z_step is not None or options.confidence_map is not None)
 

@@ -71,7 +71,7 @@ def _fusion_kernels(options) -> list:
     from . import depth, filter, fuse, pyramid, soft
     from .encode import _encode_lut_kernel  # (the package's ``encode`` is the function)
 
-    maps = options.maps or options.method == "depthmap"
+    maps = options.makes_maps
     out = []
     if options.align != "none":
         out.append((FOLD, estimate._sample_kernel, (types.Array(types.float32, 1, "C"),
