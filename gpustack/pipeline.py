@@ -19,6 +19,7 @@ import logging
 import os
 import platform
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -386,8 +387,6 @@ def _fuse_stack(be, sources, total, options: StackOptions, emit) -> StackResult:
         head = next(stream, None)
         if head is not None:
             frame = first = head[0]
-            if hasattr(be, "compile_ahead") and frame.raw is None:
-                be.compile_ahead(options, frame.data, luts.decode(frame))
             h, w, c = frame.shape
             if info is None:
                 names = tuple(f"C{i}" for i in range(c))
@@ -643,8 +642,10 @@ def _read_stream(sources, order, options, aligner, be):
     with_proxy = aligner is not None and aligner.model != "none"
     with_means = aligner is not None and aligner.brightness
 
+    first = _first_frame_hint(be, options)
+
     def read(item):
-        return _timed_read(item, options, be.host_buffer, with_proxy, with_means)
+        return _timed_read(item, options, be.host_buffer, with_proxy, with_means, first)
 
     frames = _checked(prefetch(read, items, workers=options.workers, ahead=ahead))
     if aligner is None:
@@ -717,15 +718,40 @@ def _transfer(frame, linear: bool) -> str:
     return "linear" if linear or frame.raw is not None else frame.transfer
 
 
-def _timed_read(item, options, alloc, with_proxy=False, with_means=False):
+def _first_frame_hint(be, options):
+    """``hint(frame)``, which gives the backend's ``compile_ahead`` the first decoded frame's samples
+    and decoding table (once, from whichever reader thread decodes a frame first: all frames have the
+    same types, ``check_like``), before its proxy is made; None for a backend without it."""
+    if not hasattr(be, "compile_ahead"):
+        return None
+    lock, given = threading.Lock(), []
+
+    def hint(frame):
+        if frame.raw is not None:  # a RAW mosaic is developed by other kernels, each on first call
+            return
+        with lock:
+            if given:
+                return
+            given.append(True)
+        dtype = frame.data.dtype
+        lut = None if dtype == np.float32 else decode_lut(dtype, _transfer(frame, options.linear))
+        be.compile_ahead(options, frame.data, lut)
+
+    return hint
+
+
+def _timed_read(item, options, alloc, with_proxy=False, with_means=False, first=None):
     """Read one frame on a reader thread, into ``alloc``'s memory where the decoder allows (the
     backend's ``host_buffer``); with its alignment proxy and the image its brightness is
     measured on (``_``-prefixed ``info`` keys, not reported). A RAW mosaic also gets its develop
-    parameters, and a half-size development (2x2 binning) stands in for it on the host."""
+    parameters, and a half-size development (2x2 binning) stands in for it on the host. ``first``
+    (``_first_frame_hint``) is given the frame before anything else is done with it."""
     index, src = item
     t0 = time.perf_counter()
     frame = read_frame(src, index, raw_develop=options.raw_develop, alloc=alloc)
     check_frame(frame, aligned=options.align != "none")  # before any stage (the proxy below) uses it
+    if first is not None:
+        first(frame)
     if frame.raw is not None:
         params = develop_params(frame.raw, options.color)
         frame.info["_develop"] = params

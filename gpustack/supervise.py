@@ -48,6 +48,9 @@ GRACE_S = 10.0
 STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 if hasattr(signal, "SIGHUP"):
     STOP_SIGNALS[signal.SIGHUP] = "hung up"
+#: True in the supervised child once :func:`attach` ran: the process is the command's own, its
+#: threads all gpustack's (the compile helper may be forked from it, ``backends.cpu._ahead``).
+ATTACHED = False
 
 
 def wanted() -> bool:
@@ -176,8 +179,10 @@ def attach() -> None:
     as the parent is gone."""
     from .io.frames import set_decode_log
 
+    global ATTACHED
     log_fd, alive_fd = (int(v) for v in os.environ.pop(CHILD_ENV).split(","))
     set_decode_log(log_fd)
+    ATTACHED = True
     threading.Thread(target=_watch_parent, args=(alive_fd,), name="gpustack-parent", daemon=True).start()
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,10 +42,6 @@ sigs = {f"{d.py_func.__module__}.{d.py_func.__qualname__}": sorted(map(str, d.si
 print(json.dumps({"compiled": {k: v for k, v in sigs.items() if v and k.endswith("_kernel")},  # helpers: inside
                   "listed": {k: sorted(v) for k, v in listed.items()}}))
 """
-
-#: Called on a reader thread as soon as the first frame is decoded, before its types reach the lists.
-NOT_LISTED = {"gpustack.stages.proxy._luma_kernel", "gpustack.stages.proxy._luma_reduce_kernel"}
-
 
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory):
@@ -87,40 +84,97 @@ def test_compile_ahead_compiles_only_what_the_run_calls(frames, tmp_path, method
     assert "gpustack.backends.cpu.convert._convert_lut_kernel" in called  # the reference frame
     if align != "none":
         assert "gpustack.backends.cpu.warp._warp_kernel" in called  # the frames moved: the frame kernels count
-    assert listed == {k: v for k, v in called.items() if k not in NOT_LISTED}
+    assert ("gpustack.stages.proxy._luma_kernel" in called) == (align != "none")  # the proxy's, listed too
+    assert listed == called
     assert ahead == called
     assert all(len(v) == 1 for v in called.values()), called
 
 
 HELPER_SCRIPT = r"""
-import sys, time
+import os, select, sys, time
+from gpustack import supervise
 from gpustack.options import StackOptions
 from gpustack.backends.cpu import _ahead
 
+supervise.ATTACHED = sys.argv[2] == "fork"  # (as in the command's supervised child)
+held_r, held_w = os.pipe()  # stands for the supervisor's pipes, which the helper must not keep open
 items = _ahead._fusion_kernels(StackOptions(output="f.tif", depth_map="d.tif", method=sys.argv[1]))
 started = _ahead._start_helper(_ahead._uncached(items))
+kind = type(_ahead._helper).__name__
+os.close(held_w)
+closed = bool(select.select([held_r], [], [], 10)[0]) and os.read(held_r, 1) == b""  # end of file at once
 deadline = time.monotonic() + 600
 while started and not all(_ahead._in_cache(d, sig) for _, d, sig in items) and time.monotonic() < deadline:
     time.sleep(0.2)  # nothing is compiled in this process: only the helper can fill the cache
-print(started, all(_ahead._in_cache(d, sig) for _, d, sig in items))
+cached = all(_ahead._in_cache(d, sig) for _, d, sig in items)
+gone = None
+if started:
+    _ahead._helper.stdin.close()  # as at exit: its end of file stops the helper
+    gone = _ahead._helper.wait(timeout=30) == 0
+print(started, kind, closed, cached, gone)
 """
 
 
 @pytest.mark.slow
-def test_compile_helper_fills_the_cache_and_is_not_started_when_warm(tmp_path):
+@pytest.mark.parametrize("how", ["fork", "spawn"])
+def test_compile_helper_fills_the_cache_and_is_not_started_when_warm(tmp_path, how):
     """A first run's helper process compiles its kernels into the shared cache (the run then loads
-    them); once they are all there, no helper is started."""
+    them), holds none of the run's other file descriptors (the forked one closes what it inherited:
+    the supervisor waits for the end of file of its pipes), and stops at the end of file of its own;
+    once the kernels are all cached, no helper is started. Forked in the command's own process on
+    Linux, a new interpreter elsewhere."""
+    if how == "fork" and not sys.platform.startswith("linux"):
+        pytest.skip("the helper is forked on Linux only")
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(REPO))
     env.pop("GPUSTACK_COMPILE_HELPER", None)
 
     def run():
-        res = subprocess.run([sys.executable, "-c", HELPER_SCRIPT, "depthmap"], env=env, capture_output=True,
+        res = subprocess.run([sys.executable, "-c", HELPER_SCRIPT, "depthmap", how], env=env, capture_output=True,
                              text=True, timeout=900, check=False)
         assert res.returncode == 0, res.stderr
+        assert res.stderr == ""  # (the forked helper writes nothing on the run's streams)
         return res.stdout.split()
 
-    assert run() == ["True", "True"]  # cold: started, and everything it was given is cached afterwards
-    assert run() == ["False", "True"]  # warm: nothing to do
+    kind = "_Forked" if how == "fork" else "Popen"
+    assert run() == ["True", kind, "True", "True", "True"]  # cold: started, and all it was given is cached
+    assert run() == ["False", "NoneType", "True", "True", "None"]  # warm: nothing to do
+
+
+@pytest.mark.slow
+def test_first_run_of_the_command_forks_its_helper(frames, tmp_path):
+    """The command's first run (empty cache) with a helper forked from its supervised child: it ends
+    as soon as the run does, says nothing of the helper but at debug level, and writes the bytes a run
+    compiling everything in one process writes."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the helper is forked on Linux only")
+    folder, _ = frames
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(REPO), GPUSTACK_COMPILE_HELPER="1")
+    env.pop("GPUSTACK_SUPERVISE", None)
+
+    def stack(out, *flags, **extra):
+        cmd = [sys.executable, "-m", "gpustack", "stack", str(folder), "-o", str(tmp_path / out), *flags]
+        return subprocess.run(cmd, env=dict(env, **extra), capture_output=True, text=True, timeout=600, check=False)
+
+    res = stack("forked.tif", "-vv")
+    assert res.returncode == 0, res.stderr
+    debug = [line for line in res.stderr.splitlines() if "compile helper" in line]
+    assert len(debug) == 1 and "forked" in debug[0], res.stderr
+    res = stack("quiet.tif", GPUSTACK_COMPILE_HELPER="0", GPUSTACK_SUPERVISE="0")
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert np.array_equal(tifffile.imread(tmp_path / "forked.tif"), tifffile.imread(tmp_path / "quiet.tif"))
+
+
+def test_helper_is_forked_only_from_the_commands_own_process(monkeypatch):
+    """Forking copies every thread's state: only the supervised child of ``gpustack stack``, whose
+    threads are all ours, forks its helper (on Linux); the Python API, inside someone's program,
+    starts a new interpreter."""
+    from gpustack import supervise
+    from gpustack.backends.cpu import _ahead
+
+    monkeypatch.setattr(supervise, "ATTACHED", False)
+    assert not _ahead._forkable()
+    monkeypatch.setattr(supervise, "ATTACHED", True)
+    assert _ahead._forkable() == sys.platform.startswith("linux")
 
 
 def test_compile_helper_only_where_a_core_is_idle(monkeypatch):

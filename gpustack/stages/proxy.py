@@ -69,6 +69,14 @@ def _luma_reduce_kernel(src, lut, dst):
             o[j] = W0 * t0[j] + W1 * t1[j] + W2 * t2[j] + W1 * t3[j] + W0 * t4[j]
 
 
+def luma_kernel(shape, max_pixels: int = PROXY_MAX_PIXELS):
+    """The kernel ``make_proxy`` makes the luminance of a frame of ``shape`` (H, W, C) with: the
+    reducing one when the frame is reduced at all (then ``_pyramid_reduce_kernel`` for any further
+    halving), else the full-size one."""
+    h, w = shape[:2]
+    return _luma_kernel if h * w <= max_pixels or min(h, w) < 2 * MIN_SIDE else _luma_reduce_kernel
+
+
 def make_proxy(data: np.ndarray, lut: np.ndarray | None, max_pixels: int = PROXY_MAX_PIXELS):
     """(proxy, scale): luminance of ``data`` (H, W, C) reduced by 2 until <= ``max_pixels``, never
     below the estimator's ``MIN_SIDE`` on the short side (so a frame of at least ``MIN_SIDE``
@@ -77,7 +85,7 @@ def make_proxy(data: np.ndarray, lut: np.ndarray | None, max_pixels: int = PROXY
     full-size plane is allocated."""
     h, w, _ = data.shape
     lut = np.zeros(1, np.float32) if lut is None else lut
-    if h * w <= max_pixels or min(h, w) < 2 * MIN_SIDE:
+    if luma_kernel(data.shape, max_pixels) is _luma_kernel:
         luma = np.empty((h, w), np.float32)
         _luma_kernel(data, lut, luma)
         return luma, 1

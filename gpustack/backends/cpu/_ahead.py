@@ -11,34 +11,34 @@ compiler lock and then finds it compiled: nothing is compiled twice. On a warm r
 
 Only what the run is sure to call is listed, with the argument types the calls pass (a wrong guess
 would compile a specialisation nobody uses: ``tests/test_compile_ahead.py`` counts them). The
-conversion of the frames that do not move (the reference, folded first) and the warp are listed once
-the first frame's sample type and decoding table are known. Not listed: the alignment proxy's
-luminance kernel, which a reader thread calls as soon as the first frame is decoded.
+kernels whose types are the frames' (the alignment proxy's luminance, the conversion of the frames
+that do not move, the warp) are listed by the reader thread that decodes a frame first, before it
+makes that frame's proxy (``pipeline._first_frame_hint``).
 
 Compiling holds Numba's compiler lock and mostly the GIL, so one process compiles one kernel at a
-time: a thread pool would not compile faster. When some of the run's kernels are not in Numba's
-cache yet (a first run), a **helper process** (``python -c``, the same interpreter and package)
-compiles about half of them into the same cache: the alignment's sampler, every other kernel of
-the first frame's fold counting back from the one before the last (with the ``soft`` fusion: the
-coarsest score's division; this process compiles the last, the fold's own kernel, which costs more
-than the others together), the first frame's conversion and warp (this process is on the fold's
-kernel by then), and the finish's; this process compiles the others. When the run
-calls one of the helper's, Numba finds it in the cache (it reads the index from disk each time) and
-loads it, or compiles it itself if the helper has not got there (or failed). The helper costs
-about 1 CPU s of its own (its imports, Numba's start-up): it pays only where a core is idle (on a
-2-core machine at a load near 1, the README's first command's first run took 5.2-5.3 s with it,
-6.9-7.1 s without; under a load of 7 to 12 it added 12 % of CPU time and no speed), so it is
-started only when a core is idle (``_idle_cores``: the machine's idle time sampled over 0.1 s, not
-the load average, which a ``pip install`` just before leaves high on an idle machine), or always
-with ``GPUSTACK_COMPILE_HELPER=1``; never with ``=0``, where caching is off
-(``gpustack._numba_cache``: nothing to share), or when everything is cached (warm runs). It stops at
-the end of file on its stdin (this process has gone: it is reaped at exit), or after
-``HELPER_IDLE_S`` seconds without work.
+time (and loads none from the cache meanwhile): a thread pool would not compile faster. When some
+of the run's kernels are not in Numba's cache yet (a first run), a **helper process** compiles
+most of them into the same cache, while this process compiles its share (``_own_share``: with the
+``soft`` fusion, the fold's own kernel, the costliest, then the finish's); when the run calls one
+of the helper's, Numba finds it in the cache (it reads the index from disk each time) and loads it,
+or compiles it itself if the helper has not got there (or failed). In the command's own process
+(the supervised child of ``gpustack stack``, on Linux) the helper is a fork of this process, made
+once Numba has started (``_fork_helper``); elsewhere it is a new interpreter (``python -c``, the
+same package), which costs about 1.3 s of imports and Numba's start-up before it compiles. A
+helper pays only where a core is idle (on a 2-core machine at a load near 1, the README's first
+command's first run took 5.2-5.3 s with it, 6.9-7.1 s without; under a load of 7 to 12 it added
+12 % of CPU time and no speed), so it is started only when a core is idle (``_idle_cores``: the
+machine's idle time sampled over 0.1 s, not the load average, which a ``pip install`` just before
+leaves high on an idle machine), or always with ``GPUSTACK_COMPILE_HELPER=1``; never with ``=0``,
+where caching is off (``gpustack._numba_cache``: nothing to share), or when everything is cached
+(warm runs). It stops at the end of file on the pipe it reads its work from (this process has
+gone: it is reaped at exit), or after ``HELPER_IDLE_S`` seconds without work.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import pickle
@@ -58,9 +58,9 @@ _I = types.int64
 _F = types.float32
 _F1D = types.Array(types.float64, 1, "C")
 
-#: When a run first calls a kernel: aligning the second frame and folding the first, the frames that
-#: move, the finish.
-FOLD, MOVED, FINISH = 0, 1, 2
+#: When a run first calls a kernel: the first frame's alignment proxy (its luminance), aligning the
+#: second frame and folding the first, the frames that move, the finish.
+PROXY, FOLD, MOVED, FINISH = -1, 0, 1, 2
 
 
 def _fusion_kernels(options) -> list:
@@ -113,18 +113,23 @@ def _fusion_kernels(options) -> list:
 
 def _frame_kernels(options, src, lut) -> list:
     """The kernels whose types depend on the first frame (``src``, its decoding table ``lut``, None for
-    float32 frames): the conversion of the frames that do not move (the reference), and the warp of
+    float32 frames): the luminance of the alignment proxy (``stages.proxy.make_proxy``; every frame's
+    first kernel), the conversion of the frames that do not move (the reference), and the warp of
     those that do."""
+    from ...stages.proxy import luma_kernel
     from .convert import _convert_f32_kernel, _convert_lut_kernel
     from .warp import _warp_kernel
 
     gains = types.Array(types.float32, 1, "C")
-    if lut is None:
-        out = [(FOLD, _convert_f32_kernel, (typeof(src), gains, _F3, _I, _I))]
-    else:
-        out = [(FOLD, _convert_lut_kernel, (typeof(src), typeof(lut), gains, _F3, _I, _I))]
+    lut_t = typeof(np.zeros(1, np.float32) if lut is None else lut)
+    out = []
     if options.align != "none":
-        lut_t = typeof(np.zeros(1, np.float32) if lut is None else lut)
+        out.append((PROXY, luma_kernel(src.shape), (typeof(src), lut_t, _F2)))
+    if lut is None:
+        out.append((FOLD, _convert_f32_kernel, (typeof(src), gains, _F3, _I, _I)))
+    else:
+        out.append((FOLD, _convert_lut_kernel, (typeof(src), typeof(lut), gains, _F3, _I, _I)))
+    if options.align != "none":
         out.append((MOVED, _warp_kernel, (typeof(src), lut_t, _F1D, gains, _F3, _I, _I)))
     return out
 
@@ -204,11 +209,15 @@ def _uncached(items) -> list:
     return out
 
 
+_send_lock = threading.Lock()  # (the first frame's kernels are sent from a reader thread)
+
+
 def _send(todo) -> bool:
     """Give the helper more to compile; whether it took it."""
     try:
-        _helper.stdin.write(pickle.dumps(todo))
-        _helper.stdin.flush()  # kept open: its end of file tells the helper this process is gone
+        with _send_lock:
+            _helper.stdin.write(pickle.dumps(todo))
+            _helper.stdin.flush()  # kept open: its end of file tells the helper this process is gone
     except (OSError, ValueError, pickle.PicklingError) as exc:
         logger.debug("compile helper: %s", exc)
         return False
@@ -262,12 +271,17 @@ def _helper_wanted() -> bool:
 
 
 def _start_helper(todo) -> bool:
-    """A helper process compiling, in order, ``todo`` (``_uncached`` items); whether one was started."""
+    """A helper process compiling, in order, ``todo`` (``_uncached`` items); whether one was started:
+    forked from this process where it is the command's own (``_fork_helper``), else a new interpreter."""
     global _helper
     if _helper is not None:
         return False
     if len(todo) < 2:  # not worth a process
         return False
+    if _forkable():
+        forked = _fork_helper(todo)
+        if forked is not None:  # (None: not forked; a new interpreter then)
+            return forked
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])))
     try:
@@ -277,7 +291,111 @@ def _start_helper(todo) -> bool:
         logger.debug("no compile helper: %s", exc)
         return False
     atexit.register(_stop_helper)
+    logger.debug("compile helper: started (pid %d), %d kernel(s) to compile", _helper.pid, len(todo))
     return _send(todo)
+
+
+def _forkable() -> bool:
+    """Whether the helper may be forked from this process: Linux (elsewhere fork is unsafe with the
+    system's libraries, or missing), and the supervised child of ``gpustack stack``, whose threads
+    are all ours (the Python API runs inside programs that may hold anything in other threads: a GUI,
+    a notebook's kernel)."""
+    from ... import supervise
+
+    return sys.platform.startswith("linux") and hasattr(os, "fork") and supervise.ATTACHED
+
+
+class _Forked:
+    """A forked helper, with what this module uses of ``subprocess.Popen``: ``stdin``, ``poll``, ``wait``."""
+
+    def __init__(self, pid: int, stdin):
+        self.pid, self.stdin, self.returncode = pid, stdin, None
+
+    def poll(self):
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = self.pid, 0
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else 0
+        return self.returncode
+
+    def wait(self, timeout=None):
+        end = time.monotonic() + (1e9 if timeout is None else timeout)
+        while self.poll() is None:
+            if time.monotonic() > end:
+                raise subprocess.TimeoutExpired(f"compile helper {self.pid}", timeout)
+            time.sleep(0.01)
+        return self.returncode
+
+
+def _fork_helper(todo) -> bool | None:
+    """The helper as a fork of this process (``_start_helper``): whether it took ``todo``; None when
+    no helper was forked.
+
+    A new interpreter spends about 1.3 s (on the README's first run, 2 cores) importing NumPy, Numba
+    and our modules and starting Numba (its registries: 0.5-0.6 CPU s) before it compiles anything,
+    which the fork does not: Numba is started here first, the fork then holds Numba's compiler lock
+    (so no other thread is inside the compiler). The helper keeps only the pipe it reads its work
+    from: its standard streams go to the null device (the parent's terminal, the supervisor's pipes
+    and the stderr filter's are closed, so none of them waits for the helper to end), it takes
+    the default action of every stop signal, and it leaves with ``os._exit`` (none of this
+    process's exit handlers runs in it)."""
+    global _helper
+    import signal
+    import warnings
+
+    from numba.core.compiler_lock import global_compiler_lock
+
+    from ._common import reflect
+
+    try:
+        reflect.compile((types.int64, types.int64))  # Numba's start-up (a helper every kernel uses)
+        r, w = os.pipe()
+    except Exception as exc:  # (then a new interpreter)
+        logger.debug("no forked compile helper: %s", exc)
+        return None
+    with global_compiler_lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # (Python 3.12: "multi-threaded, use of fork()")
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            pid = -1
+            logger.debug("no forked compile helper: %s", exc)
+    if pid == 0:
+        try:
+            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTSTP):
+                signal.signal(s, signal.SIG_DFL)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            for fd in _open_fds():
+                if fd > 2 and fd != r:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            sys.stdin = sys.stdout = sys.stderr = open(os.devnull, "w")  # not the parent's stream objects
+            logging.disable(logging.CRITICAL)
+            warnings.simplefilter("ignore")
+            _help(os.fdopen(r, "rb"))
+        finally:
+            os._exit(0)
+    os.close(r)
+    if pid < 0:
+        os.close(w)
+        return None
+    _helper = _Forked(pid, os.fdopen(w, "wb"))
+    atexit.register(_stop_helper)
+    logger.debug("compile helper: forked (pid %d), %d kernel(s) to compile", pid, len(todo))
+    return _send(todo)
+
+
+def _open_fds():
+    """This process's open file descriptors (``/proc/self/fd``), else every one below the limit."""
+    try:
+        return [int(name) for name in os.listdir("/proc/self/fd")]
+    except (OSError, ValueError):
+        return range(os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1 << 16)
 
 
 def _stop_helper() -> None:
@@ -324,10 +442,35 @@ def _help(stream) -> None:
             pass
 
 
+def _own_share(options, items) -> list:
+    """The kernels of ``items`` (``_fusion_kernels``) this process compiles when a helper compiles the
+    others (and the first frame's: ``_frame_kernels``).
+
+    With the ``soft`` fusion, the fold's own kernel, which costs more to compile than the helper's
+    first six kernels together (5.3-6.9 of the README's first run's 18 CPU s, 2-core VM) and which
+    everything in this process waits for (Numba loads even a cached kernel under the compiler lock
+    the compiling thread holds), then the finish's and the collapse's, compiled while the frames are
+    folded: the helper meanwhile compiles what the frames need first (the proxy's luminance, the
+    alignment's sampler, the reduction, the conversion and the warp), then the rest of the finish.
+    With the other methods, whose kernels cost alike, the last kernel of the first fold and every
+    other one before it, but never the alignment's sampler, which the frames need first."""
+    from . import pyramid, soft
+
+    if options.method == "soft":
+        kept = (soft._soft_fold_kernel, soft._soft_finish_kernel, pyramid._pyramid_expand_kernel)
+        return [item for item in items if item[1] in kept]
+    fold = [item for item in items if item[0] == FOLD]
+    own = fold[len(fold) - 1::-2][::-1]
+    if options.align != "none":
+        own = [item for item in own if item is not fold[0]]
+    return own
+
+
 def start(options, src=None, lut=None) -> None:
     """Compile ahead what a run with ``options`` will call: without ``src``, the alignment's sampler
     and the fusion's and the finish's kernels; with the first frame's samples ``src`` and decoding
-    table ``lut``, the warp. A first run shares the work with a helper process."""
+    table ``lut``, the proxy's luminance, the conversion and the warp (``_frame_kernels``). A first
+    run shares the work with a helper process."""
     if src is not None:
         items = _frame_kernels(options, src, lut)
         if _helper is not None and _helper.poll() is None:
@@ -337,12 +480,7 @@ def start(options, src=None, lut=None) -> None:
         _queue.add(items)
         return
     items = _fusion_kernels(options)
-    fold = [item for item in items if item[0] == FOLD]
-    # the last fold kernel and every other one before it (the soft fold's own kernel, the costliest to
-    # compile, is the last), but never the sampler, which the alignment needs first
-    own = fold[len(fold) - 1::-2][::-1]
-    if options.align != "none":
-        own = [item for item in own if item is not fold[0]]
+    own = _own_share(options, items)
     mine = {(d, sig) for _, d, sig in own}
     helped = [item for item in items if (item[1], item[2]) not in mine]
     todo = _uncached(helped)
