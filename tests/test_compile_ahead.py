@@ -164,6 +164,44 @@ def test_first_run_of_the_command_forks_its_helper(frames, tmp_path):
     assert np.array_equal(tifffile.imread(tmp_path / "forked.tif"), tifffile.imread(tmp_path / "quiet.tif"))
 
 
+STUCK_SCRIPT = r"""
+import os, subprocess, sys, time
+from gpustack.backends.cpu import _ahead
+
+_ahead.HELPER_EXIT_S = 0.5
+if sys.argv[1] == "fork":
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a helper that does not stop at the end of file of its pipe
+        time.sleep(120)
+        os._exit(0)
+    os.close(r)
+    _ahead._helper = _ahead._Forked(pid, os.fdopen(w, "wb"))
+else:
+    _ahead._helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], stdin=subprocess.PIPE)
+t0 = time.monotonic()
+_ahead._stop_helper()
+try:
+    os.kill(_ahead._helper.pid, 0)
+    gone = False
+except ProcessLookupError:
+    gone = True
+print(gone, time.monotonic() - t0 < 30)
+"""
+
+
+@pytest.mark.parametrize("how", ["fork", "spawn"])
+def test_a_stuck_helper_is_killed_at_exit(how):
+    """At exit the helper is told to stop (end of file) and reaped; one that does not stop within
+    ``HELPER_EXIT_S`` is killed, not left running after the command."""
+    if how == "fork" and not hasattr(os, "fork"):
+        pytest.skip("no fork here")
+    res = subprocess.run([sys.executable, "-c", STUCK_SCRIPT, how], env=dict(os.environ, PYTHONPATH=str(REPO)),
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["True", "True"]
+
+
 def test_helper_is_forked_only_from_the_commands_own_process(monkeypatch):
     """Forking copies every thread's state: only the supervised child of ``gpustack stack``, whose
     threads are all ours, forks its helper (on Linux); the Python API, inside someone's program,

@@ -42,6 +42,7 @@ import contextlib
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -182,6 +183,8 @@ if hasattr(os, "register_at_fork"):
 HELPER_ENV = "GPUSTACK_COMPILE_HELPER"
 #: The helper stops after this many seconds without work.
 HELPER_IDLE_S = 60.0
+#: Seconds a helper has to exit after this process has told it to (``_stop_helper``).
+HELPER_EXIT_S = 5.0
 
 _HELPER_CODE = "import sys; from gpustack.backends.cpu import _ahead; _ahead._help(sys.stdin.buffer)"
 
@@ -306,7 +309,8 @@ def _forkable() -> bool:
 
 
 class _Forked:
-    """A forked helper, with what this module uses of ``subprocess.Popen``: ``stdin``, ``poll``, ``wait``."""
+    """A forked helper, with what this module uses of ``subprocess.Popen``: ``stdin``, ``poll``, ``wait``,
+    ``kill``."""
 
     def __init__(self, pid: int, stdin):
         self.pid, self.stdin, self.returncode = pid, stdin, None
@@ -320,6 +324,10 @@ class _Forked:
             if pid:
                 self.returncode = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else 0
         return self.returncode
+
+    def kill(self):
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
 
     def wait(self, timeout=None):
         end = time.monotonic() + (1e9 if timeout is None else timeout)
@@ -343,7 +351,6 @@ def _fork_helper(todo) -> bool | None:
     the default action of every stop signal, and it leaves with ``os._exit`` (none of this
     process's exit handlers runs in it)."""
     global _helper
-    import signal
     import warnings
 
     from numba.core.compiler_lock import global_compiler_lock
@@ -399,14 +406,20 @@ def _open_fds():
 
 
 def _stop_helper() -> None:
-    """At exit: tell the helper to stop (what it compiled is cached) and reap it."""
+    """At exit: tell the helper to stop (what it compiled is cached: Numba writes each file whole,
+    then renames it) and reap it; one still there ``HELPER_EXIT_S`` seconds later is killed, never
+    left behind (at the end of file a helper exits at once: one that does not is stuck)."""
     if _helper is None:  # (a forked child's)
         return
-    try:
+    with contextlib.suppress(OSError, ValueError):
         _helper.stdin.close()
-        _helper.wait(timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        pass
+    try:
+        _helper.wait(timeout=HELPER_EXIT_S)
+    except subprocess.TimeoutExpired:
+        logger.debug("compile helper %d did not stop: killed", _helper.pid)
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            _helper.kill()
+            _helper.wait(timeout=HELPER_EXIT_S)
 
 
 def _help(stream) -> None:
