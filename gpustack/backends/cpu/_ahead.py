@@ -459,9 +459,9 @@ def _own_share(options, items) -> list:
     """The kernels of ``items`` (``_fusion_kernels``) this process compiles when a helper compiles the
     others (and the first frame's: ``_frame_kernels``).
 
-    With the ``soft`` fusion, the fold's own kernel, which costs more to compile than the helper's
-    first six kernels together (5.3-6.9 of the README's first run's 18 CPU s, 2-core VM) and which
-    everything in this process waits for (Numba loads even a cached kernel under the compiler lock
+    With the ``soft`` fusion, the fold's own kernel, which costs about as much to compile as all the
+    kernels the frames need from the helper together (5.3-6.9 of the README's first run's 18 CPU s,
+    2-core VM, against 6.0) and which everything in this process waits for (Numba loads even a cached kernel under the compiler lock
     the compiling thread holds), then the finish's and the collapse's, compiled while the frames are
     folded: the helper meanwhile compiles what the frames need first (the proxy's luminance, the
     alignment's sampler, the reduction, the conversion and the warp), then the rest of the finish.
