@@ -718,6 +718,12 @@ def _transfer(frame, linear: bool) -> str:
     return "linear" if linear or frame.raw is not None else frame.transfer
 
 
+def _host_lut(frame, linear: bool):
+    """The host decoding table of a decoded (not RAW) frame's samples; None for float32 samples."""
+    dtype = frame.data.dtype
+    return None if dtype == np.float32 else decode_lut(dtype, _transfer(frame, linear))
+
+
 def _first_frame_hint(be, options):
     """``hint(frame)``, which gives the backend's ``compile_ahead`` the first decoded frame's samples
     and decoding table (once, from whichever reader thread decodes a frame first: all frames have the
@@ -733,9 +739,7 @@ def _first_frame_hint(be, options):
             if given:
                 return
             given.append(True)
-        dtype = frame.data.dtype
-        lut = None if dtype == np.float32 else decode_lut(dtype, _transfer(frame, options.linear))
-        be.compile_ahead(options, frame.data, lut)
+        be.compile_ahead(options, frame.data, _host_lut(frame, options.linear))
 
     return hint
 
@@ -763,7 +767,7 @@ def _timed_read(item, options, alloc, with_proxy=False, with_means=False, first=
         data, lut, pitch, offset = bin2x2(frame.raw, *params), None, 2, 0.5
     else:
         data = frame.data
-        lut = None if data.dtype == np.float32 else decode_lut(data.dtype, _transfer(frame, options.linear))
+        lut = _host_lut(frame, options.linear)
         pitch, offset = 1, 0.0
     if with_proxy:
         proxy, scale = make_proxy(data, lut)

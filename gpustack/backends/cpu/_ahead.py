@@ -322,7 +322,7 @@ class _Forked:
             except ChildProcessError:
                 pid, status = self.pid, 0
             if pid:
-                self.returncode = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else 0
+                self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
     def kill(self):
@@ -402,7 +402,7 @@ def _open_fds():
     try:
         return [int(name) for name in os.listdir("/proc/self/fd")]
     except (OSError, ValueError):
-        return range(os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1 << 16)
+        return range(os.sysconf("SC_OPEN_MAX"))  # (Linux only: the fork's)
 
 
 def _stop_helper() -> None:
