@@ -261,12 +261,14 @@ class _Luts:
         self._cache = {}
 
     def decode(self, frame):
-        if frame.data.dtype == np.float32 or frame.raw is not None:
+        """The device copy of the frame's host decoding table (``_host_lut``); None for float32 and RAW
+        frames."""
+        host = None if frame.raw is not None else _host_lut(frame, self.linear)
+        if host is None:
             return None
-        transfer = "linear" if self.linear else frame.transfer
-        key = ("dec", frame.data.dtype.str, transfer)
+        key = ("dec", frame.data.dtype.str, _transfer(frame, self.linear))
         if key not in self._cache:
-            self._cache[key] = self.be.to_device(decode_lut(frame.data.dtype, transfer))
+            self._cache[key] = self.be.to_device(host)
         return self._cache[key]
 
     def encode(self, bits):
