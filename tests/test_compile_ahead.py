@@ -39,8 +39,10 @@ for t in threading.enumerate():
         t.join()  # anything it still compiles counts
 sigs = {f"{d.py_func.__module__}.{d.py_func.__qualname__}": sorted(map(str, d.signatures))
         for d in gc.get_objects() if isinstance(d, CPUDispatcher) and d.py_func.__module__.startswith("gpustack")}
+library = sorted(f"{d.py_func.__module__}.{d.py_func.__qualname__}{s}" for d in gc.get_objects()
+                 if isinstance(d, CPUDispatcher) and d.py_func.__module__.startswith("numba") for s in d.signatures)
 print(json.dumps({"compiled": {k: v for k, v in sigs.items() if v and k.endswith("_kernel")},  # helpers: inside
-                  "listed": {k: sorted(v) for k, v in listed.items()}}))
+                  "listed": {k: sorted(v) for k, v in listed.items()}, "library": library}))
 """
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,8 @@ def frames(tmp_path_factory):
 
 
 def _compiled(frames, tmp_path, method, align, ahead, maps=True):
-    """The kernels' specialisations the run compiled or loaded, and those the lists gave."""
+    """The kernels' specialisations the run compiled or loaded, those the lists gave, and the Numba
+    library functions (``np.empty``, ``min``...) compiled in the process."""
     folder, cache = frames
     # no helper process: the thread then compiles (or loads) every specialisation it lists
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(REPO), GPUSTACK_SUPERVISE="0",
@@ -65,7 +68,7 @@ def _compiled(frames, tmp_path, method, align, ahead, maps=True):
                          check=False)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.splitlines()[-1])
-    return out["compiled"], out["listed"]
+    return out["compiled"], out["listed"], out["library"]
 
 
 @pytest.mark.slow
@@ -76,9 +79,9 @@ def test_compile_ahead_compiles_only_what_the_run_calls(frames, tmp_path, method
     """The lists give exactly the kernels' specialisations a run without them compiles on first call
     (warp, conversion and alignment included; a missing one is compiled when the run first needs it,
     at the earliest when the fold's kernel is done), and the run with them compiles nothing more;
-    without the maps, none of the maps' kernels."""
-    called, _ = _compiled(frames, tmp_path, method, align, "off", maps)
-    ahead, listed = _compiled(frames, tmp_path, method, align, "on", maps)
+    without the maps, none of the maps' kernels; and no kernel makes Numba compile a library function."""
+    called, _, library = _compiled(frames, tmp_path, method, align, "off", maps)
+    ahead, listed, _ = _compiled(frames, tmp_path, method, align, "on", maps)
     smoothing = "gpustack.backends.cpu.depth._depth_ratio_kernel"
     assert (smoothing in called) == maps
     assert "gpustack.backends.cpu.convert._convert_lut_kernel" in called  # the reference frame
@@ -88,6 +91,9 @@ def test_compile_ahead_compiles_only_what_the_run_calls(frames, tmp_path, method
     assert listed == called
     assert ahead == called
     assert all(len(v) == 1 for v in called.values()), called
+    # no kernel compiled in the run called one (each is compiled again in every process of a first run:
+    # backends.cpu._common); the kernels the earlier cases compiled were loaded from the cache
+    assert library == []
 
 
 HELPER_SCRIPT = r"""

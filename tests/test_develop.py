@@ -206,7 +206,8 @@ def test_rcd_matches_its_steps_on_whole_planes(pattern, shape):
 
 def test_rcd_blocks_reuse_their_work_planes_cleanly():
     """One chunk running all five blocks of a mosaic in the same work planes (each block reads
-    only what it wrote) gives the bits of five chunks of a block each."""
+    only what it wrote) gives the bits of five chunks of a block each, every one in fresh planes
+    filled with NaN (so a read of anything not written shows)."""
     import importlib
 
     dev_module = importlib.import_module("gpustack.backends.cpu.develop")  # the package exports the function
@@ -215,9 +216,11 @@ def test_rcd_blocks_reuse_their_work_planes_cleanly():
     mosaic, black, scale, matrix = random_case(rng, 5 * 128 - 7, 33)
     red_row, red_col = red_site(PATTERNS["GBRG"])
     out = [np.full((3, *mosaic.shape), np.nan, F) for _ in range(2)]
+    (shape, dtype), = dev_module._rcd_work(*mosaic.shape)
     for chunks, dst in zip(([(0, 5)], [(k, k + 1) for k in range(5)]), out):
         for blk0, blk1 in chunks:
-            dev_module._rcd_kernel(mosaic, red_row, red_col, black, scale, matrix, dst, blk0, blk1)
+            work = np.full(shape, np.nan, dtype)
+            dev_module._rcd_kernel(mosaic, red_row, red_col, black, scale, matrix, dst, work, blk0, blk1)
     np.testing.assert_array_equal(out[0], out[1])
     assert not np.isnan(out[0]).any()
 

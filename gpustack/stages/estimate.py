@@ -263,8 +263,11 @@ def _sample_kernel(flat, offsets, a, xs, ys, h, w, out, inside):
         x = a[0, 0] * xs[i] + a[0, 1] * ys[i] + a[0, 2]
         y = a[1, 0] * xs[i] + a[1, 1] * ys[i] + a[1, 2]
         inside[i] = x >= 1 and x <= w - 3 and y >= 1 and y <= h - 3
-        x = min(max(x, 1.0), w - 3.0)
-        y = min(max(y, 1.0), h - 3.0)
+        # min(max(x, 1.0), w - 3.0) as Numba computes it (NaN kept), without its functions to compile
+        x = 1.0 if 1.0 > x else x
+        x = w - 3.0 if w - 3.0 < x else x
+        y = 1.0 if 1.0 > y else y
+        y = h - 3.0 if h - 3.0 < y else y
         ix = np.floor(x)
         iy = np.floor(y)
         fx = x - ix
@@ -275,7 +278,7 @@ def _sample_kernel(flat, offsets, a, xs, ys, h, w, out, inside):
         wx2, wx3 = ((3.0 * gx - 6.0) * gx * gx + 4.0) / 6.0, fx * fx * fx / 6.0
         wy0, wy1 = gy * gy * gy / 6.0, ((3.0 * fy - 6.0) * fy * fy + 4.0) / 6.0
         wy2, wy3 = ((3.0 * gy - 6.0) * gy * gy + 4.0) / 6.0, fy * fy * fy / 6.0
-        base = offsets[i] + int(iy) * w + int(ix)
+        base = offsets[i] + np.int64(iy) * w + np.int64(ix)
         acc = 0.0
         for r in range(4):
             wr = wy0 if r == 0 else (wy1 if r == 1 else (wy2 if r == 2 else wy3))

@@ -13,7 +13,8 @@ import numpy as np
 from numba import njit
 
 from ..backends.cpu._common import W0, W1, W2, decode, reflect
-from ..backends.cpu.pyramid import _pyramid_reduce_kernel, _reduce_row
+from ..backends.cpu._threads import scratch
+from ..backends.cpu.pyramid import _pyramid_reduce_kernel, _reduce_row, reduce_work
 from .estimate import MIN_SIDE
 
 PROXY_MAX_PIXELS = 1_500_000
@@ -34,23 +35,22 @@ def _luma_kernel(src, lut, out):
 
 
 @njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
-def _luma_reduce_kernel(src, lut, dst):
+def _luma_reduce_kernel(src, lut, dst, rows, have):
     """The pyramid reduction of the frame's luminance, without the full-size luminance plane: the
     luminance of each source row is made on the fly and reduced along the row once, into a ring of
     five such rows (slot ``row % 5``: output row ``i`` reads rows ``2i - 2 .. 2i + 2``, reflected, so
     within 4 of each other, and ``i + 1`` reuses three of them), which the vertical pass combines.
     The same values, so the same bits, as ``_luma_kernel`` then ``pyramid_reduce``. The luminance row
     and the vertical pass are written out here: a reader thread compiles this kernel on a first run
-    while the first frame waits, and each helper would be compiled on its own too."""
+    while the first frame waits, and each helper would be compiled on its own too. Work arrays
+    (``_luma_work``; the kernels allocate none, ``backends.cpu._common``): ``rows`` (8, W), the luminance
+    row, then the row-reduced luminance rows in rows 1-5, slot row % 5 (``have``: which source row each
+    holds), then _reduce_row's two."""
     h, w, c = src.shape
     ow = dst.shape[1]
-    row = np.empty((1, w), np.float32)[0]  # (2-D scratch: np.empty compiled for fewer types, _common)
-    t = np.empty((5, ow), np.float32)  # row-reduced luminance rows, slot row % 5
-    have = np.empty((1, 5), np.int64)[0]  # which source row each slot holds (no np.full: one more function)
+    row, ev, od = rows[0], rows[6], rows[7]
     for slot in range(5):
         have[slot] = -1
-    half = np.empty((2, (w + 1) // 2), np.float32)
-    ev, od = half[0], half[1]
     for i in range(dst.shape[0]):
         for m in range(5):
             r = reflect(2 * i - 2 + m, h)
@@ -61,12 +61,17 @@ def _luma_reduce_kernel(src, lut, dst):
                                   + LB * decode(src[r, j, 2], lut))
                     else:
                         row[j] = decode(src[r, j, 0], lut)
-                _reduce_row(row, w, t[r % 5], ow, ev, od)
+                _reduce_row(row, w, rows[1 + r % 5], ow, ev, od)
                 have[r % 5] = r
-        t0, t1, t2 = t[reflect(2 * i - 2, h) % 5], t[reflect(2 * i - 1, h) % 5], t[(2 * i) % 5]
-        t3, t4, o = t[reflect(2 * i + 1, h) % 5], t[reflect(2 * i + 2, h) % 5], dst[i]
+        t0, t1, t2 = rows[1 + reflect(2 * i - 2, h) % 5], rows[1 + reflect(2 * i - 1, h) % 5], rows[1 + (2 * i) % 5]
+        t3, t4, o = rows[1 + reflect(2 * i + 1, h) % 5], rows[1 + reflect(2 * i + 2, h) % 5], dst[i]
         for j in range(ow):
             o[j] = W0 * t0[j] + W1 * t1[j] + W2 * t2[j] + W1 * t3[j] + W0 * t4[j]
+
+
+def _luma_work(w: int) -> tuple:
+    """``_luma_reduce_kernel``'s work arrays for a frame ``w`` pixels wide: rows, have."""
+    return ((8, w), np.float32), ((5,), np.int64)
 
 
 def luma_kernel(shape, max_pixels: int = PROXY_MAX_PIXELS):
@@ -90,12 +95,12 @@ def make_proxy(data: np.ndarray, lut: np.ndarray | None, max_pixels: int = PROXY
         _luma_kernel(data, lut, luma)
         return luma, 1
     luma = np.empty(((h + 1) // 2, (w + 1) // 2), np.float32)
-    _luma_reduce_kernel(data, lut, luma)
+    _luma_reduce_kernel(data, lut, luma, *scratch(_luma_work(w)))
     scale = 2
     while luma.size > max_pixels and min(luma.shape) >= 2 * MIN_SIDE:
         out = np.empty((1, (luma.shape[0] + 1) // 2, (luma.shape[1] + 1) // 2), np.float32)
         # the backend's reduce kernel on this thread alone (the fold compiles the same specialisation)
-        _pyramid_reduce_kernel(luma[None], out, 0, out.shape[1])
+        _pyramid_reduce_kernel(luma[None], out, *scratch(reduce_work(out.shape)), 0, out.shape[1])
         luma = out[0]
         scale *= 2
     return luma, scale

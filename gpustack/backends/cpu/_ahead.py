@@ -58,6 +58,11 @@ _F3 = types.Array(types.float32, 3, "C")
 _I = types.int64
 _F = types.float32
 _F1D = types.Array(types.float64, 1, "C")
+# the kernels' work arrays (``_threads.run_rows``)
+_W1 = types.Array(types.float32, 1, "C")
+_I1 = types.Array(types.int64, 1, "C")
+_I2 = types.Array(types.int64, 2, "C")
+_B2 = types.Array(types.int8, 2, "C")
 
 #: When a run first calls a kernel: the first frame's alignment proxy (its luminance), aligning the
 #: second frame and folding the first, the frames that move, the finish.
@@ -80,22 +85,22 @@ def _fusion_kernels(options) -> list:
                                                     types.Array(types.float64, 2, "C"), _F1D, _F1D, _I, _I, _F1D,
                                                     types.Array(types.bool_, 1, "C"))))
     box = (_F2, _F2, _I, _I, _I)
-    expand = (pyramid._pyramid_expand_kernel, (_F3, _F3, _I, _F3, _I, _I))
-    out.append((FOLD, pyramid._pyramid_reduce_kernel, (_F3, _F3, _I, _I)))
+    expand = (pyramid._pyramid_expand_kernel, (_F3, _F3, _I, _F3, _F2, _I, _I))
+    out.append((FOLD, pyramid._pyramid_reduce_kernel, (_F3, _F3, _F2, _I1, _I, _I)))
     if options.method == "soft":
         if coarsest_weighted():  # the coarsest score level's weight
             out.append((FOLD, fuse._fuse_divide_kernel, (_F3, _F, _F3, _I, _I)))
         out += [(FOLD, soft._soft_fold_kernel, (_F3, _F3, _F2) + (types.boolean,) * 3 + (_I, _I) + (_F2,) * 6
-                 + (_F3, _F3, _F, _F, _F, _I, _I, _F, _I, _I)),  # soft_score's too
+                 + (_F3, _F3, _F, _F, _F, _I, _I, _F, _F3, _F3, _I2, _F2, _F2, _B2, _I, _I)),  # soft_score's too
                 (FINISH, soft._soft_finish_kernel, (_F3, _F3) + (_F2,) * 7 + (_F, types.boolean, _I, _I)),
                 (FINISH, *expand)]  # the collapse
     else:  # pyramid, and the depthmap method's first pass
         out += [(FOLD, *expand),
                 (FOLD, fuse._fuse_sqsum_kernel, (_F3, _F2, _I, _I)),
                 (FOLD, filter._filter_box_rows_kernel, box),
-                (FOLD, fuse._fuse_select_kernel, (_F3, _F2, _F3, _F2, _I, _I, _I))]
+                (FOLD, fuse._fuse_select_kernel, (_F3, _F2, _F3, _F2, _I, _W1, _I, _I))]
         if maps:
-            out.append((FOLD, depth._depth_track_kernel, (_F2,) * 7 + (_I, _F, _I, _I, _I)))
+            out.append((FOLD, depth._depth_track_kernel, (_F2,) * 7 + (_I, _F, _I, _W1, _I, _I)))
         out += [(FOLD, fuse._fuse_accumulate_kernel, (_F3, _F3, _I, _I)),
                 (FINISH, fuse._fuse_divide_kernel, (_F3, _F, _F3, _I, _I))]
         if maps:
@@ -117,7 +122,7 @@ def _frame_kernels(options, src, lut) -> list:
     float32 frames): the luminance of the alignment proxy (``stages.proxy.make_proxy``; every frame's
     first kernel), the conversion of the frames that do not move (the reference), and the warp of
     those that do."""
-    from ...stages.proxy import luma_kernel
+    from ...stages.proxy import _luma_reduce_kernel, luma_kernel
     from .convert import _convert_f32_kernel, _convert_lut_kernel
     from .warp import _warp_kernel
 
@@ -125,13 +130,14 @@ def _frame_kernels(options, src, lut) -> list:
     lut_t = typeof(np.zeros(1, np.float32) if lut is None else lut)
     out = []
     if options.align != "none":
-        out.append((PROXY, luma_kernel(src.shape), (typeof(src), lut_t, _F2)))
+        luma = luma_kernel(src.shape)
+        out.append((PROXY, luma, (typeof(src), lut_t, _F2) + ((_F2, _I1) if luma is _luma_reduce_kernel else ())))
     if lut is None:
         out.append((FOLD, _convert_f32_kernel, (typeof(src), gains, _F3, _I, _I)))
     else:
         out.append((FOLD, _convert_lut_kernel, (typeof(src), typeof(lut), gains, _F3, _I, _I)))
     if options.align != "none":
-        out.append((MOVED, _warp_kernel, (typeof(src), lut_t, _F1D, gains, _F3, _I, _I)))
+        out.append((MOVED, _warp_kernel, (typeof(src), lut_t, _F1D, gains, _F3, _F3, _I2, _F2, _I, _I)))
     return out
 
 

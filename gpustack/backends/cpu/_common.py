@@ -13,8 +13,15 @@ kernels' (a float division by zero gives inf or NaN, as on the GPU); the helpers
 kernels divide by no value that can be zero, so it changes none of theirs. No C callback wrapper
 (``no_cfunc_wrapper``): Python calls a kernel through its CPython wrapper and a kernel calls a
 helper directly, so nothing calls the C one, which cost 0.03-0.04 CPU s to compile per function.
-Scratch arrays are allocated 2-D (a 1-D buffer is a row of one: ``np.empty((1, n), ...)[0]``), so
-that ``np.empty`` is compiled for fewer (shape, dtype) types, 0.05-0.1 CPU s each.
+No kernel or helper calls ``np.empty``, ``min``, ``max`` or ``int``: each is a library function that
+Numba compiles once per process for each argument type (0.04-0.2 CPU s each; on the README's
+first run about 1 CPU s in the command's process and as much again in the compile helper's,
+``_ahead``, as neither can load it from the other's cache), and links into every kernel that calls it.
+Their work arrays come from the caller instead (``_threads.run_rows``' ``work``: each thread
+allocates them once per launch), ``min`` and ``max`` are written out as Numba computes them
+(``min(a, b)`` is ``b if b < a else a``, ``max(a, b)`` is ``b if b > a else a``: the same value, NaN
+included), and a float becomes an integer through a cast (``np.int64(x)``, the conversion ``int``
+makes).
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 #: Samples (rows times the work per row) below which a chunk is not worth a thread.
 MIN_CHUNK = 1 << 16
 #: Chunks per thread. One, as the static schedule of ``parallel=True`` had: every chunk costs its
@@ -96,23 +98,33 @@ def chunks(n: int, row_work: int, nthreads: int | None = None) -> list[tuple[int
     return out
 
 
-def run_rows(kernel, n: int, row_work: int, *args) -> None:
-    """``kernel(*args, lo, hi)`` over ``0 <= lo < hi <= n`` in chunks, on this thread and the pool;
-    returns once every row is done; the first exception of a chunk is raised here."""
+def scratch(spec) -> list:
+    """A kernel's work arrays: one uninitialised array per (shape, dtype) of ``spec``."""
+    return [np.empty(shape, dtype) for shape, dtype in spec]
+
+
+def run_rows(kernel, n: int, row_work: int, *args, work=()) -> None:
+    """``kernel(*args, *arrays, lo, hi)`` over ``0 <= lo < hi <= n`` in chunks, on this thread and the
+    pool; returns once every row is done; the first exception of a chunk is raised here. ``work``:
+    the (shape, dtype) of each work array the kernel takes after ``args`` (``scratch``), allocated
+    once by each thread that runs a chunk (the kernels allocate none themselves: ``_common``)."""
     parts = chunks(n, row_work)
     if len(parts) == 1:
         if n > 0:
-            kernel(*args, 0, n)
+            kernel(*args, *scratch(work), 0, n)
         return
     todo = iter(parts)  # shared: each thread takes the next chunk (next() holds the GIL)
 
-    def work():
+    def run():
+        arrays = None
         for lo, hi in todo:
-            kernel(*args, lo, hi)
+            if arrays is None:
+                arrays = scratch(work)
+            kernel(*args, *arrays, lo, hi)
 
-    helpers = [_workers(threads() - 1).submit(work) for _ in range(min(threads(), len(parts)) - 1)]
+    helpers = [_workers(threads() - 1).submit(run) for _ in range(min(threads(), len(parts)) - 1)]
     try:
-        work()
+        run()
     finally:
         for f in helpers:
             if not f.cancel():  # one that has not started would find no chunk left: not waited for

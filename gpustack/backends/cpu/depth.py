@@ -14,10 +14,10 @@ from .filter import box_col
 
 
 @njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
-def _depth_track_kernel(rowbox, best_s, prev_s, best_k, prev_of_best, next_of_best, sum_s, r, kf, side, row0, row1):
+def _depth_track_kernel(rowbox, best_s, prev_s, best_k, prev_of_best, next_of_best, sum_s, r, kf, side, srow,
+                        row0, row1):
     h, w = rowbox.shape
-    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
-        srow = np.empty((1, w), np.float32)[0]  # (2-D: _common)
+    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows); srow (W,): work row
         box_col(rowbox, i, r, srow)
         for j in range(w):
             s = srow[j]
@@ -125,7 +125,7 @@ def depth_track(rowbox, state, r, k, side):
     k-1 (``side`` 1), of frame k+1 (``side`` -1) or nothing (``side`` 0) on entry, and frame k's on exit."""
     run_rows(_depth_track_kernel, rowbox.shape[0], rowbox.shape[1] * (2 * r + 2), rowbox, state.best_s, state.prev_s,
              state.best_k, state.prev_of_best, state.next_of_best, state.sum_s, r, np.float32(k),
-             side)  # frame index: exact in float32
+             side, work=(((rowbox.shape[1],), np.float32),))  # frame index: exact in float32
 
 
 def depth_finalize(best_s, best_k, prev_of_best, next_of_best, sum_s, n, depth, conf):

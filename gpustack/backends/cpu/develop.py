@@ -163,15 +163,15 @@ def _interp(site, mhc, c, a1, a2, dg, h1, h2, v1, v2):
 
 
 @njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
-def _develop_kernel(mosaic, red_row, red_col, black, scale, matrix, mhc, dst, blk0, blk1):
+def _develop_kernel(mosaic, red_row, red_col, black, scale, matrix, mhc, dst, buf, blk0, blk1):
+    # buf (_ROWS_PER_BLOCK + 4, W + 4): a block's normalised rows (a work array, _common)
     h, w = mosaic.shape
     m00, m01, m02 = matrix[0, 0], matrix[0, 1], matrix[0, 2]
     m10, m11, m12 = matrix[1, 0], matrix[1, 1], matrix[1, 2]
     m20, m21, m22 = matrix[2, 0], matrix[2, 1], matrix[2, 2]
     for blk in range(blk0, blk1):  # a chunk of the blocks of _ROWS_PER_BLOCK rows (_threads.run_rows)
         i0 = blk * _ROWS_PER_BLOCK
-        i1 = min(h, i0 + _ROWS_PER_BLOCK)
-        buf = np.empty((i1 - i0 + 4, w + 4), np.float32)
+        i1 = h if h < i0 + _ROWS_PER_BLOCK else i0 + _ROWS_PER_BLOCK  # (min written out: _common)
         _normalise_rows(mosaic, i0 - 2, i1 - i0 + 4, black, scale, buf)
         for i in range(i0, i1):
             t = i - i0 + 2
@@ -366,13 +366,18 @@ def _rcd_block(mosaic, i0, n, red_row, red_col, black, scale, matrix, dst, work)
 
 
 @njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
-def _rcd_kernel(mosaic, red_row, red_col, black, scale, matrix, dst, blk0, blk1):
+def _rcd_kernel(mosaic, red_row, red_col, black, scale, matrix, dst, work, blk0, blk1):
     h, w = mosaic.shape
-    # a chunk of the blocks of _RCD_ROWS rows (_threads.run_rows), in one set of work planes
-    work = np.empty((7, min(h, _RCD_ROWS) + 2 * RCD_PAD, w + 2 * RCD_PAD), np.float32)
+    # a chunk of the blocks of _RCD_ROWS rows (_threads.run_rows), in one set of work planes (_rcd_work)
     for blk in range(blk0, blk1):
         i0 = blk * _RCD_ROWS
-        _rcd_block(mosaic, i0, min(h, i0 + _RCD_ROWS) - i0, red_row, red_col, black, scale, matrix, dst, work)
+        n = h - i0 if h - i0 < _RCD_ROWS else _RCD_ROWS  # (min written out: _common)
+        _rcd_block(mosaic, i0, n, red_row, red_col, black, scale, matrix, dst, work)
+
+
+def _rcd_work(h: int, w: int) -> tuple:
+    """``_rcd_kernel``'s work planes for an (H, W) mosaic (``_rcd_block``)."""
+    return (((7, min(h, _RCD_ROWS) + 2 * RCD_PAD, w + 2 * RCD_PAD), np.float32),)
 
 
 def develop(mosaic, cfa, black, scale, matrix, method, dst) -> None:
@@ -385,7 +390,7 @@ def develop(mosaic, cfa, black, scale, matrix, method, dst) -> None:
     h, w = mosaic.shape
     if method == "rcd":
         run_rows(_rcd_kernel, -(-h // _RCD_ROWS), _RCD_ROWS * w * 24, mosaic, red_row, red_col, black, scale, matrix,
-                 dst)
+                 dst, work=_rcd_work(h, w))
     else:
         run_rows(_develop_kernel, -(-h // _ROWS_PER_BLOCK), _ROWS_PER_BLOCK * w * 3, mosaic, red_row, red_col, black,
-                 scale, matrix, method == "mhc", dst)
+                 scale, matrix, method == "mhc", dst, work=(((_ROWS_PER_BLOCK + 4, w + 4), np.float32),))

@@ -24,7 +24,7 @@ def _encode_lut_kernel(src, lut, dst, row0, row1):
                 v = src[ch, i, j]
                 if v > F0:
                     if v < F1:
-                        idx = int(v * scale + HALF)
+                        idx = np.int64(v * scale + HALF)  # (a cast, as int(); not a function to compile)
                     else:
                         idx = n - 1
                 else:

@@ -16,7 +16,8 @@ from ._threads import run_rows
 @njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def box_row(row, w, r, out):
     """out[j] = F0 + row[j-r] + ... + row[j+r] (reflect101), added in that order."""
-    lo, hi = min(r, w), max(w - r, min(r, w))
+    lo = w if w < r else r  # min(r, w), max(w - r, lo), written out (_common)
+    hi = w - r if w - r > lo else lo
     n = hi - lo
     if n > 0:
         acc = out[lo:hi]

@@ -30,10 +30,9 @@ def _fuse_sqsum_kernel(lap, q, row0, row1):
 
 
 @njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
-def _fuse_select_kernel(lap, rowbox, best_lap, best_e, r, row0, row1):
+def _fuse_select_kernel(lap, rowbox, best_lap, best_e, r, erow, row0, row1):
     c, h, w = lap.shape
-    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
-        erow = np.empty((1, w), np.float32)[0]  # (2-D: _common)
+    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows); erow (W,): work row
         box_col(rowbox, i, r, erow)
         for j in range(w):
             e = erow[j]
@@ -71,7 +70,7 @@ def fuse_sqsum(lap, q):
 def fuse_select(lap, rowbox, best_lap, best_e, r):
     """Where the window energy (column sum of ``rowbox``) beats ``best_e``, take ``lap``."""
     run_rows(_fuse_select_kernel, lap.shape[1], lap.shape[2] * (2 * r + 1 + lap.shape[0]), lap, rowbox, best_lap,
-             best_e, r)
+             best_e, r, work=(((lap.shape[2],), np.float32),))
 
 
 def fuse_accumulate(acc, g):

@@ -32,15 +32,16 @@ def _reduce_row(row, w, out, ow, ev, od):
         ev[k] = row[2 * k]; od[k] = row[2 * k + 1]
     if ne > no:
         ev[ne - 1] = row[w - 1]
-    jhi = min(ow - 1, (w - 3) // 2)
+    jhi = (w - 3) // 2 if (w - 3) // 2 < ow - 1 else ow - 1  # (min and max written out: _common)
     n = jhi  # j = 1..jhi
     if n > 0:
         a = ev[0:n]; b = od[0:n]; c = ev[1:n + 1]; d = od[1:n + 1]; e = ev[2:n + 2]
         o = out[1:n + 1]
         for j in range(n):
             o[j] = W0 * a[j] + W1 * b[j] + W2 * c[j] + W1 * d[j] + W0 * e[j]
-    lo, hi = min(1, ow), max(1, jhi + 1)
-    for t in range(lo + max(0, ow - hi)):  # the border samples, whose taps may cross it: j == 0, and j > jhi
+    lo, hi = ow if ow < 1 else 1, jhi + 1 if jhi + 1 > 1 else 1
+    for t in range(lo + (ow - hi if ow - hi > 0 else 0)):  # the border samples, whose taps may cross it: j == 0,
+        # and j > jhi
         j = t if t < lo else hi + t - lo
         bb = 2 * j
         out[j] = (W0 * row[reflect(bb - 2, w)] + W1 * row[reflect(bb - 1, w)] + W2 * row[reflect(bb, w)]
@@ -48,17 +49,16 @@ def _reduce_row(row, w, out, ow, ev, od):
 
 
 @njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
-def _pyramid_reduce_kernel(src, dst, row0, row1):
+def _pyramid_reduce_kernel(src, dst, rows, tags, row0, row1):
     c, h, w = src.shape
     oh, ow = dst.shape[1], dst.shape[2]
-    # the row-reduced input rows, slot row % 8, tagged ch * h + row: output row i reads rows 2i-2 .. 2i+2
-    # (reflected: within 4 of each other, so never one slot), and i + 1 reuses three of them
-    hr = np.empty((8, ow), np.float32)
-    tags = np.empty((1, 8), np.int64)[0]  # (2-D, no np.full: fewer functions to compile on a first run, _common)
+    # work arrays (``reduce_work``): rows 0-7 of ``rows`` hold the row-reduced input rows, slot row % 8,
+    # ``tags`` which one (ch * h + row): output row i reads rows 2i-2 .. 2i+2 (reflected: within 4 of each
+    # other, so never one slot), and i + 1 reuses three of them; rows 8 and 9 are _reduce_row's
+    hr = rows
     for slot in range(8):
         tags[slot] = -1
-    half = np.empty((2, (w + 1) // 2), np.float32)
-    ev, od = half[0], half[1]
+    ev, od = rows[8], rows[9]
     for p in range(row0, row1):  # a chunk of range(c * oh) (_threads.run_rows)
         ch = p // oh
         i = p - ch * oh
@@ -75,7 +75,7 @@ def _pyramid_reduce_kernel(src, dst, row0, row1):
 
 @njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _expand_row(g, wc, out, w, ev, od):
-    khi = min(wc - 2, (w - 2) // 2)
+    khi = (w - 2) // 2 if (w - 2) // 2 < wc - 2 else wc - 2  # (min and max written out: _common)
     n = khi
     if n > 0:
         a = g[0:n]; b = g[1:n + 1]; c = g[2:n + 2]
@@ -85,8 +85,9 @@ def _expand_row(g, wc, out, w, ev, od):
             o[k] = HALF * b[k] + HALF * c[k]
         for k in range(n):
             out[2 * k + 2] = e[k]; out[2 * k + 3] = o[k]
-    lo, hi = min(2, w), max(2, 2 * khi + 2)
-    for t in range(lo + max(0, w - hi)):  # the border samples, whose taps may cross it: k == 0, and k > khi
+    lo, hi = w if w < 2 else 2, 2 * khi + 2 if 2 * khi + 2 > 2 else 2
+    for t in range(lo + (w - hi if w - hi > 0 else 0)):  # the border samples, whose taps may cross it: k == 0,
+        # and k > khi
         j = t if t < lo else hi + t - lo
         k = j // 2
         if j % 2 == 0:
@@ -96,17 +97,15 @@ def _expand_row(g, wc, out, w, ev, od):
 
 
 @njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
-def _pyramid_expand_kernel(fine, coarse, sign, out, row0, row1):
-    """``out = fine + sign * expand(coarse)`` (``out`` may be ``fine``: each sample is read, then written)."""
+def _pyramid_expand_kernel(fine, coarse, sign, out, rows, row0, row1):
+    """``out = fine + sign * expand(coarse)`` (``out`` may be ``fine``: each sample is read, then written);
+    ``rows`` (5, W): work rows (the three expanded coarse rows, and _expand_row's)."""
     c, h, w = fine.shape
     hc, wc = coarse.shape[1], coarse.shape[2]
+    ha, hb, hcr, ev, od = rows[0], rows[1], rows[2], rows[3], rows[4]
     for p in range(row0, row1):  # a chunk of range(c * hc) (_threads.run_rows)
         ch = p // hc
         k = p - ch * hc
-        tmp = np.empty((3, w), np.float32)
-        half = np.empty((2, wc), np.float32)
-        ev, od = half[0], half[1]
-        ha, hb, hcr = tmp[0], tmp[1], tmp[2]
         _expand_row(coarse[ch, reflect(k - 1, hc)], wc, ha, w, ev, od)
         _expand_row(coarse[ch, k], wc, hb, w, ev, od)
         _expand_row(coarse[ch, reflect(k + 1, hc)], wc, hcr, w, ev, od)
@@ -128,12 +127,19 @@ def _pyramid_expand_kernel(fine, coarse, sign, out, row0, row1):
 
 
 def _expand(fine, coarse, sign, out):
-    run_rows(_pyramid_expand_kernel, fine.shape[0] * coarse.shape[1], 12 * fine.shape[2], fine, coarse, sign, out)
+    run_rows(_pyramid_expand_kernel, fine.shape[0] * coarse.shape[1], 12 * fine.shape[2], fine, coarse, sign, out,
+             work=(((5, fine.shape[2]), np.float32),))
 
 
 def pyramid_reduce(src, dst):
     """``dst`` (C, (H+1)//2, (W+1)//2) = blur-and-decimate of ``src`` (C, H, W)."""
-    run_rows(_pyramid_reduce_kernel, dst.shape[0] * dst.shape[1], 10 * dst.shape[2], src, dst)
+    run_rows(_pyramid_reduce_kernel, dst.shape[0] * dst.shape[1], 10 * dst.shape[2], src, dst,
+             work=reduce_work(dst.shape))
+
+
+def reduce_work(shape) -> tuple:
+    """The work arrays of ``_pyramid_reduce_kernel`` for an output of ``shape`` (C, H, W): rows, tags."""
+    return (((10, shape[-1]), np.float32), ((8,), np.int64))
 
 
 def pyramid_expand_sub(fine, coarse):

@@ -46,7 +46,8 @@ def _coarse_rows(coarse, y, w, hx, tags, ev, od):
 
 @njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, fold, maps, focus, r, score, max_s, den, depth_den,
-                      depth_num, sum_s, acc, acc_lap, floor_s, dshift, kf, power, dpower, rmin, row0, row1):
+                      depth_num, sum_s, acc, acc_lap, floor_s, dshift, kf, power, dpower, rmin, laps, hx, tags, ring,
+                      rows, cases, row0, row1):
     """Rows ``row0 .. row1`` of ``soft_fold`` or, without ``fold``, of ``soft_score`` (``score`` the
     output, the state's arrays not read).
 
@@ -63,18 +64,13 @@ def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, fold, maps, focu
     c, h, w = frame.shape
     n = 2 * r + 1
     ch0, ch1 = (0, c) if focus < 0 else (focus, focus + 1)
-    laps = np.empty((n, c, w), np.float32)  # Laplacian rows m - 2r .. m, all channels
-    hx = np.empty((c + 1, 4, w), np.float32)  # the expanded coarse rows of each channel and of the coarse score
-    tags = np.empty((c + 1, 4), np.int64)  # which coarse row each slot of hx holds
+    # work arrays (``_fold_work``): laps, the Laplacian rows m - 2r .. m, all channels; hx, the expanded
+    # coarse rows of each channel and of the coarse score, and tags, which coarse row each slot holds;
+    # ring, the row box sums of rows m - 2r .. m, slot row % n; rows and cases, a row's values
     for ch in range(c + 1):
         for slot in range(4):
             tags[ch, slot] = -1
-    half = np.empty((2, coarse.shape[2]), np.float32)  # _expand_row's scratch
-    ev, od = half[0], half[1]
-    ring = np.empty((n, w), np.float32)  # the row box sums of rows m - 2r .. m, slot row % n
-    rows = np.empty((5, w), np.float32)
-    q, rv, pv, tv, qv = rows[0], rows[1], rows[2], rows[3], rows[4]
-    cases = np.empty((2, w), np.int8)
+    q, rv, pv, tv, qv, ev, od = rows[0], rows[1], rows[2], rows[3], rows[4], rows[5], rows[6]  # (ev, od: _expand_row's)
     case, dcase = cases[0], cases[1]
     for m in range(row0 - r, row1 + r):
         a = reflect(m, h)
@@ -225,6 +221,15 @@ def _soft_contrast_kernel(max_s, sum_s, out, nf, floor_s, row0, row1):
             out[i, j] = num / den if den > F0 else F0
 
 
+def _fold_work(shape, r) -> tuple:
+    """The work arrays of ``_soft_fold_kernel`` for a frame of ``shape`` (C, H, W) and radius ``r``
+    (``_threads.run_rows``): laps, hx, tags, ring, rows, cases."""
+    c, _, w = shape
+    n = 2 * int(r) + 1
+    return (((n, c, w), np.float32), ((c + 1, 4, w), np.float32), ((c + 1, 4), np.int64), ((n, w), np.float32),
+            ((7, w), np.float32), ((2, w), np.int8))
+
+
 def soft_contrast(state, n, floor, out):
     """``out`` (H, W) = the best frame's score above the mean score, over that plus the noise
     ``floor``: 0 where only noise, towards 1 where a frame stands out (the height map's confidence)."""
@@ -246,7 +251,7 @@ def soft_score(fine, coarse, coarse_score, r, out):
     f0 = np.float32(0.0)
     run_rows(_soft_fold_kernel, out.shape[0], fine.shape[2] * (12 * fine.shape[0] + 2 * r + 6), fine, coarse,
              coarse_score if with_coarse else out, with_coarse, False, False, -1, int(r), out, out, out, out, out, out,
-             fine, fine, f0, f0, f0, 0, 0, f0)
+             fine, fine, f0, f0, f0, 0, 0, f0, work=_fold_work(fine.shape, r))
 
 
 def check_soft_score(fine, coarse, coarse_score, r, out) -> None:
@@ -294,7 +299,8 @@ def soft_fold(frame, coarse, coarse_score, focus, r, score, state, k, floor, dsh
              coarse, coarse_score if with_coarse else score, with_coarse, True, maps,
              -1 if focus is None else int(focus), int(r), score, state.max_s, state.den,
              *((state.depth_den, state.depth_num, state.sum_s) if maps else (stand_in,) * 3), state.acc,
-             state.acc_lap, floor, dshift, np.float32(k), power, dpower, rmin)  # frame index: exact in float32
+             state.acc_lap, floor, dshift, np.float32(k), power, dpower, rmin,  # frame index: exact in float32
+             work=_fold_work(frame.shape, r))
 
 
 def check_maps(*planes) -> bool:

@@ -88,33 +88,29 @@ def _decode_row(src, lut, r, row):
 
 
 @njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
-def _warp_kernel(src, lut, a, gains, dst, row0, row1):
+def _warp_kernel(src, lut, a, gains, dst, rows, ints, floats, row0, row1):
     # The arithmetic of each output pixel is warp.cu's, in its order; only the loads differ: a chunk
     # of output rows (``_threads.run_rows``) decodes each source row it reads once (``_decode_row``,
     # ROW_SLOTS rows kept, carried over from one output row to the next), and within a run of pixels
     # that share their four source rows the taps are read from the decoded rows (the same samples: the clamped indices of every tap are the kernel's). Where an
     # output row spans more source rows than the slots hold (a large rotation), each run decodes
     # the columns it reads of its four rows instead (four look-ups per pixel and channel, not 16).
+    # Work arrays (``_warp_work``; the kernels allocate none, ``_common``): ``rows`` (ROW_SLOTS, C, w + 2 PAD)
+    # the decoded source rows; ``ints`` (5, >= max(ow + 1, ROW_SLOTS)) int64 and ``floats`` (10, >= ow)
+    # float32 the per-row values below.
     h, w, c = src.shape
     ow = dst.shape[2]
     if ow == 0:
         return
-    rows = np.empty((ROW_SLOTS, c, w + 2 * PAD), np.float32)
-    # (scratch allocated 2-D and np.full avoided: fewer functions to compile on a first run, _common)
-    small = np.empty((2, ROW_SLOTS), np.int64)
-    tags, slots = small[0], small[1]  # which source row each slot holds; the slots of a run's 4 rows
+    tags, slots = ints[0], ints[1]  # which source row each slot holds; the slots of a run's 4 rows
     for slot in range(ROW_SLOTS):
         tags[slot] = -1
-    corners = np.empty((2, ow), np.int64)
-    xs = corners[0]  # the corner's column, clamped to [-2, w + 1], plus PAD - 1
-    ys = corners[1]  # the corner's row, clamped to [-2, h + 1]
-    wx = np.empty((4, ow), np.float32)
-    wy = np.empty((4, ow), np.float32)
-    cuts = np.empty((1, ow + 1), np.int64)[0]  # a run's sub-runs
-    frac = np.empty((2, ow), np.float32)  # the fractions of x and of y
-    fxs, fys = frac[0], frac[1]
-    wx0, wx1, wx2, wx3 = wx[0], wx[1], wx[2], wx[3]
-    wy0, wy1, wy2, wy3 = wy[0], wy[1], wy[2], wy[3]
+    xs = ints[2]  # the corner's column, clamped to [-2, w + 1], plus PAD - 1
+    ys = ints[3]  # the corner's row, clamped to [-2, h + 1]
+    cuts = ints[4]  # a run's sub-runs
+    fxs, fys = floats[0], floats[1]  # the fractions of x and of y
+    wx0, wx1, wx2, wx3 = floats[2], floats[3], floats[4], floats[5]
+    wy0, wy1, wy2, wy3 = floats[6], floats[7], floats[8], floats[9]
     a0, a2, a3, a5 = a[0], a[2], a[3], a[5]
     lo, hix, hiy = -2.0, w + 1.0, h + 1.0
     for i in range(row0, row1):
@@ -157,10 +153,11 @@ def _warp_kernel(src, lut, a, gains, dst, row0, row1):
                         tags[r % ROW_SLOTS] = r
                     slots[m] = r % ROW_SLOTS
             else:  # a large rotation: the run's columns of its rows, in slots 0-3 (no longer kept)
-                base = min(xs[j0], xs[j1 - 1])  # x is linear in j: between the run's ends
+                xa, xb = xs[j0], xs[j1 - 1]  # x is linear in j: between the run's ends
+                base = xb if xb < xa else xa  # (min and max written out: _common)
                 for m in range(4):
                     r = _clamp(y0 - 1 + m, h)
-                    for col in range(base, max(xs[j0], xs[j1 - 1]) + 4):
+                    for col in range(base, (xb if xb > xa else xa) + 4):
                         cc = _clamp(col - PAD, w)
                         for ch in range(c):
                             rows[m, ch, col - base] = decode(src[r, cc, ch], lut)
@@ -199,6 +196,14 @@ def _warp_kernel(src, lut, a, gains, dst, row0, row1):
             j0 = j1
 
 
+def _warp_work(src_hw, dst_shape) -> tuple:
+    """``_warp_kernel``'s work arrays for a source of (H, W) ``src_hw`` and an output of ``dst_shape``
+    (C, H, W): rows, ints, floats."""
+    c, ow, w = dst_shape[0], dst_shape[2], src_hw[1]
+    return (((ROW_SLOTS, c, w + 2 * PAD), np.float32), ((5, max(ow + 1, ROW_SLOTS)), np.int64),
+            ((10, ow), np.float32))
+
+
 def check_warp(src, gains, dst, planar=False) -> None:
     """One gain per channel and matching channel counts (both backends check before dispatch: the
     kernels read ``gains[ch]`` unchecked)."""
@@ -216,7 +221,7 @@ def warp(src, lut, affine, gains, dst):
     g = np.ascontiguousarray(gains, dtype=np.float32)
     check_warp(src, g, dst)
     run_rows(_warp_kernel, dst.shape[1], 16 * dst.shape[0] * dst.shape[2], src,
-             np.zeros(1, np.float32) if lut is None else lut, a, g, dst)
+             np.zeros(1, np.float32) if lut is None else lut, a, g, dst, work=_warp_work(src.shape[:2], dst.shape))
 
 
 def warp_planar(src, affine, gains, dst):
@@ -229,4 +234,4 @@ def warp_planar(src, affine, gains, dst):
     g = np.ascontiguousarray(gains, dtype=np.float32)
     check_warp(src, g, dst, planar=True)
     run_rows(_warp_kernel, dst.shape[1], 16 * dst.shape[0] * dst.shape[2], np.moveaxis(src, 0, -1),
-             np.zeros(1, np.float32), a, g, dst)
+             np.zeros(1, np.float32), a, g, dst, work=_warp_work(src.shape[1:], dst.shape))
