@@ -64,6 +64,27 @@ def test_warp_matches_reference_on_every_path(dtype, shape, affine):
         np.testing.assert_array_equal(out2, want)
 
 
+@pytest.mark.parametrize("rotated", [None, True])
+def test_warp_kernel_with_or_without_its_large_rotation_path_gives_the_oracle(rotated):
+    """The kernel's specialisation without its large-rotation path (``rotated`` None, which
+    ``_rotated`` picks for a focus stack's transforms and the compile-ahead lists) gives the
+    oracle's bits even where a row spans more source rows than its slots hold (only slower there),
+    and so does the one with it; ``_rotated`` keeps the path for such a transform."""
+    import importlib
+
+    warp_mod = importlib.import_module("gpustack.backends.cpu.warp")  # (the package exports the function)
+    rng = np.random.default_rng(4)
+    h, w = 40, 90
+    src, lut = rng.integers(0, 65536, (h, w, 3)).astype(np.uint16), decode_lut(np.uint16, "srgb")
+    affine = np.array([0.9, 0.4, 3.0, -0.4, 0.9, 30.0])  # 24 deg: 36 source rows a row
+    assert warp_mod._rotated(affine, w) is True and warp_mod._rotated(np.array([1.01, 0.0, 0.5, 0.001, 1.01, 0.0]), w) is None
+    gains = np.array([1.0, 0.95, 1.1], F)
+    out = np.full((3, h, w), np.nan, F)
+    warp_mod.run_rows(warp_mod._warp_kernel, h, 1, src, lut, affine, gains, out, rotated,
+                      work=warp_mod._warp_work((h, w), out.shape))
+    np.testing.assert_array_equal(out, ref.warp(src, lut, affine, gains, (h, w)))
+
+
 def test_identity_warp_is_a_copy():
     src = np.random.default_rng(1).integers(0, 65536, (20, 30, 3)).astype(np.uint16)
     lut = decode_lut(np.uint16, "srgb")

@@ -137,7 +137,8 @@ def _frame_kernels(options, src, lut) -> list:
     else:
         out.append((FOLD, _convert_lut_kernel, (typeof(src), typeof(lut), gains, _F3, _I, _I)))
     if options.align != "none":
-        out.append((MOVED, _warp_kernel, (typeof(src), lut_t, _F1D, gains, _F3, _F3, _I2, _F2, _I, _I)))
+        # (a focus stack's transforms: no large rotation, warp._rotated)
+        out.append((MOVED, _warp_kernel, (typeof(src), lut_t, _F1D, gains, _F3, types.none, _F3, _I2, _F2, _I, _I)))
     return out
 
 
