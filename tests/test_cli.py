@@ -101,6 +101,21 @@ def test_cpu_run_does_not_import_cupy(tmp_path):
     assert not cupy_imported and "cupy" not in names
 
 
+@pytest.mark.parametrize("preset", [None, "4"])
+def test_the_command_starts_no_blas_threads_unless_told_to(preset):
+    """The command sets ``OPENBLAS_NUM_THREADS=1`` for its processes (OpenBLAS's idle threads spin,
+    taking CPU from the frames) before NumPy loads it, so the command's module must not import NumPy;
+    a value the user set is kept."""
+    code = ("import os, sys\nfrom gpustack.cli import main\nbefore = 'numpy' in sys.modules\n"
+            "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+            "print(before, os.environ.get('OPENBLAS_NUM_THREADS'))")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if preset is not None:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split()[-2:] == ["False", preset or "1"]  # (after the version line)
+
+
 def test_existing_output_needs_overwrite(tmp_path, capsys):
     _write_stack(tmp_path / "in")
     out = tmp_path / "fused.tif"
