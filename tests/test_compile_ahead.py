@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -230,9 +231,10 @@ def test_compile_helper_only_where_a_core_is_idle(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(_ahead.time, "sleep", lambda s: None)
 
-    def sampled(*ticks):  # (idle, total) before and after the sample
-        samples = iter(ticks)
+    def sampled(*ticks, own=0.0):  # (idle, total) before and after the sample; this process's CPU s over it
+        samples, clock = iter(ticks), iter([(10.0, 3.0), (10.0, 3.0), (10.2, 3.0 + own)])  # a sample of 0.2 s
         monkeypatch.setattr(_ahead, "_cpu_times", lambda: next(samples))
+        monkeypatch.setattr(_ahead, "_clock", lambda: next(clock))
 
     monkeypatch.setattr(os, "getloadavg", lambda: (1.7, 1.5, 1.0))  # a minute of pip install: ignored
     sampled((1000, 5000), (1019, 5020))  # 19 of 20 ticks idle: 1.9 cores
@@ -241,6 +243,10 @@ def test_compile_helper_only_where_a_core_is_idle(monkeypatch):
     assert _ahead._helper_wanted()
     sampled((1000, 5000), (1003, 5020))  # both busy
     assert not _ahead._helper_wanted()
+    sampled((1000, 5000), (1001, 5020), own=0.2)  # one of them with this process's own work: not a load
+    assert _ahead._helper_wanted()
+    sampled((1000, 5000), (1000, 5020), own=0.6)  # both with its own threads' work (3 cores' worth: capped)
+    assert _ahead._idle_cores() == 2.0
     monkeypatch.setattr(_ahead, "_cpu_times", lambda: None)  # no /proc/stat: the load average
     assert not _ahead._helper_wanted()
     monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.2, 0.1))
@@ -253,6 +259,27 @@ def test_compile_helper_only_where_a_core_is_idle(monkeypatch):
     assert not _ahead._helper_wanted()
 
 
+def test_idle_sample_spans_the_work_given_instead_of_a_sleep(monkeypatch):
+    """Before a forked helper, Numba's start-up (which the fork needs anyway) runs during the sample
+    instead of a sleep: done once, no sleep when it took longer than the sample, and the CPU time
+    this process spent meanwhile counted as idle."""
+    from gpustack.backends.cpu import _ahead
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    slept, calls = [], []
+    monkeypatch.setattr(_ahead.time, "sleep", slept.append)
+    ticks = iter([(1000, 5000), (1008, 5120)])  # 8 of 120 ticks idle over the 0.6 s
+    clock = iter([(10.0, 3.0), (10.6, 3.55), (10.6, 3.55)])
+    monkeypatch.setattr(_ahead, "_cpu_times", lambda: next(ticks))
+    monkeypatch.setattr(_ahead, "_clock", lambda: next(clock))
+    idle = _ahead._idle_cores(0.1, meanwhile=lambda: calls.append(1))
+    assert calls == [1] and slept == []
+    assert idle == pytest.approx(2 * 8 / 120 + 0.55 / 0.6)
+    ticks, clock = iter([(1000, 5000), (1015, 5020)]), iter([(10.0, 3.0), (10.03, 3.03), (10.1, 3.03)])
+    assert _ahead._idle_cores(0.1, meanwhile=lambda: calls.append(2)) == pytest.approx(1.5 + 0.03 / 0.1)
+    assert calls == [1, 2] and slept == [pytest.approx(0.07)]  # the rest of the sample
+
+
 def test_idle_cores_from_proc_stat():
     """The sample reads the machine's real counters (Linux): a share of the cores, never more."""
     from gpustack.backends.cpu import _ahead
@@ -261,6 +288,9 @@ def test_idle_cores_from_proc_stat():
         pytest.skip("no /proc/stat")
     idle = _ahead._idle_cores(0.05)
     assert 0.0 <= idle <= os.cpu_count()
+    end = time.monotonic() + 0.1
+    busy = _ahead._idle_cores(0.05, meanwhile=lambda: [None for _ in iter(lambda: time.monotonic() > end, True)])
+    assert 0.0 <= busy <= os.cpu_count()
 
 
 def test_kernels_and_helpers_share_one_set_of_numba_options():

@@ -28,8 +28,9 @@ same package), which costs about 1.3 s of imports and Numba's start-up before it
 helper pays only where a core is idle (on a 2-core machine at a load near 1, the README's first
 command's first run took 5.2-5.3 s with it, 6.9-7.1 s without; under a load of 7 to 12 it added
 12 % of CPU time and no speed), so it is started only when a core is idle (``_idle_cores``: the
-machine's idle time sampled over 0.1 s, not the load average, which a ``pip install`` just before
-leaves high on an idle machine), or always with ``GPUSTACK_COMPILE_HELPER=1``; never with ``=0``,
+machine's idle time other than this process's, sampled over Numba's start-up where the helper is
+forked, which needs it first, else over 0.1 s; not the load average, which a ``pip install`` just
+before leaves high on an idle machine), or always with ``GPUSTACK_COMPILE_HELPER=1``; never with ``=0``,
 where caching is off (``gpustack._numba_cache``: nothing to share), or when everything is cached
 (warm runs). It stops at the end of file on the pipe it reads its work from (this process has
 gone: it is reaped at exit), or after ``HELPER_IDLE_S`` seconds without work.
@@ -190,6 +191,8 @@ if hasattr(os, "register_at_fork"):
 HELPER_ENV = "GPUSTACK_COMPILE_HELPER"
 #: The helper stops after this many seconds without work.
 HELPER_IDLE_S = 60.0
+#: ``gc.set_threshold`` in the helper (Python's default: 700, 10, 10).
+HELPER_GC = (10_000, 10, 10)
 #: Seconds a helper has to exit after this process has told it to (``_stop_helper``).
 HELPER_EXIT_S = 5.0
 
@@ -252,31 +255,48 @@ def _cpu_times():
     return ticks[3] + ticks[4], sum(ticks)
 
 
-def _idle_cores(sample_s: float = IDLE_SAMPLE_S):
-    """How many cores are idle now: the idle share of the machine's time over ``sample_s`` seconds
-    (``/proc/stat``), else the cores the 1-minute load average leaves, else None (Windows)."""
+def _clock() -> tuple[float, float]:
+    """(seconds, this process's CPU seconds, all its threads), for ``_idle_cores``."""
+    return time.monotonic(), time.process_time()
+
+
+def _idle_cores(sample_s: float = IDLE_SAMPLE_S, meanwhile=None):
+    """How many cores are idle now, as if this process were not running: the idle share of the
+    machine's time over at least ``sample_s`` seconds (``/proc/stat``) plus this process's own CPU
+    time over the same seconds (its threads' work, and ``meanwhile``'s), else the cores the 1-minute
+    load average leaves, else None (Windows). ``meanwhile``: work this process has to do anyway
+    before the answer is used (Numba's start-up, before a helper is forked), done during the sample
+    instead of a sleep; with the /proc/stat sample only."""
     cores = os.cpu_count() or 1
     before = _cpu_times()
     if before is not None:
-        time.sleep(sample_s)
+        t0, own0 = _clock()
+        if meanwhile is not None:
+            with contextlib.suppress(Exception):  # (what failed is done again, and reported, where it is needed)
+                meanwhile()
+        left = sample_s - (_clock()[0] - t0)
+        if left > 0:
+            time.sleep(left)
         after = _cpu_times()
-        if after is not None and after[1] > before[1]:
-            return cores * (after[0] - before[0]) / (after[1] - before[1])
+        t1, own1 = _clock()
+        if after is not None and after[1] > before[1] and t1 > t0:
+            idle = cores * (after[0] - before[0]) / (after[1] - before[1])
+            return min(float(cores), idle + (own1 - own0) / (t1 - t0))
     try:
         return cores - os.getloadavg()[0]
     except (OSError, AttributeError):
         return None
 
 
-def _helper_wanted() -> bool:
-    """``GPUSTACK_COMPILE_HELPER`` if set, else whether a core is idle now (``_idle_cores``; within a
-    tenth: the sample's resolution). Sampled rather than the load average, which trails a minute
-    behind: the README's first command runs right after ``pip install``, which leaves the load
-    average above 1 on an idle 2-core machine."""
+def _helper_wanted(meanwhile=None) -> bool:
+    """``GPUSTACK_COMPILE_HELPER`` if set, else whether a core is idle now (``_idle_cores``, with
+    ``meanwhile``; within a tenth: the sample's resolution). Sampled rather than the load average,
+    which trails a minute behind: the README's first command runs right after ``pip install``, which
+    leaves the load average above 1 on an idle 2-core machine."""
     setting = os.environ.get(HELPER_ENV, "")
     if setting in ("0", "1"):
         return setting == "1"
-    idle = _idle_cores()
+    idle = _idle_cores(meanwhile=meanwhile)
     return True if idle is None else idle >= 0.9
 
 
@@ -362,10 +382,8 @@ def _fork_helper(todo) -> bool | None:
 
     from numba.core.compiler_lock import global_compiler_lock
 
-    from ._common import reflect
-
     try:
-        reflect.compile((types.int64, types.int64))  # Numba's start-up (a helper every kernel uses)
+        _start_numba()
         r, w = os.pipe()
     except Exception as exc:  # (then a new interpreter)
         logger.debug("no forked compile helper: %s", exc)
@@ -404,6 +422,13 @@ def _fork_helper(todo) -> bool | None:
     return _send(todo)
 
 
+def _start_numba() -> None:
+    """Numba's start-up (its registries: 0.5-0.7 s), by compiling a helper every kernel uses."""
+    from ._common import reflect
+
+    reflect.compile((types.int64, types.int64))
+
+
 def _open_fds():
     """This process's open file descriptors (``/proc/self/fd``), else every one below the limit."""
     try:
@@ -432,9 +457,19 @@ def _stop_helper() -> None:
 def _help(stream) -> None:
     """The helper process: compile the (when, module, name, signature) items of the pickled lists
     that come on ``stream``, the earliest needed first (a later list may bring earlier ones: the
-    warp); exit at its end (the run's process is gone) or when idle too long."""
+    warp); exit at its end (the run's process is gone) or when idle too long.
+
+    A process that only compiles collects its garbage less often (``HELPER_GC``): Numba allocates
+    millions of small objects, and at Python's default thresholds the collector took 0.86 of the
+    15 CPU s that compiling the README's example's kernels takes (0.29 s at these); what the process
+    inherited or imported is frozen out of the collections (and, forked, stays shared with the run's
+    process rather than copied page by page as the collector writes to it). Not in the run's own
+    process: there the same thresholds made the 40-frame stack 5 % slower."""
+    import gc
     import importlib
 
+    gc.freeze()
+    gc.set_threshold(*HELPER_GC)
     todo: list = []
     more = threading.Condition()
 
@@ -504,6 +539,8 @@ def start(options, src=None, lut=None) -> None:
     mine = {(d, sig) for _, d, sig in own}
     helped = [item for item in items if (item[1], item[2]) not in mine]
     todo = _uncached(helped)
-    if len(todo) >= 2 and _helper_wanted() and _start_helper(todo):  # (a warm run samples nothing)
+    # (a warm run samples nothing; where the helper will be forked, the sample spans Numba's start-up,
+    # which the fork needs first, instead of a sleep of its own before it)
+    if len(todo) >= 2 and _helper_wanted(_start_numba if _forkable() else None) and _start_helper(todo):
         items = own  # the helper's: each call loads it from the cache, or compiles it if need be
     _queue.add(items)
