@@ -4,6 +4,7 @@ more (a wrong guess of a type would compile one nobody uses, which a first run p
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -166,6 +167,8 @@ def test_first_run_of_the_command_forks_its_helper(frames, tmp_path):
     assert res.returncode == 0, res.stderr
     debug = [line for line in res.stderr.splitlines() if "compile helper" in line]
     assert len(debug) == 1 and "forked" in debug[0], res.stderr
+    frozen = int(re.search(r"(\d+) objects frozen", debug[0]).group(1))  # (shared, so neither copies them)
+    assert frozen > 10000, debug[0]
     res = stack("quiet.tif", GPUSTACK_COMPILE_HELPER="0", GPUSTACK_SUPERVISE="0")
     assert res.returncode == 0 and res.stderr == "", res.stderr
     assert np.array_equal(tifffile.imread(tmp_path / "forked.tif"), tifffile.imread(tmp_path / "quiet.tif"))
