@@ -381,8 +381,7 @@ def _fork_helper(todo) -> bool | None:
     Right before the fork, everything this process holds is frozen out of the garbage collector's
     collections (``gc.freeze``), for good: a collection writes to every object it looks at, which in
     a forked pair copies the page the object lies on, in whichever process collects, and Numba's
-    compiling collects often. Alternated with the tree before, eight rounds, the README's first run
-    took 0.74-1.06 of its time with the freeze, median 0.84 (CPU 0.86). The frozen objects are the
+    compiling collects often (what it gave: ``bench/HISTORY.md``). The frozen objects are the
     modules, Numba's registries and the like, which live to the end anyway."""
     global _helper
     import gc
