@@ -166,11 +166,10 @@ def _add_stack_options(p, *, batch: bool) -> None:
 
 
 #: BLAS threads in the command's processes (unless the user's environment says otherwise). The command
-#: does no BLAS work worth a thread (the alignment's systems have a handful of unknowns; the kernels are
-#: ours),
-#: but OpenBLAS, as NumPy's and SciPy's wheels bring it, starts a thread per core when each loads it,
-#: and each spins for a while waiting for work: 0.3-0.4 CPU s of the README's example (4.7 against
-#: 5.0 CPU s on 2 cores), taken from the frames and, on a first run, from the compiling.
+#: does no BLAS work worth a thread (the alignment's systems have a handful of unknowns; the kernels
+#: are ours), but OpenBLAS, as NumPy's and SciPy's wheels bring it, starts a thread per core when each
+#: loads it, and each spins for a while waiting for work: 0.3-0.4 CPU s of the README's example (4.7
+#: against 5.0 CPU s on 2 cores), taken from the frames and, on a first run, from the compiling.
 BLAS_THREADS = {"OPENBLAS_NUM_THREADS": "1"}
 
 

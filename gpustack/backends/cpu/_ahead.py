@@ -473,7 +473,7 @@ def _help(stream) -> None:
     15 CPU s that compiling the README's example's kernels takes (0.29 s at these); what the process
     inherited or imported is frozen out of the collections (and, forked, stays shared with the run's
     process rather than copied page by page as the collector writes to it). Not in the run's own
-    process: there the same thresholds made the 40-frame stack 5 % slower."""
+    process: there the same thresholds made the 40-frame stack 2-9 % slower."""
     import gc
     import importlib
 
