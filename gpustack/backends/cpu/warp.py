@@ -231,9 +231,7 @@ def warp(src, lut, affine, gains, dst):
     a = np.ascontiguousarray(affine, dtype=np.float64).reshape(6)
     g = np.ascontiguousarray(gains, dtype=np.float32)
     check_warp(src, g, dst)
-    run_rows(_warp_kernel, dst.shape[1], 16 * dst.shape[0] * dst.shape[2], src,
-             np.zeros(1, np.float32) if lut is None else lut, a, g, dst, _rotated(a, dst.shape[2]),
-             work=_warp_work(src.shape[:2], dst.shape))
+    _launch(src, np.zeros(1, np.float32) if lut is None else lut, a, g, dst)
 
 
 def warp_planar(src, affine, gains, dst):
@@ -245,5 +243,11 @@ def warp_planar(src, affine, gains, dst):
     a = np.ascontiguousarray(affine, dtype=np.float64).reshape(6)
     g = np.ascontiguousarray(gains, dtype=np.float32)
     check_warp(src, g, dst, planar=True)
-    run_rows(_warp_kernel, dst.shape[1], 16 * dst.shape[0] * dst.shape[2], np.moveaxis(src, 0, -1),
-             np.zeros(1, np.float32), a, g, dst, _rotated(a, dst.shape[2]), work=_warp_work(src.shape[1:], dst.shape))
+    _launch(np.moveaxis(src, 0, -1), np.zeros(1, np.float32), a, g, dst)
+
+
+def _launch(src, lut, a, gains, dst):
+    """``_warp_kernel`` over ``dst``'s rows for an (H, W, C) ``src`` (or view): the specialisation
+    ``_rotated`` picks, and its work arrays."""
+    run_rows(_warp_kernel, dst.shape[1], 16 * dst.shape[0] * dst.shape[2], src, lut, a, gains, dst,
+             _rotated(a, dst.shape[2]), work=_warp_work(src.shape[:2], dst.shape))
