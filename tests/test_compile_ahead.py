@@ -84,8 +84,11 @@ def test_compile_ahead_compiles_only_what_the_run_calls(frames, tmp_path, method
     without the maps, none of the maps' kernels; and no kernel makes Numba compile a library function."""
     called, _, library = _compiled(frames, tmp_path, method, align, "off", maps)
     ahead, listed, _ = _compiled(frames, tmp_path, method, align, "on", maps)
-    smoothing = "gpustack.backends.cpu.depth._depth_ratio_kernel"
-    assert (smoothing in called) == maps
+    # the maps' kernels: the soft method's depth smoothing's row sums (its other steps are NumPy's), the
+    # pyramid method's depth tracker
+    maps_kernel = "gpustack.backends.cpu." + ("filter._filter_box_rows_kernel" if method == "soft" else
+                                              "depth._depth_track_kernel")
+    assert (maps_kernel in called) == maps
     assert "gpustack.backends.cpu.convert._convert_lut_kernel" in called  # the reference frame
     if align != "none":
         assert "gpustack.backends.cpu.warp._warp_kernel" in called  # the frames moved: the frame kernels count

@@ -72,6 +72,31 @@ def test_filter_box_matches_reference(shape, r):
     np.testing.assert_array_equal(out, ref.box_cols(x, r))
 
 
+@pytest.mark.parametrize("block", [1, 3, 8])
+@pytest.mark.parametrize("shape", [(3, 37, 53), (1, 64, 33), (2, 71, 9)])
+def test_numpy_ops_blocks_and_chunks_change_no_bit(monkeypatch, shape, block):
+    """The ops written in NumPy with blocks of rows (``backends.cpu``: the collapse, the column sums)
+    work a block at a time on row chunks spread over threads: whatever the block and the chunks,
+    the oracle's bits (-0.0 included)."""
+    from gpustack.backends.cpu import _threads, filter, pyramid
+
+    monkeypatch.setattr(pyramid, "COLLAPSE_ROWS", block)
+    monkeypatch.setattr(filter, "COL_ROWS", block)
+    monkeypatch.setattr(_threads, "MIN_CHUNK", 16)  # several chunks
+    c, h, w = shape
+    fine = rand(shape, 11)
+    coarse = rand((c, (h + 1) // 2, (w + 1) // 2), 12)
+    fine[:, ::7, ::5] = -0.0
+    coarse[:, ::3] = -0.0
+    back = fine.copy()
+    be.pyramid_expand_add(back, coarse)
+    cuda_cases.assert_bits_equal(back, fine + ref.expand(coarse, h, w))
+    for r in (0, 2, 5):
+        out = np.empty((h, w), F)
+        be.filter_box_cols(fine[0], out, r)
+        cuda_cases.assert_bits_equal(out, ref.box_cols(fine[0], r))
+
+
 def test_fuse_select_takes_higher_energy_only():
     lap_a, lap_b = rand((3, 23, 29), 4), rand((3, 23, 29), 5)
     best = np.zeros_like(lap_a)

@@ -74,7 +74,6 @@ def _fusion_kernels(options) -> list:
     """(when, dispatcher, argument types) of the alignment's sampler and of the fusion and the finish
     of ``options.method``, in order of first use."""
     from ...stages import estimate
-    from ...stages.soft import coarsest_weighted
     from . import depth, filter, fuse, pyramid, soft
     from .encode import _encode_lut_kernel  # (the package's ``encode`` is the function)
 
@@ -86,31 +85,22 @@ def _fusion_kernels(options) -> list:
                                                     types.Array(types.float64, 2, "C"), _F1D, _F1D, _I, _I, _F1D,
                                                     types.Array(types.bool_, 1, "C"))))
     box = (_F2, _F2, _I, _I, _I)
-    expand = (pyramid._pyramid_expand_kernel, (_F3, _F3, _I, _F3, _F2, _I, _I))
     out.append((FOLD, pyramid._pyramid_reduce_kernel, (_F3, _F3, _F2, _I1, _I, _I)))
     if options.method == "soft":
-        if coarsest_weighted():  # the coarsest score level's weight
-            out.append((FOLD, fuse._fuse_divide_kernel, (_F3, _F, _F3, _I, _I)))
-        out += [(FOLD, soft._soft_fold_kernel, (_F3, _F3, _F2) + (types.boolean,) * 3 + (_I, _I) + (_F2,) * 6
-                 + (_F3, _F3, _F, _F, _F, _I, _I, _F, _F3, _F3, _I2, _F2, _F2, _B2, _I, _I)),  # soft_score's too
-                (FINISH, soft._soft_finish_kernel, (_F3, _F3) + (_F2,) * 7 + (_F, types.boolean, _I, _I)),
-                (FINISH, *expand)]  # the collapse
+        out.append((FOLD, soft._soft_fold_kernel, (_F3, _F3, _F2) + (types.boolean,) * 3 + (_I, _I) + (_F2,) * 6
+                    + (_F3, _F3, _F, _F, _F, _I, _I, _F, _F3, _F3, _I2, _F2, _F2, _B2, _I, _I)))  # soft_score's too
     else:  # pyramid, and the depthmap method's first pass
-        out += [(FOLD, *expand),
+        out += [(FOLD, pyramid._pyramid_expand_kernel, (_F3, _F3, _I, _F3, _F2, _I, _I)),
                 (FOLD, fuse._fuse_sqsum_kernel, (_F3, _F2, _I, _I)),
                 (FOLD, filter._filter_box_rows_kernel, box),
                 (FOLD, fuse._fuse_select_kernel, (_F3, _F2, _F3, _F2, _I, _W1, _I, _I))]
         if maps:
             out.append((FOLD, depth._depth_track_kernel, (_F2,) * 7 + (_I, _F, _I, _W1, _I, _I)))
-        out += [(FOLD, fuse._fuse_accumulate_kernel, (_F3, _F3, _I, _I)),
-                (FINISH, fuse._fuse_divide_kernel, (_F3, _F, _F3, _I, _I))]
+        out.append((FOLD, fuse._fuse_accumulate_kernel, (_F3, _F3, _I, _I)))
         if maps:
             out.append((FINISH, depth._depth_finalize_kernel, (_F2,) * 5 + (_F, _F2, _F2, _I, _I)))
-    if options.depth_smooth > 0 and maps:  # (stages.depthmap.smooth_depth)
-        out += [(FINISH, depth._depth_weight_kernel, (_F2, _F2, _F2, _I, _I)),
-                (FINISH, filter._filter_box_rows_kernel, box),
-                (FINISH, filter._filter_box_cols_kernel, box),
-                (FINISH, depth._depth_ratio_kernel, (_F2, _F2, _F2, _F2, _I, _I))]
+    if options.depth_smooth > 0 and maps:  # (stages.depthmap.smooth_depth; its other steps are NumPy's)
+        out.append((FINISH, filter._filter_box_rows_kernel, box))
     if options.output is not None and options.output_format != "ome-tiff":  # OME: the input's type, later
         dt = types.uint8 if options.output_bits == 8 else types.uint16
         out.append((FINISH, _encode_lut_kernel, (_F3, types.Array(dt, 1, "C", readonly=True),
@@ -513,16 +503,15 @@ def _own_share(options, items) -> list:
     With the ``soft`` fusion, the fold's own kernel, which costs about as much to compile as all the
     kernels the frames need from the helper together (5.3-6.9 of the README's first run's 18 CPU s,
     2-core VM, against 6.0) and which everything in this process waits for (Numba loads even a cached kernel under the compiler lock
-    the compiling thread holds), then the finish's and the collapse's, compiled while the frames are
-    folded: the helper meanwhile compiles what the frames need first (the proxy's luminance, the
-    alignment's sampler, the reduction, the conversion and the warp), then the rest of the finish.
+    the compiling thread holds); the helper meanwhile compiles what the frames need (the proxy's
+    luminance, the alignment's sampler, the reduction, the conversion and the warp), then the rest
+    (the finish's steps are NumPy's: ``backends.cpu``).
     With the other methods, whose kernels cost alike, the last kernel of the first fold and every
     other one before it, but never the alignment's sampler, which the frames need first."""
-    from . import pyramid, soft
+    from . import soft
 
     if options.method == "soft":
-        kept = (soft._soft_fold_kernel, soft._soft_finish_kernel, pyramid._pyramid_expand_kernel)
-        return [item for item in items if item[1] in kept]
+        return [item for item in items if item[1] is soft._soft_fold_kernel]
     fold = [item for item in items if item[0] == FOLD]
     own = fold[len(fold) - 1::-2][::-1]
     if options.align != "none":

@@ -72,24 +72,21 @@ def _depth_finalize_kernel(best_s, best_k, prev_of_best, next_of_best, sum_s, n,
                 conf[i, j] = F0
 
 
-@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
-def _depth_weight_kernel(depth, conf, num, row0, row1):
-    h, w = depth.shape
-    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
-        for j in range(w):
-            num[i, j] = depth[i, j] * conf[i, j]
+def _weight_rows(depth, conf, num, row0, row1):
+    """Rows ``row0 .. row1`` of ``depth_weight``, in NumPy (once per stack: not worth a kernel to
+    compile, ``backends.cpu``)."""
+    with np.errstate(all="ignore"):  # (inf and NaN as on the GPU)
+        np.multiply(depth[row0:row1], conf[row0:row1], out=num[row0:row1])
 
 
-@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
-def _depth_ratio_kernel(num, den, fallback, out, row0, row1):
-    h, w = num.shape
-    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
-        for j in range(w):
-            d = den[i, j]
-            if d > F0:
-                out[i, j] = num[i, j] / d
-            else:
-                out[i, j] = fallback[i, j]
+def _ratio_rows(num, den, fallback, out, row0, row1):
+    """Rows ``row0 .. row1`` of ``depth_ratio``, in NumPy (once per stack); ``out`` may be any of the
+    others, as in the kernel, which reads a pixel's values before it writes it."""
+    keep = den[row0:row1] > F0
+    o = out[row0:row1]
+    with np.errstate(all="ignore"):
+        np.divide(num[row0:row1], den[row0:row1], out=o, where=keep)
+    np.copyto(o, fallback[row0:row1], where=~keep)
 
 
 @njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
@@ -137,12 +134,12 @@ def depth_finalize(best_s, best_k, prev_of_best, next_of_best, sum_s, n, depth, 
 
 def depth_weight(depth, conf, num):
     """``num = depth * conf``."""
-    run_rows(_depth_weight_kernel, depth.shape[0], depth.shape[1], depth, conf, num)
+    run_rows(_weight_rows, depth.shape[0], depth.shape[1], depth, conf, num)
 
 
 def depth_ratio(num, den, fallback, out):
     """``out = num / den`` where ``den > 0``, else ``fallback``."""
-    run_rows(_depth_ratio_kernel, num.shape[0], num.shape[1], num, den, fallback, out)
+    run_rows(_ratio_rows, num.shape[0], num.shape[1], num, den, fallback, out)
 
 
 def depthmap_accumulate(frame, depth, acc, k):

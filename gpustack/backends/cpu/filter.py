@@ -7,6 +7,7 @@ where they need a mean.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from ._common import F0, reflect
@@ -54,11 +55,27 @@ def _filter_box_rows_kernel(src, dst, r, row0, row1):
         box_row(src[i], w, r, dst[i])
 
 
-@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
-def _filter_box_cols_kernel(src, dst, r, row0, row1):
-    h, w = src.shape
-    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
-        box_col(src, i, r, dst[i])
+#: Rows ``_cols_rows`` sums at a time.
+COL_ROWS = 32
+
+
+def _cols_rows(src, dst, r, row0, row1):
+    """Rows ``row0 .. row1`` of ``filter_box_cols`` (``_threads.run_rows``), in NumPy, ``COL_ROWS`` at a
+    time: ``box_col``'s sums, in its order. Not a kernel: only the depth map's smoothing calls it,
+    once per stack, where compiling a kernel would cost a first run more than it saves
+    (``backends.cpu``)."""
+    h = src.shape[0]
+    with np.errstate(all="ignore"):
+        for i0 in range(row0, row1, COL_ROWS):
+            i1 = min(row1, i0 + COL_ROWS)
+            o = dst[i0:i1]
+            o[...] = F0
+            for d in range(-r, r + 1):
+                if 0 <= i0 + d and i1 - 1 + d < h:
+                    rows = src[i0 + d:i1 + d]
+                else:  # reflect101 rows at a border
+                    rows = src[[reflect.py_func(i + d, h) for i in range(i0, i1)]]
+                np.add(o, rows, out=o)
 
 
 def filter_box_rows(src, dst, r):
@@ -66,4 +83,4 @@ def filter_box_rows(src, dst, r):
 
 
 def filter_box_cols(src, dst, r):
-    run_rows(_filter_box_cols_kernel, src.shape[0], src.shape[1] * (2 * r + 1), src, dst, r)
+    run_rows(_cols_rows, src.shape[0], src.shape[1] * (2 * r + 1), src, dst, r)

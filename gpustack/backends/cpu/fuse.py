@@ -52,14 +52,11 @@ def _fuse_accumulate_kernel(acc, g, row0, row1):
             acc[ch, i, j] = acc[ch, i, j] + g[ch, i, j]
 
 
-@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
-def _fuse_divide_kernel(acc, n, out, row0, row1):
-    c, h, w = acc.shape
-    for p in range(row0, row1):  # a chunk of range(c * h) (_threads.run_rows)
-        ch = p // h
-        i = p - ch * h
-        for j in range(w):
-            out[ch, i, j] = acc[ch, i, j] / n
+def _divide_rows(acc, n, out, row0, row1):
+    """Rows ``row0 .. row1`` of ``fuse_divide``, in NumPy: a stack's finish, or the coarsest score
+    level's weight (an eighth of a frame's side), not worth a kernel to compile (``backends.cpu``)."""
+    with np.errstate(all="ignore"):
+        np.divide(acc[:, row0:row1], n, out=out[:, row0:row1])
 
 
 def fuse_sqsum(lap, q):
@@ -80,4 +77,4 @@ def fuse_accumulate(acc, g):
 
 def fuse_divide(acc, n, out):
     """``out = acc / n`` with ``n`` a float32 scalar."""
-    run_rows(_fuse_divide_kernel, acc.shape[0] * acc.shape[1], acc.shape[2], acc, n, out)
+    run_rows(_divide_rows, acc.shape[1], acc.shape[0] * acc.shape[2], acc, n, out)

@@ -147,9 +147,71 @@ def pyramid_expand_sub(fine, coarse):
     _expand(fine, coarse, -1, fine)
 
 
+#: Coarse rows the collapse expands at a time (``_collapse_rows``): its temporaries stay in the cache.
+COLLAPSE_ROWS = 32
+
+
+def _expand_rows_np(g, out):
+    """``out`` (n, w) = each row of ``g`` (n, wc) expanded along the row (``_expand_row``'s values), in NumPy."""
+    wc, w = g.shape[1], out.shape[1]
+    gp = np.empty((g.shape[0], wc + 2), np.float32)  # g with one reflect101 sample each side: gp[:, k + 1] = g[:, k]
+    gp[:, 1:wc + 1] = g
+    gp[:, 0] = g[:, reflect.py_func(-1, wc)]
+    gp[:, wc + 1] = g[:, reflect.py_func(wc, wc)]
+    ne, no = (w + 1) // 2, w // 2
+    t = np.multiply(gp[:, 0:ne], E0)
+    u = np.multiply(gp[:, 1:ne + 1], E1)
+    np.add(t, u, out=t)
+    np.multiply(gp[:, 2:ne + 2], E0, out=u)
+    np.add(t, u, out=out[:, 0::2])  # E0 * g[k-1] + E1 * g[k] + E0 * g[k+1]
+    t = np.multiply(gp[:, 1:no + 1], HALF)
+    np.multiply(gp[:, 2:no + 2], HALF, out=u[:, :no])
+    np.add(t, u[:, :no], out=out[:, 1::2])  # HALF * g[k] + HALF * g[k+1]
+
+
+def _collapse_rows(fine, coarse, row0, row1):
+    """``fine += expand(coarse)`` over the coarse rows ``row0 .. row1`` of ``range(C * Hc)`` (the fine
+    rows 2k and 2k + 1 of each), in NumPy, ``COLLAPSE_ROWS`` at a time: ``_pyramid_expand_kernel``'s
+    values with ``sign`` 1, one IEEE float32 operation at a time, in its order."""
+    c, h, w = fine.shape
+    hc = coarse.shape[1]
+    with np.errstate(all="ignore"):  # inf and NaN, as in the kernel
+        _collapse(fine, coarse, row0, row1, c, h, w, hc)
+
+
+def _collapse(fine, coarse, row0, row1, c, h, w, hc):
+    p = row0
+    while p < row1:
+        ch = p // hc
+        k0 = p - ch * hc
+        k1 = min(hc, k0 + COLLAPSE_ROWS, k0 + row1 - p)
+        nb = k1 - k0
+        rows = [reflect.py_func(k, hc) for k in range(k0 - 1, k1 + 1)]
+        ex = np.empty((nb + 2, w), np.float32)  # the coarse rows k0 - 1 .. k1, expanded along the row
+        _expand_rows_np(coarse[ch][rows], ex)
+        t = np.multiply(ex[0:nb], E0)
+        u = np.multiply(ex[1:nb + 1], E1)
+        np.add(t, u, out=t)
+        np.multiply(ex[2:nb + 2], E0, out=u)
+        np.add(t, u, out=t)
+        even = fine[ch, 2 * k0:2 * k1:2]
+        np.add(even, t, out=even)  # fine[2k] + (E0 * ex[k-1] + E1 * ex[k] + E0 * ex[k+1])
+        no = min(k1, h // 2) - k0  # the odd rows 2k + 1 < h
+        if no > 0:
+            np.multiply(ex[1:no + 1], HALF, out=t[:no])
+            np.multiply(ex[2:no + 2], HALF, out=u[:no])
+            np.add(t[:no], u[:no], out=t[:no])
+            odd = fine[ch, 2 * k0 + 1:2 * (k0 + no):2]
+            np.add(odd, t[:no], out=odd)  # fine[2k+1] + (HALF * ex[k] + HALF * ex[k+1])
+        p += nb
+
+
 def pyramid_expand_add(fine, coarse):
-    """In place: ``fine += expand(coarse)`` (collapse one level)."""
-    _expand(fine, coarse, 1, fine)
+    """In place: ``fine += expand(coarse)`` (collapse one level). In NumPy, not the expand's kernel:
+    the collapse runs once per stack (the ``soft`` method's at the finest level alone), where the
+    kernel's compiling would cost a first run far more than it saves (``backends.cpu``); the
+    per-frame ``pyramid_expand_sub`` and ``pyramid_laplacian`` keep it. The same values."""
+    run_rows(_collapse_rows, fine.shape[0] * coarse.shape[1], 12 * fine.shape[2], fine, coarse)
 
 
 def pyramid_laplacian(fine, coarse, out):

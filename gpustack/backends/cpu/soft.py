@@ -188,37 +188,36 @@ def _soft_fold_kernel(frame, coarse, coarse_score, with_coarse, fold, maps, focu
                 dp[j] = kf if k == RESTART else (y * p + kf if k == RESCALE else (y + p * kf if k == ADD else y))
 
 
-@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
-def _soft_finish_kernel(acc, acc_lap, den, depth_den, depth_num, max_s, sum_s, depth, conf, nf, maps, row0, row1):
-    c, h, w = acc.shape
-    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
-        for j in range(w):
-            d = den[i, j]
-            for ch in range(c):
-                acc[ch, i, j] = acc[ch, i, j] / d
-                acc_lap[ch, i, j] = acc_lap[ch, i, j] / d
-        if not maps:  # (depth_den, depth_num, sum_s, depth and conf are stand-ins)
-            continue
-        for j in range(w):
-            depth[i, j] = depth_num[i, j] / depth_den[i, j]
-            m = max_s[i, j]
-            if m > F0:
-                cf = (m - sum_s[i, j] / nf) / m
-                if cf < F0:
-                    cf = F0
-                conf[i, j] = cf
-            else:
-                conf[i, j] = F0
+def _finish_rows(acc, acc_lap, den, depth_den, depth_num, max_s, sum_s, depth, conf, nf, row0, row1):
+    """Rows ``row0 .. row1`` of ``soft_finish`` (``_threads.run_rows``), in NumPy: once per stack, so not
+    worth a kernel to compile (``backends.cpu``); every value is ``gs_soft_finish``'s, one IEEE float32
+    operation at a time. ``depth`` None: the means only (``depth_den``, ``depth_num``, ``sum_s``, ``conf``
+    not read)."""
+    with np.errstate(all="ignore"):  # inf and NaN, as on the GPU
+        d = den[row0:row1]
+        for a in (acc, acc_lap):
+            rows = a[:, row0:row1]
+            np.divide(rows, d, out=rows)
+        if depth is None:
+            return
+        np.divide(depth_num[row0:row1], depth_den[row0:row1], out=depth[row0:row1])
+        m, cf = max_s[row0:row1], conf[row0:row1]
+        np.divide(sum_s[row0:row1], nf, out=cf)
+        np.subtract(m, cf, out=cf)
+        np.divide(cf, m, out=cf)  # (m - sum_s / nf) / m
+        np.copyto(cf, F0, where=cf < F0)  # (NaN kept)
+        np.copyto(cf, F0, where=~(m > F0))
 
 
-@njit(nogil=True, cache=True, error_model="numpy", no_cfunc_wrapper=True)
-def _soft_contrast_kernel(max_s, sum_s, out, nf, floor_s, row0, row1):
-    h, w = max_s.shape
-    for i in range(row0, row1):  # a chunk of range(h) (_threads.run_rows)
-        for j in range(w):
-            num = max_s[i, j] - sum_s[i, j] / nf
-            den = num + floor_s
-            out[i, j] = num / den if den > F0 else F0
+def _contrast_rows(max_s, sum_s, out, nf, floor_s, row0, row1):
+    """Rows ``row0 .. row1`` of ``soft_contrast``, in NumPy (once per stack): ``gs_soft_contrast``'s values."""
+    with np.errstate(all="ignore"):
+        num = np.divide(sum_s[row0:row1], nf)
+        np.subtract(max_s[row0:row1], num, out=num)  # max_s - sum_s / nf
+        den = np.add(num, floor_s)
+        o = out[row0:row1]
+        np.divide(num, den, out=o)
+        np.copyto(o, F0, where=~(den > F0))
 
 
 def _fold_work(shape, r) -> tuple:
@@ -233,7 +232,7 @@ def _fold_work(shape, r) -> tuple:
 def soft_contrast(state, n, floor, out):
     """``out`` (H, W) = the best frame's score above the mean score, over that plus the noise
     ``floor``: 0 where only noise, towards 1 where a frame stands out (the height map's confidence)."""
-    run_rows(_soft_contrast_kernel, out.shape[0], out.shape[1], state.max_s, state.sum_s, out, n, floor)
+    run_rows(_contrast_rows, out.shape[0], out.shape[1], state.max_s, state.sum_s, out, n, floor)
 
 
 def soft_score(fine, coarse, coarse_score, r, out):
@@ -320,7 +319,5 @@ def soft_finish(state, n, depth, conf):
     only, ``depth`` and ``conf`` None."""
     maps = check_maps(state.depth_den, state.depth_num, state.sum_s, depth, conf)
     c, h, w = state.acc.shape
-    stand_in = state.max_s
-    run_rows(_soft_finish_kernel, h, (2 * c + (3 if maps else 0)) * w, state.acc, state.acc_lap, state.den,
-             *((state.depth_den, state.depth_num) if maps else (stand_in,) * 2), state.max_s,
-             *((state.sum_s, depth, conf) if maps else (stand_in,) * 3), n, maps)
+    run_rows(_finish_rows, h, (2 * c + (3 if maps else 0)) * w, state.acc, state.acc_lap, state.den, state.depth_den,
+             state.depth_num, state.max_s, state.sum_s, depth, conf, n)
