@@ -96,6 +96,35 @@ def test_encode(benchmark, be, data):
     _run(benchmark, be, be.encode, data["planar"], data["elut"], data["enc"])
 
 
+# the steps a run takes once per stack (NumPy on the CPU: backends/cpu/__init__.py)
+def test_pyramid_expand_add(benchmark, be, data):
+    _run(benchmark, be, be.pyramid_expand_add, data["planar2"], data["coarse"])
+
+
+def test_filter_box_cols(benchmark, be, data):
+    _run(benchmark, be, be.filter_box_cols, data["plane"], data["out_plane"], 2)
+
+
+def test_soft_finish(benchmark, be, data):
+    """With the maps; the sums divided by 1 (the same values every call: no denormals)."""
+    ones = [be.full((H, W), 1.0, np.float32) for _ in range(5)]
+    state = soft.SoftState(*ones, data["planar2"], data["planar"])
+    depth, conf = be.empty((H, W), np.float32), be.empty((H, W), np.float32)
+    _run(benchmark, be, be.soft_finish, state, np.float32(9), depth, conf)
+
+
+def test_fuse_divide(benchmark, be, data):
+    _run(benchmark, be, be.fuse_divide, data["planar"], np.float32(3), data["planar2"])
+
+
+def test_depth_weight_ratio(benchmark, be, data):
+    """The depth smoothing's first and last steps."""
+    def both():
+        be.depth_weight(data["plane"], data["plane"], data["out_plane"])
+        be.depth_ratio(data["out_plane"], data["plane"], data["plane"], data["out_plane"])
+    _run(benchmark, be, both)
+
+
 @pytest.mark.parametrize("method", ["soft", "pyramid"])
 def test_fold_one_frame(benchmark, be, data, method):
     """A whole frame folded into the state: convert + the method's fold (soft: four pyramid levels,

@@ -3,11 +3,11 @@ on a thread pool, ``_threads``; compiled ahead of use, ``_ahead``).
 
 Most ops a run calls once per stack, not once per frame, are NumPy, on the same row chunks and
 threads: the soft finish and contrast, the collapse ``pyramid_expand_add``, ``fuse_divide``, the
-depth map's weighting, column sums and ratio. Each is a pass or a few over a plane, up to three
-times slower than a kernel's (the collapse of a 12 MP frame 74 against 44 ms, the soft finish the
-same 63), but a kernel costs 0.2-1.3 CPU s to compile on a first run, and these together 3 of the
-README example's 18 CPU s (issue 14). ``encode`` stays a kernel: in NumPy it took 3.3 times as long
-(a 12 MP frame 224 against 69 ms) for 0.2 CPU s of compiling. Every value is still the CUDA
+depth map's weighting, column sums and ratio. Each is a pass or a few over a plane, memory-bound,
+about as fast as the kernel it replaced (``bench/test_bench_ops.py``, 12 MP: the collapse 59-65
+against 48-60 ms, the others within 10 %), and a kernel costs 0.2-1.3 CPU s to compile on a first
+run: these together 3 of the README example's 18 CPU s (issue 14). ``encode`` stays a kernel: in
+NumPy it took 3.3 times as long (a 12 MP frame 224 against 69 ms) for 0.2 CPU s of compiling. Every value is still the CUDA
 twin's: one IEEE float32 operation at a time, in the kernel's order (no fused multiply-add in
 NumPy), checked bit for bit like the kernels'."""
 
