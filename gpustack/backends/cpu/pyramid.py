@@ -173,13 +173,8 @@ def _collapse_rows(fine, coarse, row0, row1):
     """``fine += expand(coarse)`` over the coarse rows ``row0 .. row1`` of ``range(C * Hc)`` (the fine
     rows 2k and 2k + 1 of each), in NumPy, ``COLLAPSE_ROWS`` at a time: ``_pyramid_expand_kernel``'s
     values with ``sign`` 1, one IEEE float32 operation at a time, in its order."""
-    c, h, w = fine.shape
+    _, h, w = fine.shape
     hc = coarse.shape[1]
-    with np.errstate(all="ignore"):  # inf and NaN, as in the kernel
-        _collapse(fine, coarse, row0, row1, c, h, w, hc)
-
-
-def _collapse(fine, coarse, row0, row1, c, h, w, hc):
     p = row0
     while p < row1:
         ch = p // hc
@@ -188,21 +183,22 @@ def _collapse(fine, coarse, row0, row1, c, h, w, hc):
         nb = k1 - k0
         rows = [reflect.py_func(k, hc) for k in range(k0 - 1, k1 + 1)]
         ex = np.empty((nb + 2, w), np.float32)  # the coarse rows k0 - 1 .. k1, expanded along the row
-        _expand_rows_np(coarse[ch][rows], ex)
-        t = np.multiply(ex[0:nb], E0)
-        u = np.multiply(ex[1:nb + 1], E1)
-        np.add(t, u, out=t)
-        np.multiply(ex[2:nb + 2], E0, out=u)
-        np.add(t, u, out=t)
-        even = fine[ch, 2 * k0:2 * k1:2]
-        np.add(even, t, out=even)  # fine[2k] + (E0 * ex[k-1] + E1 * ex[k] + E0 * ex[k+1])
-        no = min(k1, h // 2) - k0  # the odd rows 2k + 1 < h
-        if no > 0:
-            np.multiply(ex[1:no + 1], HALF, out=t[:no])
-            np.multiply(ex[2:no + 2], HALF, out=u[:no])
-            np.add(t[:no], u[:no], out=t[:no])
-            odd = fine[ch, 2 * k0 + 1:2 * (k0 + no):2]
-            np.add(odd, t[:no], out=odd)  # fine[2k+1] + (HALF * ex[k] + HALF * ex[k+1])
+        with np.errstate(all="ignore"):  # inf and NaN, as in the kernel
+            _expand_rows_np(coarse[ch][rows], ex)
+            t = np.multiply(ex[0:nb], E0)
+            u = np.multiply(ex[1:nb + 1], E1)
+            np.add(t, u, out=t)
+            np.multiply(ex[2:nb + 2], E0, out=u)
+            np.add(t, u, out=t)
+            even = fine[ch, 2 * k0:2 * k1:2]
+            np.add(even, t, out=even)  # fine[2k] + (E0 * ex[k-1] + E1 * ex[k] + E0 * ex[k+1])
+            no = min(k1, h // 2) - k0  # the odd rows 2k + 1 < h
+            if no > 0:
+                np.multiply(ex[1:no + 1], HALF, out=t[:no])
+                np.multiply(ex[2:no + 2], HALF, out=u[:no])
+                np.add(t[:no], u[:no], out=t[:no])
+                odd = fine[ch, 2 * k0 + 1:2 * (k0 + no):2]
+                np.add(odd, t[:no], out=odd)  # fine[2k+1] + (HALF * ex[k] + HALF * ex[k+1])
         p += nb
 
 
