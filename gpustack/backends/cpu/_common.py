@@ -61,6 +61,15 @@ def reflect(i, n):
     return i
 
 
+def reflected_rows(a, lo, hi):
+    """Rows ``lo .. hi`` of ``a`` under the border rule (``reflect``), for the ops written in NumPy
+    (``backends.cpu``): a view where they all lie inside, else a gathered copy."""
+    n = a.shape[0]
+    if 0 <= lo and hi <= n:
+        return a[lo:hi]
+    return a[[reflect.py_func(i, n) for i in range(lo, hi)]]
+
+
 def decode(v, lut):
     """A sample in linear light: ``lut[v]`` for integer samples, ``float32(v)`` for float ones."""
     return lut[v] if np.issubdtype(type(v), np.integer) else np.float32(v)

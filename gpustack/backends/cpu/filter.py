@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._common import F0, reflect
+from ._common import F0, reflect, reflected_rows
 from ._threads import run_rows
 
 
@@ -64,18 +64,13 @@ def _cols_rows(src, dst, r, row0, row1):
     time: ``box_col``'s sums, in its order. Not a kernel: only the depth map's smoothing calls it,
     once per stack, where compiling a kernel would cost a first run more than it saves
     (``backends.cpu``)."""
-    h = src.shape[0]
     with np.errstate(all="ignore"):
         for i0 in range(row0, row1, COL_ROWS):
             i1 = min(row1, i0 + COL_ROWS)
             o = dst[i0:i1]
             o[...] = F0
             for d in range(-r, r + 1):
-                if 0 <= i0 + d and i1 - 1 + d < h:
-                    rows = src[i0 + d:i1 + d]
-                else:  # reflect101 rows at a border
-                    rows = src[[reflect.py_func(i + d, h) for i in range(i0, i1)]]
-                np.add(o, rows, out=o)
+                np.add(o, reflected_rows(src, i0 + d, i1 + d), out=o)
 
 
 def filter_box_rows(src, dst, r):

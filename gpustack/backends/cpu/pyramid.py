@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._common import E0, E1, HALF, W0, W1, W2, reflect
+from ._common import E0, E1, HALF, W0, W1, W2, reflect, reflected_rows
 from ._threads import run_rows
 
 
@@ -181,10 +181,9 @@ def _collapse_rows(fine, coarse, row0, row1):
         k0 = p - ch * hc
         k1 = min(hc, k0 + COLLAPSE_ROWS, k0 + row1 - p)
         nb = k1 - k0
-        rows = [reflect.py_func(k, hc) for k in range(k0 - 1, k1 + 1)]
         ex = np.empty((nb + 2, w), np.float32)  # the coarse rows k0 - 1 .. k1, expanded along the row
         with np.errstate(all="ignore"):  # inf and NaN, as in the kernel
-            _expand_rows_np(coarse[ch][rows], ex)
+            _expand_rows_np(reflected_rows(coarse[ch], k0 - 1, k1 + 1), ex)
             t = np.multiply(ex[0:nb], E0)
             u = np.multiply(ex[1:nb + 1], E1)
             np.add(t, u, out=t)
